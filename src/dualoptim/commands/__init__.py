@@ -1,0 +1,1 @@
+"""Subcommands of the ``dualoptim`` CLI (see ``dualoptim.cli``)."""

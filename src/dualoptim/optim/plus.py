@@ -1,0 +1,391 @@
+"""DualOptim+: a shared base Adam state plus one residual (delta) state per objective."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from itertools import chain
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from dualoptim.optim._objective import Objective, ObjectiveMixin
+from dualoptim.optim._params import as_param_groups
+
+__all__ = ["DualOptimPlus", "dual_optim_plus"]
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+_STATE_KEYS = ("step", "exp_avg", "exp_avg_sq")
+
+
+class DualOptimPlus(ObjectiveMixin, Optimizer):
+    r"""Shared base moments plus per-objective residual moments (DualOptim+, Adam form).
+
+    When the forget and retain gradients agree a shared optimizer state is best; when they conflict
+    decoupled states are. DualOptim+ keeps both: a base state :math:`B` updated by every step, and
+    a delta state :math:`\Delta_o` per objective that tracks how that objective's gradient deviates
+    from the base. A step for objective :math:`o \in \{f, r\}` with gradient :math:`g`
+    (equations (4)-(6) of the paper; the base moves first, the delta measures the residual):
+
+    .. math::
+        \theta &\leftarrow \theta\,(1 - \eta_o \lambda) \\
+        n &\leftarrow n + 1, \quad k_o \leftarrow k_o + 1 \\
+        B_1 &\leftarrow \beta_{b1} B_1 + (1-\beta_{b1})\, g, \qquad \hat B_1 = B_1 / (1-\beta_{b1}^n) \\
+        B_2 &\leftarrow \beta_{b2} B_2 + (1-\beta_{b2})\, g^2, \qquad \hat B_2 = B_2 / (1-\beta_{b2}^n) \\
+        \Delta_{1,o} &\leftarrow \beta_{d1} \Delta_{1,o} + (1-\beta_{d1})(g - \hat B_1),
+            \qquad \hat\Delta_{1,o} = \Delta_{1,o} / (1-\beta_{d1}^{k_o}) \\
+        \Delta_{2,o} &\leftarrow \beta_{d2} \Delta_{2,o} + (1-\beta_{d2})(g^2 - \hat B_2),
+            \qquad \hat\Delta_{2,o} = \Delta_{2,o} / (1-\beta_{d2}^{k_o}) \\
+        m &= \hat B_1 + \hat\Delta_{1,o}, \qquad v = \max(\hat B_2 + \hat\Delta_{2,o},\; m^2) \\
+        \theta &\leftarrow \theta - \eta_o\, m / (\sqrt{v} + \epsilon)
+
+    **A beta of exactly 1 means "this state is absent"**: its moment is 0 and has no bias
+    correction. So ``betas=(1, 1, b1, b2)`` is one shared AdamW(b1, b2) stepping alternately on
+    both objectives, and ``betas=(d1, d2, 1, 1)`` is ``DualOptim`` with an AdamW(d1, d2) per
+    objective; both limits hold exactly.
+
+    **Why** :math:`v \ge m^2`: :math:`v` estimates the objective's own second moment as a
+    difference of two running averages, and per coordinate it is often negative or near zero (with
+    unit Gaussian gradients and a 1:5 schedule it fell to -0.6 within 24 steps). Taking
+    :math:`|v|`, as the research code does, lets a coordinate move :math:`10^5\,\eta` in one step
+    when gradient scales shift. Since :math:`E[g^2] \ge E[g]^2` for any distribution, flooring
+    :math:`v` at :math:`m^2` is the tightest repair that keeps :math:`v` a valid second moment, and
+    it bounds every coordinate's step by :math:`\eta_o`, as Adam's is. The floor is applied only
+    while both a base and a delta state are present (otherwise :math:`v \ge 0` already and the
+    limits above stay exact). With ``eps > 0`` no value is ever non-finite.
+
+    Args:
+        params: tensors or param-group dicts (groups may override any option below).
+        lr: retain learning rate :math:`\eta_r` (default 1e-5).
+        forget_lr: forget learning rate :math:`\eta_f` (default: ``lr``). An LR scheduler on this
+            optimizer drives ``lr``; the forget side follows it in proportion,
+            :math:`\eta_f \cdot lr / lr_{initial}`.
+        betas: :math:`(\beta_{d1}, \beta_{d2}, \beta_{b1}, \beta_{b2})`, delta first/second and base
+            first/second moment coefficients in [0, 1] (default (0.9, 0.95, 0.95, 0.999), the
+            reference trainer's; its scripts use (0.9, 0.95, 0.9, 0.95)).
+        eps: added to :math:`\sqrt{v}` (default 1e-8).
+        weight_decay: decoupled weight decay :math:`\lambda` (default 0).
+        foreach: use the multi-tensor ``torch._foreach_*`` path (default: True on CPU and CUDA).
+
+    State dtype policy: state tensors of float32/float64 parameters share the parameter's dtype;
+    bf16/fp16 parameters keep float32 state, the update is computed in float32 and rounded once
+    into the parameter. Step counters (``step``) are float32 scalars, as in ``torch.optim.Adam``.
+    State layout: ``state[p]["base" | "forget" | "retain"]["step" | "exp_avg" | "exp_avg_sq"]``.
+
+    Example::
+
+        opt = DualOptimPlus(model.parameters(), lr=1e-5, forget_lr=2e-5,
+                            betas=(0.9, 0.95, 0.95, 0.999), eps=1e-8, weight_decay=0.0)
+        loss_f.backward(); opt.step(objective="forget"); opt.zero_grad()
+        loss_r.backward(); opt.step(objective="retain"); opt.zero_grad()
+        opt.set_objective("forget"); opt.step()   # for wrappers that call step() with no arguments
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-5,
+        forget_lr: float | None = None,
+        betas: tuple[float, float, float, float] = (0.9, 0.95, 0.95, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        foreach: bool | None = None,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            forget_lr=lr if forget_lr is None else forget_lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            foreach=foreach,
+        )
+        _validate_hyperparameters(defaults, "DualOptimPlus")
+        groups = as_param_groups(params, "DualOptimPlus")
+        super().__init__(groups, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if "forget_lr" not in param_group and "lr" in param_group:
+            # A group that overrides lr alone means the same rate for both objectives.
+            group["forget_lr"] = param_group["lr"]
+        _validate_hyperparameters(group, f"DualOptimPlus param group {len(self.param_groups) - 1}")
+        # Schedulers set initial_lr themselves (setdefault); recording it here lets the forget rate
+        # follow a scheduler attached later, and a manual change of lr before any scheduler.
+        group.setdefault("initial_lr", group["lr"])
+        for param in group["params"]:
+            if param.is_sparse:
+                raise ValueError("DualOptimPlus does not support sparse parameters")
+
+    def _init_state(self, param: Tensor) -> dict[str, dict[str, Tensor]]:
+        state = self.state[param]
+        if not state:
+            dtype = torch.float32 if param.dtype in _LOW_PRECISION else param.dtype
+            for part in ("base", Objective.FORGET.value, Objective.RETAIN.value):
+                state[part] = {
+                    # A float32 step, like torch.optim.Adam, so that bias corrections stay exact.
+                    "step": torch.tensor(0.0, dtype=torch.float32),
+                    "exp_avg": torch.zeros_like(param, dtype=dtype, memory_format=torch.preserve_format),
+                    "exp_avg_sq": torch.zeros_like(param, dtype=dtype, memory_format=torch.preserve_format),
+                }
+        return state
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None, objective: str | Objective | None = None):
+        """One step of ``objective`` (default: the one given to ``set_objective``)."""
+        objective = self._resolve_objective(objective)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group_index, group in enumerate(self.param_groups):
+            params, grads, base, delta = [], [], [], []
+            for param_index, param in enumerate(group["params"]):
+                if param.grad is None:
+                    continue  # a parameter the loss did not reach keeps its value and state
+                if param.grad.is_sparse:
+                    raise ValueError(
+                        f"DualOptimPlus does not support sparse gradients (param {param_index} of group {group_index})"
+                    )
+                state = self._init_state(param)
+                params.append(param)
+                grads.append(param.grad)
+                base.append(state["base"])
+                delta.append(state[objective.value])
+            if not params:
+                continue
+            dual_optim_plus(
+                params,
+                grads,
+                base_steps=[s["step"] for s in base],
+                base_exp_avgs=[s["exp_avg"] for s in base],
+                base_exp_avg_sqs=[s["exp_avg_sq"] for s in base],
+                delta_steps=[s["step"] for s in delta],
+                delta_exp_avgs=[s["exp_avg"] for s in delta],
+                delta_exp_avg_sqs=[s["exp_avg_sq"] for s in delta],
+                lr=_objective_lr(group, objective),
+                betas=tuple(group["betas"]),
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                foreach=group["foreach"],
+            )
+        return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore groups and state exactly: state tensors keep their saved dtype (float32 state of
+        a bf16 parameter stays float32; torch's default loader would cast it to bf16)."""
+        if "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError(f"not an optimizer state dict: keys {sorted(state_dict)}")
+        saved_state = state_dict["state"]
+        super().load_state_dict({**state_dict, "state": {}})
+        saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = chain.from_iterable(g["params"] for g in self.param_groups)
+        param_of = dict(zip(saved_ids, params))
+        for key, value in saved_state.items():
+            if key not in param_of:
+                raise ValueError(f"state for unknown parameter id {key!r}")
+            param = param_of[key]
+            if not isinstance(value, dict) or set(value) != {"base", "forget", "retain"}:
+                raise ValueError(
+                    f"not a DualOptimPlus state for parameter {key!r}: expected parts base/forget/retain, "
+                    f"got {sorted(value) if isinstance(value, dict) else type(value).__name__}"
+                )
+            self.state[param] = {part: _load_part(tensors, param, part, key) for part, tensors in value.items()}
+
+
+def _load_part(tensors: dict[str, Tensor], param: Tensor, part: str, key: Any) -> dict[str, Tensor]:
+    if set(tensors) != set(_STATE_KEYS):
+        raise ValueError(f"state part {part!r} of parameter {key!r} has keys {sorted(tensors)}, expected {_STATE_KEYS}")
+    for name in ("exp_avg", "exp_avg_sq"):
+        if tensors[name].shape != param.shape:
+            raise ValueError(
+                f"state {part}.{name} of parameter {key!r} has shape {tuple(tensors[name].shape)}, "
+                f"the parameter {tuple(param.shape)}"
+            )
+    return {
+        "step": tensors["step"].to(dtype=torch.float32).clone(),
+        "exp_avg": tensors["exp_avg"].to(device=param.device, copy=True),
+        "exp_avg_sq": tensors["exp_avg_sq"].to(device=param.device, copy=True),
+    }
+
+
+def _objective_lr(group: dict[str, Any], objective: Objective) -> float:
+    """The learning rate of ``objective``: ``lr`` for retain; for forget ``forget_lr`` scaled by
+    whatever a scheduler did to ``lr`` since construction."""
+    if objective is Objective.RETAIN:
+        return group["lr"]
+    initial = group.get("initial_lr", group["lr"])
+    if initial == 0:
+        return group["forget_lr"]
+    return group["forget_lr"] * group["lr"] / initial
+
+
+def _validate_hyperparameters(options: dict[str, Any], owner: str) -> None:
+    for name in ("lr", "forget_lr"):
+        value = options[name]
+        if isinstance(value, Tensor) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{owner}: invalid {name} {value!r}, expected a float >= 0")
+    betas = options["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != 4:
+        raise ValueError(f"{owner}: invalid betas {betas!r}, expected 4 values (delta1, delta2, base1, base2)")
+    for name, beta in zip(("beta_delta1", "beta_delta2", "beta_base1", "beta_base2"), betas):
+        if not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
+            raise ValueError(f"{owner}: invalid {name} {beta!r} in betas {tuple(betas)}, expected a value in [0, 1]")
+    if not isinstance(options["eps"], (int, float)) or options["eps"] < 0:
+        raise ValueError(f"{owner}: invalid eps {options['eps']!r}, expected a float >= 0")
+    if not isinstance(options["weight_decay"], (int, float)) or options["weight_decay"] < 0:
+        raise ValueError(f"{owner}: invalid weight_decay {options['weight_decay']!r}, expected a float >= 0")
+
+
+def dual_optim_plus(
+    params: list[Tensor],
+    grads: list[Tensor],
+    *,
+    base_steps: list[Tensor],
+    base_exp_avgs: list[Tensor],
+    base_exp_avg_sqs: list[Tensor],
+    delta_steps: list[Tensor],
+    delta_exp_avgs: list[Tensor],
+    delta_exp_avg_sqs: list[Tensor],
+    lr: float,
+    betas: tuple[float, float, float, float],
+    eps: float,
+    weight_decay: float,
+    foreach: bool | None = None,
+) -> None:
+    """Functional DualOptim+ step for one objective (see :class:`DualOptimPlus` for the maths).
+
+    ``delta_*`` are the stepping objective's residual state. Dispatches to the multi-tensor path
+    unless ``foreach=False``; bf16/fp16 parameters are updated through float32 copies.
+    """
+    if foreach is None:
+        foreach = all(p.device.type in ("cpu", "cuda") for p in params)
+    low = [i for i, p in enumerate(params) if p.dtype in _LOW_PRECISION]
+    work = list(params)
+    grads = list(grads)
+    for i in low:
+        # Compute in float32 against float32 state, round once into the parameter below.
+        work[i] = params[i].float()
+        grads[i] = grads[i].float()
+    step_fn = _multi_tensor_dual_optim_plus if foreach else _single_tensor_dual_optim_plus
+    step_fn(
+        work,
+        grads,
+        base_steps,
+        base_exp_avgs,
+        base_exp_avg_sqs,
+        delta_steps,
+        delta_exp_avgs,
+        delta_exp_avg_sqs,
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+    )
+    for i in low:
+        params[i].copy_(work[i])
+
+
+def _single_tensor_dual_optim_plus(
+    params, grads, base_steps, base_exp_avgs, base_exp_avg_sqs, delta_steps, delta_exp_avgs, delta_exp_avg_sqs,
+    *, lr, betas, eps, weight_decay,
+) -> None:  # fmt: skip
+    beta_delta1, beta_delta2, beta_base1, beta_base2 = betas
+    # Beta == 1 means the state is absent (moment 0, no 0/0 bias correction); guard only mixtures.
+    has_base = beta_base1 < 1 or beta_base2 < 1
+    has_delta = beta_delta1 < 1 or beta_delta2 < 1
+    for i, param in enumerate(params):
+        grad = grads[i]
+        param.mul_(1 - lr * weight_decay)  # decoupled weight decay
+        base_steps[i] += 1  # n: every step, whatever the objective
+        delta_steps[i] += 1  # k_o: this objective's steps
+        n, k = base_steps[i].item(), delta_steps[i].item()
+
+        m = torch.zeros_like(grad)
+        v = torch.zeros_like(grad)
+        if beta_base1 < 1:  # eq. (4): the base moves first
+            base_exp_avgs[i].lerp_(grad, 1 - beta_base1)
+            m.add_(base_exp_avgs[i], alpha=1 / (1 - beta_base1**n))
+        if beta_base2 < 1:
+            base_exp_avg_sqs[i].mul_(beta_base2).addcmul_(grad, grad, value=1 - beta_base2)
+            v.add_(base_exp_avg_sqs[i], alpha=1 / (1 - beta_base2**n))
+        if beta_delta1 < 1:  # eq. (5): the residual against the bias-corrected base
+            delta_exp_avgs[i].lerp_(grad - m, 1 - beta_delta1)
+            m.add_(delta_exp_avgs[i], alpha=1 / (1 - beta_delta1**k))
+        if beta_delta2 < 1:
+            delta_exp_avg_sqs[i].lerp_(grad * grad - v, 1 - beta_delta2)
+            v.add_(delta_exp_avg_sqs[i], alpha=1 / (1 - beta_delta2**k))
+        if has_base and has_delta:
+            torch.maximum(v, m * m, out=v)  # E[g^2] >= E[g]^2: bounds |step| by lr
+        param.addcdiv_(m, v.sqrt_().add_(eps), value=-lr)  # eq. (6)
+
+
+def _multi_tensor_dual_optim_plus(
+    params, grads, base_steps, base_exp_avgs, base_exp_avg_sqs, delta_steps, delta_exp_avgs, delta_exp_avg_sqs,
+    *, lr, betas, eps, weight_decay,
+) -> None:  # fmt: skip
+    beta_delta1, beta_delta2, beta_base1, beta_base2 = betas
+    has_base = beta_base1 < 1 or beta_base2 < 1
+    has_delta = beta_delta1 < 1 or beta_delta2 < 1
+    for idx in _group_by_device_and_dtype(params):
+        p = [params[i] for i in idx]
+        g = [grads[i] for i in idx]
+        b1, b2 = [base_exp_avgs[i] for i in idx], [base_exp_avg_sqs[i] for i in idx]
+        d1, d2 = [delta_exp_avgs[i] for i in idx], [delta_exp_avg_sqs[i] for i in idx]
+        n_steps, k_steps = [base_steps[i] for i in idx], [delta_steps[i] for i in idx]
+        torch._foreach_add_(n_steps, 1.0)
+        torch._foreach_add_(k_steps, 1.0)
+        n = [s.item() for s in n_steps]
+        k = [s.item() for s in k_steps]
+
+        if weight_decay != 0:
+            torch._foreach_mul_(p, 1 - lr * weight_decay)
+        # m and v start as the bias-corrected base moments (zero when the base is absent).
+        if beta_base1 < 1:
+            torch._foreach_lerp_(b1, g, 1 - beta_base1)
+            m = _scaled_copy(b1, [1 / (1 - beta_base1**s) for s in n])
+        else:
+            m = torch._foreach_mul(g, 0.0)
+        if beta_base2 < 1:
+            torch._foreach_mul_(b2, beta_base2)
+            torch._foreach_addcmul_(b2, g, g, 1 - beta_base2)
+            v = _scaled_copy(b2, [1 / (1 - beta_base2**s) for s in n])
+        else:
+            v = torch._foreach_mul(g, 0.0)
+        if beta_delta1 < 1:
+            # d1 <- b*d1 + (1-b)(g - m) written without a temporary: lerp towards g, then subtract.
+            torch._foreach_lerp_(d1, g, 1 - beta_delta1)
+            torch._foreach_add_(d1, m, alpha=-(1 - beta_delta1))
+            _add_scaled(m, d1, [1 / (1 - beta_delta1**s) for s in k])
+        if beta_delta2 < 1:
+            torch._foreach_mul_(d2, beta_delta2)
+            torch._foreach_addcmul_(d2, g, g, 1 - beta_delta2)
+            torch._foreach_add_(d2, v, alpha=-(1 - beta_delta2))
+            _add_scaled(v, d2, [1 / (1 - beta_delta2**s) for s in k])
+        if has_base and has_delta:
+            torch._foreach_maximum_(v, torch._foreach_mul(m, m))
+        torch._foreach_sqrt_(v)
+        torch._foreach_add_(v, eps)
+        torch._foreach_addcdiv_(p, m, v, -lr)
+
+
+def _scaled_copy(tensors: list[Tensor], scales: list[float]) -> list[Tensor]:
+    if all(s == scales[0] for s in scales):
+        return torch._foreach_mul(tensors, scales[0])
+    return torch._foreach_mul(tensors, scales)
+
+
+def _add_scaled(out: list[Tensor], tensors: list[Tensor], scales: list[float]) -> None:
+    if all(s == scales[0] for s in scales):
+        torch._foreach_add_(out, tensors, alpha=scales[0])
+    else:
+        torch._foreach_add_(out, torch._foreach_mul(tensors, scales))
+
+
+def _group_by_device_and_dtype(tensors: list[Tensor]) -> list[list[int]]:
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault((t.device, t.dtype), []).append(i)
+    return list(groups.values())
