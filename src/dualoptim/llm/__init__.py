@@ -1,0 +1,1 @@
+"""LLM unlearning: TOFU data, losses, Hugging Face Trainer integration, metrics."""

@@ -1,0 +1,1 @@
+"""Unlearning methods: each returns the forget and the retain loss, nothing else."""

@@ -1,0 +1,1 @@
+"""Evaluation metrics: accuracy, membership inference, gap/std aggregation, TOFU metrics."""

@@ -1,0 +1,1 @@
+"""Small models and builders for the large ones."""

@@ -1,0 +1,1 @@
+"""results.json -> markdown tables and PNG plots."""

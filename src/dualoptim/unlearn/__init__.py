@@ -1,0 +1,1 @@
+"""The unlearning loop, schedules of forget and retain steps, and masks."""
