@@ -12,7 +12,11 @@ import importlib
 import sys
 
 # subcommand -> module; keep sorted by the order users meet them.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "bench": "dualoptim.commands.bench",
+    "report": "dualoptim.commands.report",
+    "sweep": "dualoptim.commands.sweep",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

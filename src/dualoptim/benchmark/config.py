@@ -26,6 +26,7 @@ __all__ = [
     "config_to_dict",
     "load_preset",
     "preset_names",
+    "read_preset",
 ]
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -113,11 +114,14 @@ class OptimConfig:
 class UnlearnConfig:
     batch_size: int = _help("mini-batch size of forget and retain batches", 64)
     schedule: ScheduleConfig = _help(
-        "default schedule", factory=lambda: ScheduleConfig(outer_iterations=5, forget_steps="pass", retain_steps="pass")
+        "default schedule", factory=lambda: ScheduleConfig(outer_iterations=3, forget_steps="pass", retain_steps="pass")
     )
     optim: OptimConfig = _help("optimizer settings", factory=OptimConfig)
-    methods: dict[str, MethodConfig] = _help("method name -> overrides", factory=dict)
-    curve_points: int = _help("evaluations along each run for the stability plot", 8)
+    methods: dict[str, MethodConfig] = _help(
+        "method name -> overrides",
+        factory=lambda: {"SFRon": MethodConfig(schedule=ScheduleConfig(outer_iterations=12))},
+    )
+    curve_points: int = _help("evaluations along each run for the stability plot", 4)
     curve_examples: int = _help("examples per set used for the curve evaluations (final metrics use all)", 2000)
     mia_svc: bool = _help("also report the SVC MIA-efficacy of the SalUn paper (MIA-SVC)", False)
 
@@ -217,10 +221,8 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_preset(name_or_path: str | None) -> BenchConfig:
-    """The defaults overridden by a preset: a name from ``dualoptim/configs`` or a YAML file path."""
-    if name_or_path is None:
-        return BenchConfig()
+def read_preset(name_or_path: str) -> dict[str, Any]:
+    """The raw mapping of a preset: a name from ``dualoptim/configs`` or a YAML file path."""
     import yaml
 
     path = Path(name_or_path)
@@ -230,7 +232,18 @@ def load_preset(name_or_path: str | None) -> BenchConfig:
             raise ValueError(f"unknown preset {name_or_path!r}; valid: {', '.join(preset_names())} or a YAML file")
     elif not path.is_file():
         raise ValueError(f"preset file does not exist: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"preset {path} is not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(data, dict):
         raise ValueError(f"preset {path} must be a YAML mapping")
-    return config_from_dict(BenchConfig, data)
+    return data
+
+
+def load_preset(*names_or_paths: str, base: BenchConfig | None = None) -> BenchConfig:
+    """The defaults (or ``base``) overridden by each preset in order; later presets win key by key."""
+    config = base if base is not None else BenchConfig()
+    for preset in names_or_paths:
+        config = config_from_dict(BenchConfig, read_preset(preset), base=config)
+    return config
