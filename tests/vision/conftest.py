@@ -17,16 +17,22 @@ def task():
     return model, forget, retain
 
 
-@pytest.fixture()
-def tiny_bench_yaml(tmp_path):
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """One cache of trained digits models for all CLI tests (trained once, then reused)."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_bench_yaml(tmp_path_factory, model_cache):
     """A digits benchmark that takes a few seconds: 2 training epochs, 2 seeds, short runs."""
-    path = tmp_path / "tiny.yaml"
+    path = tmp_path_factory.mktemp("presets") / "tiny.yaml"
     path.write_text(
         f"""
 methods: [GA, SFRon]
 optimizers: [alternate, dual]
 seeds: [0, 1]
-cache_dir: {tmp_path / "cache"}
+cache_dir: {model_cache}
 train: {{epochs: 2}}
 unlearn:
   schedule: {{outer_iterations: 1, forget_steps: pass, retain_steps: 2}}

@@ -170,6 +170,8 @@ class Benchmark:
         self.log = log
         self.cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         self.data = self._load_data()
+        for seed in config.seeds:
+            self.seed_data(seed)  # a bad forget set fails here, before any training
         self.original, self.original_meta = self._original()
 
     # -- data and models ------------------------------------------------------------------------

@@ -23,7 +23,9 @@ def scaled_config(config: BenchConfig, factor: float) -> BenchConfig:
     return scaled
 
 
-def run_sweep(config: BenchConfig, factors: list[float], out: str | Path, *, progress_bar: bool = True, log=print) -> dict[str, Any]:
+def run_sweep(
+    config: BenchConfig, factors: list[float], out: str | Path, *, progress_bar: bool = True, command: list[str] | None = None, log=print
+) -> dict[str, Any]:
     """Run the benchmark once per factor into ``out/factor-<f>``; write ``sweep.json`` and ``best.yaml``.
 
     ``best.yaml`` is a preset fragment with the forget learning rate of lowest Gap per
@@ -41,7 +43,7 @@ def run_sweep(config: BenchConfig, factors: list[float], out: str | Path, *, pro
             benchmark = Benchmark(scaled, progress_bar=progress_bar, log=log)
         else:
             benchmark.config = scaled  # same data and original model; only learning rates differ
-        results = benchmark.run(out / f"factor-{factor:g}")
+        results = benchmark.run(out / f"factor-{factor:g}", command=command)
         for row in results["rows"]:
             lr = settings_for(scaled, row["method"], row["optimizer"]).forget_lr
             grid.setdefault(row["method"], {}).setdefault(row["optimizer"], []).append(

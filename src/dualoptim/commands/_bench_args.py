@@ -14,11 +14,28 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--methods", help="comma-separated methods (default: all of the preset)")
     parser.add_argument("--optimizers", help="comma-separated strategies: joint, alternate, dual, dual+")
-    parser.add_argument("--seeds", help="comma-separated seeds, or a count N for seeds 0..N-1")
+    parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2,3,4")
     parser.add_argument("--data-root", help="folder holding the data sets (default: ../shared/data or $DUALOPTIM_DATA_ROOT)")
     parser.add_argument("--cache-dir", help="cache of trained models (default: $DUALOPTIM_CACHE or ~/.cache/dualoptim)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def command_line(name: str, args: argparse.Namespace) -> list[str]:
+    """The command as a user would type it, rebuilt from the parsed options (stored with the results)."""
+    words = ["dualoptim", name]
+    for key, value in vars(args).items():
+        if key.startswith("_") or key == "command" or value in (None, False):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, list):
+            for item in value:
+                words += [flag, str(item)]
+        else:
+            words += [flag, str(value)]
+    return words
 
 
 def _names(text: str, what: str) -> list[str]:
@@ -43,7 +60,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
             values = [int(s) for s in seeds]
         except ValueError:
             raise ValueError(f"seeds must be integers, got {args.seeds!r}") from None
-        config.seeds = list(range(values[0])) if len(values) == 1 and "," not in args.seeds else values
+        config.seeds = values
     if args.data_root:
         config.data.root = args.data_root
     if args.cache_dir:

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dualoptim.benchmark.config import config_to_dict
     from dualoptim.benchmark.runner import run_benchmark
-    from dualoptim.commands._bench_args import config_from_args
+    from dualoptim.commands._bench_args import command_line, config_from_args
     from dualoptim.reports import write_report
     from dualoptim.reports.tables import markdown_table
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         print("# effective configuration\n" + yaml.safe_dump(config_to_dict(config), sort_keys=False), flush=True)
-        results = run_benchmark(config, args.out, progress_bar=not args.no_progress, command=["dualoptim", *sys.argv[1:]])
+        results = run_benchmark(config, args.out, progress_bar=not args.no_progress, command=command_line("bench", args))
     except ValueError as error:
         print(f"dualoptim bench: error: {error}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dualoptim.benchmark.sweep import run_sweep
-    from dualoptim.commands._bench_args import config_from_args
+    from dualoptim.commands._bench_args import command_line, config_from_args
 
     try:
         try:
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         if args.threads:
             torch.set_num_threads(args.threads)
-        summary = run_sweep(config, factors, args.out, progress_bar=not args.no_progress)
+        summary = run_sweep(config, factors, args.out, progress_bar=not args.no_progress, command=command_line("sweep", args))
     except ValueError as error:
         print(f"dualoptim sweep: error: {error}", file=sys.stderr)
         return 2

@@ -138,14 +138,13 @@ def unlearn(
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             grads = {name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(named, grads)}
             # Masked weights get no gradient from this objective (SalUn: both, SFRon: forget only).
-            mask_gradients(grads, masks[objective])
+            grads = mask_gradients(grads, masks[objective])
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()])).item()
             log.grad_norms[objective.value].append(norm)
             log.grad_steps[objective.value].append(step)
             # SFRon clips the global norm of the forget gradient.
             if clips[objective] is not None and norm > clips[objective]:
-                for g in grads.values():
-                    g.mul_(clips[objective] / norm)
+                grads = {name: g * (clips[objective] / norm) for name, g in grads.items()}
             # Joint steps add L_f and L_r gradients here, so methods never add losses themselves.
             for accumulated, g in zip(total, grads.values()):
                 accumulated.add_(g)

@@ -95,13 +95,11 @@ def fisher_mask(model: nn.Module, forget: Batch, retain: Batch, threshold: float
     return {name: fisher_forget[name] >= threshold * fisher_retain[name] for name in fisher_forget}
 
 
-def mask_gradients(grads: dict[str, Tensor], mask: Mask | None) -> None:
-    """Zero, in place, the gradient of every weight the mask freezes."""
+def mask_gradients(grads: dict[str, Tensor], mask: Mask | None) -> dict[str, Tensor]:
+    """The gradients with every weight the mask freezes set to zero."""
     if mask is None:
-        return
-    for name, g in grads.items():
-        if name in mask:
-            g.mul_(mask[name])
+        return grads
+    return {name: g * mask[name] if name in mask else g for name, g in grads.items()}
 
 
 def snapshot_frozen(model: nn.Module, masks: Iterable[Mask | None]) -> dict[str, tuple[Tensor, Tensor]]:
