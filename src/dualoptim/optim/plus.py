@@ -192,12 +192,16 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                     f"not a DualOptimPlus state for parameter {key!r}: expected parts base/forget/retain, "
                     f"got {sorted(value) if isinstance(value, dict) else type(value).__name__}"
                 )
-            self.state[param] = {part: _load_part(tensors, param, part, key) for part, tensors in value.items()}
+            self.state[param] = {
+                part: _load_part(tensors, param, part, key) for part, tensors in value.items()
+            }
 
 
 def _load_part(tensors: dict[str, Tensor], param: Tensor, part: str, key: Any) -> dict[str, Tensor]:
     if set(tensors) != set(_STATE_KEYS):
-        raise ValueError(f"state part {part!r} of parameter {key!r} has keys {sorted(tensors)}, expected {_STATE_KEYS}")
+        raise ValueError(
+            f"state part {part!r} of parameter {key!r} has keys {sorted(tensors)}, expected {_STATE_KEYS}"
+        )
     for name in ("exp_avg", "exp_avg_sq"):
         if tensors[name].shape != param.shape:
             raise ValueError(
@@ -229,10 +233,14 @@ def _validate_hyperparameters(options: dict[str, Any], owner: str) -> None:
             raise ValueError(f"{owner}: invalid {name} {value!r}, expected a float >= 0")
     betas = options["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 4:
-        raise ValueError(f"{owner}: invalid betas {betas!r}, expected 4 values (delta1, delta2, base1, base2)")
+        raise ValueError(
+            f"{owner}: invalid betas {betas!r}, expected 4 values (delta1, delta2, base1, base2)"
+        )
     for name, beta in zip(("beta_delta1", "beta_delta2", "beta_base1", "beta_base2"), betas):
         if not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
-            raise ValueError(f"{owner}: invalid {name} {beta!r} in betas {tuple(betas)}, expected a value in [0, 1]")
+            raise ValueError(
+                f"{owner}: invalid {name} {beta!r} in betas {tuple(betas)}, expected a value in [0, 1]"
+            )
     if not isinstance(options["eps"], (int, float)) or options["eps"] < 0:
         raise ValueError(f"{owner}: invalid eps {options['eps']!r}, expected a float >= 0")
     if not isinstance(options["weight_decay"], (int, float)) or options["weight_decay"] < 0:
