@@ -376,3 +376,26 @@ def test_step_size_matches_adam_scale_in_the_first_step():
     # First step: base and delta bias-corrected moments give m = g, v = max(g^2 + 0, g^2) -> sign(g).
     assert torch.allclose(param, -0.1 * torch.tensor([1.0, -1.0, 1.0, -1.0]), atol=1e-6)
     assert math.isclose(optimizer.state[param]["base"]["step"].item(), 1.0)
+
+
+@pytest.mark.parametrize("wave", [1, 7, 64])
+def test_chunked_waves_and_strided_tensors_match_the_reference(monkeypatch, wave):
+    import dualoptim.optim.plus as plus
+
+    # Tiny waves cut tensors mid-way and mix chunks of several tensors in one wave.
+    monkeypatch.setattr(plus, "WAVE_ELEMENTS", wave)
+    params = make_params() + [torch.randn(6, 4, dtype=torch.float64).t().requires_grad_()]  # strided
+    assert not params[-1].is_contiguous()
+    reference_params = [p.detach().clone() for p in params]
+    optimizer = DualOptimPlus(params, lr=1e-2, forget_lr=2e-2, weight_decay=0.1, foreach=True)
+    reference = ReferenceDualOptimPlus(
+        reference_params, lr=1e-2, forget_lr=2e-2, betas=optimizer.defaults["betas"], weight_decay=0.1
+    )
+    generator = torch.Generator().manual_seed(11)
+    for step, objective in enumerate(random_schedule(20, seed=12)):
+        grads = random_grads(params, generator, drop=2 if step % 5 == 1 else None)
+        assign(params, grads)
+        optimizer.step(objective=objective)
+        reference.step(grads, objective)
+    for fast, slow in zip(params, reference_params):
+        torch.testing.assert_close(fast.detach(), slow, rtol=1e-12, atol=1e-13)
