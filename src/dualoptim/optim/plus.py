@@ -361,6 +361,11 @@ def _multi_tensor_dual_optim_plus(
                                                   delta_steps, delta_exp_avgs, delta_exp_avg_sqs)),
                 lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, count_steps=False,
             )  # fmt: skip
+        # Bias corrections 1 / (1 - beta^t); 0 marks an absent state (beta == 1).
+        c_b1 = 1 / (1 - beta_base1**n) if beta_base1 < 1 else 0.0
+        c_b2 = 1 / (1 - beta_base2**n) if beta_base2 < 1 else 0.0
+        c_d1 = 1 / (1 - beta_delta1**k) if beta_delta1 < 1 else 0.0
+        c_d2 = 1 / (1 - beta_delta2**k) if beta_delta2 < 1 else 0.0
         scratch = torch.empty(2, WAVE_ELEMENTS, device=device, dtype=dtype)
         for p, g, b1, b2, d1, d2 in _waves([[t[i] for i in flat] for t in tensors]):
             sizes = [c.numel() for c in p]
@@ -368,11 +373,7 @@ def _multi_tensor_dual_optim_plus(
             v = list(scratch[1, : sum(sizes)].split(sizes))
             if weight_decay != 0:
                 torch._foreach_mul_(p, 1 - lr * weight_decay)
-            # Base moments first (eq. 4); c_* are the bias corrections 1 / (1 - beta^t), 0 when absent.
-            c_b1 = 1 / (1 - beta_base1**n) if beta_base1 < 1 else 0.0
-            c_b2 = 1 / (1 - beta_base2**n) if beta_base2 < 1 else 0.0
-            c_d1 = 1 / (1 - beta_delta1**k) if beta_delta1 < 1 else 0.0
-            c_d2 = 1 / (1 - beta_delta2**k) if beta_delta2 < 1 else 0.0
+            # Base moments first (eq. 4).
             if c_b1:
                 torch._foreach_lerp_(b1, g, 1 - beta_base1)
             if c_b2:
