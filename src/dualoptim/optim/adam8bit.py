@@ -13,8 +13,8 @@ from torch.optim import Optimizer
 from dualoptim.optim._params import as_param_groups
 from dualoptim.optim.quant import (
     ABSMAX_SUFFIX,
-    BLOCK_SIZE,
     Quantized,
+    chunk_elements,
     compute_dtype,
     convert_moment,
     dequantize,
@@ -29,8 +29,6 @@ from dualoptim.optim.quant import (
 __all__ = ["AdamW8bit", "float_state_dict"]
 
 _MOMENTS = (("exp_avg", True), ("exp_avg_sq", False))  # (name, signed code)
-CHUNK = 1 << 16
-assert CHUNK % BLOCK_SIZE == 0
 
 
 class AdamW8bit(Optimizer):
@@ -161,8 +159,9 @@ def _adamw_step(
     flat_param = param.view(-1) if param.is_contiguous() else param.reshape(-1).clone()
     flat_grad = grad.reshape(-1)
     dtype = compute_dtype(param)
-    for start in range(0, flat_param.numel(), CHUNK):
-        end = min(start + CHUNK, flat_param.numel())
+    chunk = chunk_elements(param.device)
+    for start in range(0, flat_param.numel(), chunk):
+        end = min(start + chunk, flat_param.numel())
         g = flat_grad[start:end].to(dtype)
         m, v = (read_moment(state, name, signed, start, end, dtype) for name, signed in _MOMENTS)
         m.lerp_(g, 1 - beta1)
@@ -177,10 +176,9 @@ def _adamw_step(
         v_hat = v.div_(1 - beta2**t)
         if quantized:
             torch.maximum(v_hat, m_hat * m_hat, out=v_hat)  # see the class docstring
-        chunk = flat_param[start:end]
-        update = (
-            chunk.to(dtype).mul_(1 - lr * weight_decay).addcdiv_(m_hat, v_hat.sqrt_().add_(eps), value=-lr)
+        values = flat_param[start:end]
+        values.copy_(
+            values.to(dtype).mul_(1 - lr * weight_decay).addcdiv_(m_hat, v_hat.sqrt_().add_(eps), value=-lr)
         )
-        chunk.copy_(update)
     if not param.is_contiguous():
         param.copy_(flat_param.view(param.shape))

@@ -13,7 +13,7 @@ from torch.optim import Optimizer
 from dualoptim.optim._objective import Objective, ObjectiveMixin
 from dualoptim.optim._params import as_param_groups
 from dualoptim.optim.quant import (
-    BLOCK_SIZE,
+    chunk_elements,
     compute_dtype,
     convert_moment,
     encode_moment,
@@ -273,12 +273,6 @@ def _load_part(
     return loaded
 
 
-#: Elements per chunk of the 8-bit path (a multiple of the quantisation block): the de-quantised
-#: float32 moments of one chunk are temporaries, so memory stays bounded for huge tensors.
-QUANTIZED_CHUNK = 1 << 16
-assert QUANTIZED_CHUNK % BLOCK_SIZE == 0
-
-
 def _quantized_dual_optim_plus(
     param: Tensor, grad: Tensor, base: dict[str, Tensor], delta: dict[str, Tensor], *, label: str,
     lr: float, betas, eps: float, weight_decay: float,
@@ -302,8 +296,9 @@ def _quantized_dual_optim_plus(
         (delta, "exp_avg_sq", True, beta_delta2 < 1),
     ]
     dtype = compute_dtype(param)
-    for start in range(0, flat_param.numel(), QUANTIZED_CHUNK):
-        end = min(start + QUANTIZED_CHUNK, flat_param.numel())
+    chunk = chunk_elements(param.device)
+    for start in range(0, flat_param.numel(), chunk):
+        end = min(start + chunk, flat_param.numel())
         values = [read_moment(part, name, signed, start, end, dtype) for part, name, signed, _ in moments]
         m, v = _moments(flat_grad[start:end].to(dtype), *values, n=n, k=k, betas=betas)
         # Encode every moment before storing any, so that a non-finite block leaves all unchanged.
@@ -314,9 +309,8 @@ def _quantized_dual_optim_plus(
         for (part, name, _, _), code in zip(moments, encoded):
             if code is not None:
                 store_moment(part, name, start, end, code)
-        chunk = flat_param[start:end]
-        update = chunk.to(dtype).mul_(1 - lr * weight_decay).addcdiv_(m, v.sqrt_().add_(eps), value=-lr)
-        chunk.copy_(update)
+        values = flat_param[start:end]
+        values.copy_(values.to(dtype).mul_(1 - lr * weight_decay).addcdiv_(m, v.sqrt_().add_(eps), value=-lr))
     if not param.is_contiguous():
         param.copy_(flat_param.view(param.shape))
 
@@ -443,10 +437,12 @@ def _moments(
     return m, v
 
 
-#: Elements per wave of the multi-tensor path. Every tensor is cut into flat chunks and the chunks
-#: are processed in waves of about this many elements, so that the ~20 elementwise passes of a step
-#: run on data that is still in cache: DRAM then sees each state tensor about once per step.
+#: Elements per wave of the multi-tensor path on the CPU. Every tensor is cut into flat chunks and
+#: the chunks are processed in waves of about this many elements, so that the ~18 elementwise passes
+#: of a step run on data that is still in cache: DRAM then sees each state tensor about once per
+#: step. Accelerators gain nothing from it and pay per kernel launch: their waves are huge.
 WAVE_ELEMENTS = 1 << 17
+ACCELERATOR_WAVE_ELEMENTS = 1 << 28
 
 
 def _multi_tensor_dual_optim_plus(
@@ -478,8 +474,10 @@ def _multi_tensor_dual_optim_plus(
         c_b2 = 1 / (1 - beta_base2**n) if beta_base2 < 1 else 0.0
         c_d1 = 1 / (1 - beta_delta1**k) if beta_delta1 < 1 else 0.0
         c_d2 = 1 / (1 - beta_delta2**k) if beta_delta2 < 1 else 0.0
-        scratch = torch.empty(2, WAVE_ELEMENTS, device=device, dtype=dtype)
-        for p, g, b1, b2, d1, d2 in _waves([[t[i] for i in flat] for t in tensors]):
+        wave = WAVE_ELEMENTS if device.type == "cpu" else ACCELERATOR_WAVE_ELEMENTS
+        wave = min(wave, sum(params[i].numel() for i in flat))
+        scratch = torch.empty(2, wave, device=device, dtype=dtype)
+        for p, g, b1, b2, d1, d2 in _waves([[t[i] for i in flat] for t in tensors], wave):
             sizes = [c.numel() for c in p]
             m = list(scratch[0, : sum(sizes)].split(sizes))
             v = list(scratch[1, : sum(sizes)].split(sizes))
@@ -528,16 +526,16 @@ def _combine(
         torch._foreach_zero_(out)
 
 
-def _waves(tensor_lists: list[list[Tensor]]):
+def _waves(tensor_lists: list[list[Tensor]], wave_elements: int):
     """Cut parallel lists of same-shaped contiguous tensors into flat chunks and yield them in
-    waves of at most ``WAVE_ELEMENTS`` elements: one list of chunks per input list."""
+    waves of at most ``wave_elements`` elements: one list of chunks per input list."""
     wave: list[list[Tensor]] = [[] for _ in tensor_lists]
     size = 0
     for same_shape in zip(*tensor_lists):
         numel = same_shape[0].numel()
-        for start in range(0, numel, WAVE_ELEMENTS):
-            length = min(WAVE_ELEMENTS, numel - start)
-            if size + length > WAVE_ELEMENTS:
+        for start in range(0, numel, wave_elements):
+            length = min(wave_elements, numel - start)
+            if size + length > wave_elements:
                 yield wave
                 wave, size = [[] for _ in tensor_lists], 0
             for chunks, tensor in zip(wave, same_shape):

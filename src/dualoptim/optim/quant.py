@@ -36,6 +36,15 @@ __all__ = [
 
 BLOCK_SIZE = 256
 MIN_QUANTIZED_NUMEL = 4096
+#: Elements per chunk of an 8-bit update (a multiple of BLOCK_SIZE): the de-quantised float moments
+#: of one chunk are temporaries, so memory stays bounded for huge tensors. CPUs want chunks that
+#: stay in cache; GPUs want few, large kernels.
+CPU_CHUNK_ELEMENTS = 1 << 16
+ACCELERATOR_CHUNK_ELEMENTS = 1 << 24
+
+
+def chunk_elements(device: torch.device) -> int:
+    return CPU_CHUNK_ELEMENTS if device.type == "cpu" else ACCELERATOR_CHUNK_ELEMENTS
 
 
 def _decade_values(counts: list[int]) -> list[float]:
