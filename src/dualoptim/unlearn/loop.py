@@ -154,7 +154,10 @@ def unlearn(
         # momentum would otherwise still move them.
         frozen = snapshot_frozen(model, [masks[o] for o in objectives])
         # A joint step sums both losses and is stepped as its last objective (retain, or forget alone).
-        optimizer.step(objective=objectives[-1])
+        try:
+            optimizer.step(objective=objectives[-1])
+        except FloatingPointError as error:  # 8-bit states refuse non-finite gradients
+            raise NonFiniteLoss(f"non-finite gradient at step {step} of {len(plan)}: {error}") from None
         restore_frozen(model, frozen)
         if scheduler is not None:
             scheduler.step()
