@@ -9,14 +9,19 @@ from typing import Any
 from dualoptim.benchmark.config import BenchConfig, MethodConfig
 from dualoptim.benchmark.runner import Benchmark, settings_for
 from dualoptim.io import write_json_atomic, write_text_atomic
+from dualoptim.methods import METHODS
 
 __all__ = ["run_sweep", "scaled_config"]
 
 
 def scaled_config(config: BenchConfig, factor: float) -> BenchConfig:
-    """``config`` with every (method, strategy) forget learning rate multiplied by ``factor``."""
+    """``config`` with every (method, strategy) forget learning rate multiplied by ``factor``.
+
+    Methods without a forget loss (FT) have no forget learning rate to tune and are left out.
+    """
     scaled = copy.deepcopy(config)
-    for method in config.methods:
+    scaled.methods = [m for m in config.methods if METHODS.get(m).has_forget]
+    for method in scaled.methods:
         overrides = scaled.unlearn.methods.setdefault(method, MethodConfig())
         for strategy in config.optimizers:
             overrides.forget_lr[strategy] = factor * settings_for(config, method, strategy).forget_lr
@@ -33,6 +38,8 @@ def run_sweep(
     """
     if not factors or any(not f > 0 for f in factors):
         raise ValueError(f"sweep factors must be positive numbers, got {factors}")
+    if not any(METHODS.get(m).has_forget for m in config.methods):
+        raise ValueError(f"none of the methods {config.methods} has a forget loss, so there is no forget lr to tune")
     out = Path(out)
     benchmark: Benchmark | None = None
     grid: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -54,7 +61,8 @@ def run_sweep(
         for strategy, points in strategies.items():
             finished = [p for p in points if p["Gap"] is not None and p["failed"] == 0]
             if finished:
-                best.setdefault(method, {})[strategy] = min(finished, key=lambda p: p["Gap"])["forget_lr"]
+                # 3 significant digits: 0.3 x 3e-4 is 9e-05, not 8.999999999999999e-05
+                best.setdefault(method, {})[strategy] = float(f"{min(finished, key=lambda p: p['Gap'])['forget_lr']:.3g}")
     summary = {"factors": factors, "seeds": config.seeds, "grid": grid, "best_forget_lr": best}
     write_json_atomic(out / "sweep.json", summary)
     import yaml
