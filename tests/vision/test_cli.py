@@ -143,3 +143,11 @@ def test_sweep_picks_the_forget_lr_of_lowest_gap(tiny_bench_yaml, tmp_path):
     tuned = load_preset(str(tiny_bench_yaml), str(out / "best.yaml"))
     assert settings_for(tuned, "GA", "dual").forget_lr == pytest.approx(best)
     assert (out / "factor-0.1" / "results.json").is_file() and (out / "factor-10" / "results.json").is_file()
+
+
+def test_sweep_needs_a_method_with_a_forget_loss(tiny_bench_yaml, tmp_path, capsys):
+    args = ["sweep", "--preset", str(tiny_bench_yaml), "--methods", "FT", "--out", str(tmp_path / "s"), "--no-progress"]
+    assert main(args) == 2
+    assert "none of the methods ['FT'] has a forget loss" in capsys.readouterr().err
+    assert main([*args[:-3], "--factors", "1,-2", "--out", str(tmp_path / "s"), "--no-progress"]) == 2
+    assert "sweep factors must be positive numbers, got [1.0, -2.0]" in capsys.readouterr().err
