@@ -13,6 +13,7 @@ from torch.optim import Optimizer
 from dualoptim.optim._objective import Objective, ObjectiveMixin
 from dualoptim.optim._params import as_param_groups
 from dualoptim.optim.quant import (
+    LOW_PRECISION,
     chunk_elements,
     compute_dtype,
     convert_moment,
@@ -25,8 +26,6 @@ from dualoptim.optim.quant import (
 )
 
 __all__ = ["DualOptimPlus", "dual_optim_plus"]
-
-_LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 class DualOptimPlus(ObjectiveMixin, Optimizer):
@@ -154,7 +153,7 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                 state[part] = {"step": torch.tensor(0.0, dtype=torch.float32)}
                 for name in _MOMENTS:
                     signed = _signed(part, name)
-                    init_moment(state[part], name, param, quantized, signed, _state_dtype(param))
+                    init_moment(state[part], name, param, quantized, signed)
         return state
 
     @torch.no_grad()
@@ -259,10 +258,6 @@ def _is_quantized_part(group: dict[str, Any], part: str, param: Tensor) -> bool:
     return switch and should_quantize(param)
 
 
-def _state_dtype(param: Tensor) -> torch.dtype:
-    return torch.float32 if param.dtype in _LOW_PRECISION else param.dtype
-
-
 def _load_part(
     saved: dict[str, Tensor], param: Tensor, part: str, key: Any, group: dict[str, Any]
 ) -> dict[str, Tensor]:
@@ -273,7 +268,7 @@ def _load_part(
         loaded.update(
             convert_moment(
                 saved, name, param, quantized=_is_quantized_part(group, part, param), signed=_signed(part, name),
-                dtype=_state_dtype(param), label=f"state {part} of parameter {key!r}",
+                label=f"state {part} of parameter {key!r}",
             )
         )  # fmt: skip
     return loaded
@@ -378,7 +373,7 @@ def dual_optim_plus(
     """
     if foreach is None:
         foreach = all(p.device.type in ("cpu", "cuda") for p in params)
-    low = [i for i, p in enumerate(params) if p.dtype in _LOW_PRECISION]
+    low = [i for i, p in enumerate(params) if p.dtype in LOW_PRECISION]
     work = list(params)
     grads = list(grads)
     for i in low:
