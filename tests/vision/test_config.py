@@ -33,7 +33,8 @@ def test_layered_presets_override_key_by_key(tmp_path):
     (tmp_path / "best.yaml").write_text("unlearn: {methods: {SalUn: {forget_lr: {dual: 1.0e-3}}}}\n")
     config = load_preset("fashion-mnist", str(tmp_path / "best.yaml"))
     assert config.data.dataset == "fashion-mnist"
-    assert config.unlearn.methods["SalUn"].forget_lr == {"dual": 1e-3}
+    assert config.unlearn.methods["SalUn"].forget_lr["dual"] == 1e-3
+    assert config.unlearn.methods["SalUn"].forget_lr["alternate"] == 0.003  # the preset's, untouched
     assert config.unlearn.methods["SFRon"].schedule.outer_iterations == 40  # untouched
 
 
