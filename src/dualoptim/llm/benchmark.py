@@ -284,7 +284,8 @@ def _unlearn_one(
     except NonFiniteLossError as error:
         record["stopped"] = str(error)
     record["train_seconds"] = time.perf_counter() - start
-    record["objectives"] = {k: trainer.objective_log.count(k) for k in ("forget", "retain", "joint")}
+    steps = dict(trainer.objective_log)  # optimizer step -> objective
+    record["optimizer_steps"] = {k: list(steps.values()).count(k) for k in ("forget", "retain", "joint")}
     record["history"] = callback.history
     if "stopped" in record:
         record["seconds"] = record["train_seconds"]

@@ -106,7 +106,8 @@ class UnlearningTrainer(Trainer):
         self.reference_model = reference_model
         # our losses are means already: let the Trainer divide by the accumulation steps itself
         self.model_accepts_loss_kwargs = False
-        self.objective_log: list[str] = []
+        #: (optimizer step, objective) of every micro-batch, for checks and the run record
+        self.objective_log: list[tuple[int, str]] = []
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -134,7 +135,7 @@ class UnlearningTrainer(Trainer):
                 f"non-finite {objective} loss {loss.item()} ({self.unlearning_loss.name}, {self.strategy}) "
                 f"at optimizer step {self.state.global_step}"
             )
-        self.objective_log.append(objective)
+        self.objective_log.append((self.state.global_step, objective))
         return (loss, None) if return_outputs else loss
 
 
