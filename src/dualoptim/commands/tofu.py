@@ -29,10 +29,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError) as error:
+        # bad input (a name, a path, a value): one clear line instead of a traceback
+        print(f"dualoptim tofu: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     import json
 
     from dualoptim.llm.benchmark import run_benchmark
-    from dualoptim.llm.config import apply_override, build_config, load_preset
+    from dualoptim.llm.config import apply_override, build_config, load_preset, to_dict
 
     data = load_preset(args.preset) if args.preset else {}
     for assignment in args.overrides:
@@ -53,8 +64,6 @@ def run(args: argparse.Namespace) -> int:
     if args.hub:
         section["source"] = "hub"
     config = build_config(None, data)
-    from dualoptim.llm.config import to_dict
-
     print("effective config:\n" + json.dumps(to_dict(config), indent=2))
     results = run_benchmark(config, args.out, progress=not args.no_progress)
     print((args.out / "table.md").read_text())

@@ -240,7 +240,9 @@ def _unlearn_one(
         for name, rows in trajectory_sets.items():
             nll = E.answer_nlls(m, tokenizer, config.data.format, [(r["question"], r["answer"]) for r in rows],
                                 config.data.max_length, config.data.eval_batch_size)
-            values[f"{name}/Probability"] = float(np.mean([M.probability(n) for n in nll]))
+            value = float(np.mean([M.probability(n) for n in nll]))
+            # a diverged model gives NaN: JSON has no NaN, and the stop reason is recorded anyway
+            values[f"{name}/Probability"] = value if np.isfinite(value) else None
         return values
 
     callback = TrajectoryCallback(curve, u.eval_every)

@@ -54,6 +54,10 @@ def render_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _number(value: float | None) -> float:
+    return np.nan if value is None else value
+
+
 def plot_curves(results: dict[str, Any], path: Path) -> Path:
     """Forget and retain Probability along the run: one panel row per loss, one line per strategy."""
     import matplotlib
@@ -73,7 +77,9 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path:
                     continue
                 steps = [point["step"] for point in curves[0]]
                 length = min(len(c) for c in curves)
-                values = np.array([[p.get(f"{side}/Probability", np.nan) for p in c[:length]] for c in curves])
+                values = np.array(
+                    [[_number(p.get(f"{side}/Probability")) for p in c[:length]] for c in curves], dtype=float
+                )
                 mean, std = values.mean(0), values.std(0)
                 ax.plot(steps[:length], mean, label=row["optimizer"])
                 ax.fill_between(steps[:length], mean - std, mean + std, alpha=0.2)

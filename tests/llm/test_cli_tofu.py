@@ -1,0 +1,99 @@
+"""``dualoptim tofu`` end to end on a synthetic TOFU folder, resume, and bad input."""
+
+import json
+
+import pytest
+
+from dualoptim.cli import main
+from dualoptim.llm.config import build_config, preset_names
+
+TINY = [
+    "--set", "model.tiny.vocab_size=300", "--set", "model.tiny.hidden_size=32",
+    "--set", "model.tiny.intermediate_size=64", "--set", "model.tiny.num_heads=2", "--set", "model.tiny.epochs=2",
+    "--set", "model.tiny.batch_size=8", "--set", "data.max_length=64", "--set", "data.eval_size=4",
+    "--set", "data.max_new_tokens=8", "--set", "unlearn.steps=4", "--set", "unlearn.batch_size=2",
+    "--set", "unlearn.eval_every=2", "--set", "unlearn.trajectory_size=4", "--no-progress",
+]
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUALOPTIM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_tofu_end_to_end_and_resume(tofu_dir, tmp_path, cache, capsys):
+    out = tmp_path / "out"
+    argv = ["tofu", "--preset", "tofu-tiny", "--data", str(tofu_dir), "--tasks", "1", "2", "--losses", "ME+GD",
+            "IDK+AP", "--strategies", "joint", "dual+", "--out", str(out), *TINY]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert '"steps": 4' in printed  # the effective config is printed
+    results = json.loads((out / "results.json").read_text())
+    rows = {(r["loss"], r["optimizer"]): r for r in results["rows"]}
+    assert set(rows) == {("target", "-"), ("retain model", "-"), ("ME+GD", "joint"), ("ME+GD", "dual+"),
+                         ("IDK+AP", "joint"), ("IDK+AP", "dual+")}
+    row = rows[("ME+GD", "dual+")]
+    for name in ("UFE", "TFE", "MU", "OVR", "Forget Quality", "Model Utility"):
+        assert set(row["metrics"][name]) == {"mean", "std"}
+    assert set(row["tasks"]) == {"1", "2"}
+    assert row["seconds"] > 0
+    assert row["metrics"]["forget/Entailment"] is None
+    assert "NLI" in row["absent"]["forget/Entailment"]
+    assert 0 <= row["metrics"]["Forget Quality"]["mean"] <= 1
+    # the retain model compared with itself
+    assert rows[("retain model", "-")]["metrics"]["Forget Quality"]["mean"] == pytest.approx(1.0)
+    assert row["aggregates"]["OVR"]["used"] == ["MU", "UFE"]
+    assert rows[("IDK+AP", "joint")]["aggregates"]["OVR"]["used"] == ["MU", "TFE"]
+    assert "world_facts/ROUGE" in row["aggregates"]["Model Utility"]["absent"]
+    assert [p["step"] for p in row["history"]["1"]] == [0, 2, 4]
+    table = (out / "table.md").read_text()
+    assert "| ME+GD | dual+ |" in table and "Forget Quality" in table
+    assert (out / "tofu_curves.png").stat().st_size > 1000
+    assert json.loads((out / "config.json").read_text())["unlearn"]["steps"] == 4
+    # resume: finished runs are not recomputed
+    done = out / "tasks" / "task1" / "MEplusGD__dualplus.json"
+    stamp = done.stat().st_mtime_ns
+    assert main(argv) == 0
+    assert done.stat().st_mtime_ns == stamp
+
+
+def test_non_finite_loss_is_recorded(tofu_dir, tmp_path, cache):
+    out = tmp_path / "out"
+    argv = ["tofu", "--data", str(tofu_dir), "--tasks", "1", "--losses", "GA+GD", "--strategies", "joint",
+            "--set", "unlearn.lr=1e30", "--set", "unlearn.forget_lr=1e30", "--out", str(out), *TINY]
+    assert main(argv) == 0
+    row = next(r for r in json.loads((out / "results.json").read_text())["rows"] if r["loss"] == "GA+GD")
+    assert "non-finite" in row["stopped"]["1"]
+    assert "stopped on 1 task" in (out / "table.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--losses", "ME+XX"], "unknown retain loss 'XX'"),
+        (["--strategies", "adam"], "unknown strategy 'adam'"),
+        (["--split", "forget02"], "unknown split 'forget02'"),
+        (["--tasks", "42"], "unknown task '42' for split 'forget10'"),
+        (["--set", "unlearn.stepz=3"], "unknown key config.unlearn.stepz"),
+        (["--set", "unlearn.steps=many"], "config.unlearn.steps must be a number, got 'many'"),
+        (["--preset", "tofu-huge"], "unknown preset 'tofu-huge'"),
+        (["--set", "model.kind=pretrained", "--set", "model.name_or_path=/no/such/model"],
+         "model path '/no/such/model' does not exist"),
+    ],
+)
+def test_bad_input_is_named(extra, message, tofu_dir, tmp_path, cache, capsys):
+    argv = ["tofu", "--data", str(tofu_dir), "--out", str(tmp_path / "out"), *TINY, *extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_folder_is_named(tmp_path, cache, capsys):
+    assert main(["tofu", "--data", str(tmp_path / "void"), "--out", str(tmp_path / "o"), *TINY]) == 2
+    assert "TOFU data folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_preset_is_valid(preset):
+    config = build_config(preset)
+    assert config.strategies == ["joint", "alternate", "dual", "dual+"]
