@@ -65,7 +65,10 @@ def _run(args: argparse.Namespace) -> int:
         section["source"] = "hub"
     config = build_config(None, data)
     print("effective config:\n" + json.dumps(to_dict(config), indent=2))
-    results = run_benchmark(config, args.out, progress=not args.no_progress)
+    import sys
+
+    command = ["dualoptim", *sys.argv[1:]] if sys.argv and "pytest" not in sys.argv[0] else None
+    results = run_benchmark(config, args.out, progress=not args.no_progress, command=command)
     print((args.out / "table.md").read_text())
     print(f"results: {args.out / 'results.json'} ({results['seconds']:.0f} s)")
     return 0

@@ -49,7 +49,9 @@ SUMMARY_METRICS = ("UFE", "TFE", "MU", "OVR", "Forget Quality", "Model Utility")
 TINY_SET_REASON = "not evaluated: the tiny model never saw real authors or world facts, so utility there is meaningless"
 
 
-def run_benchmark(config: TofuConfig, out: Path, progress: bool = True) -> dict[str, Any]:
+def run_benchmark(
+    config: TofuConfig, out: Path, progress: bool = True, command: list[str] | None = None
+) -> dict[str, Any]:
     """Run (or resume) the whole benchmark into ``out`` and return ``results.json``'s content."""
     from tqdm.auto import tqdm
 
@@ -84,6 +86,7 @@ def run_benchmark(config: TofuConfig, out: Path, progress: bool = True) -> dict[
                 bar.update(1)
     bar.close()
     results = summarise(config, out, time.perf_counter() - started, models["log"])
+    results["command"] = command
     write_json_atomic(out / "results.json", results)
     from dualoptim.llm.report import plot_curves, render_table
 
@@ -119,13 +122,12 @@ def _retain_model(config: TofuConfig, models: dict[str, Any], split: TofuSplit, 
             f"retain-{split.split}-task{split.task}", split.retain, models["tokenizer"], config.data.format,
             config.model.tiny, config.data.max_length, cache, config.seed, progress,
         )
-        models["log"][f"retain {split.split} task {split.task}"] = log
-        return model, None
+        return model, None, log
     path = config.model.retain_model.get(split.split)
     if path is None:
-        return None, f"no retain model configured for {split.split} (model.retain_model.{split.split})"
+        return None, f"no retain model configured for {split.split} (model.retain_model.{split.split})", None
     model, _ = load_pretrained(path, config.model.dtype, config.model.pad_token)
-    return model, None
+    return model, None, {"path": path}
 
 
 def _eval_sets(config: TofuConfig, split: TofuSplit) -> dict[str, list[dict[str, Any]]]:
@@ -150,7 +152,8 @@ def _reference(config, models, split, eval_sets, out, cache, embedder, embedder_
     target_seconds = time.perf_counter() - start
     target_generations = {name: raw["generations"] for name, raw in target_raw.items()}
     record: dict[str, Any] = {"target_generations": target_generations}
-    retain_model, reason = _retain_model(config, models, split, cache, progress)
+    retain_model, reason, retain_log = _retain_model(config, models, split, cache, progress)
+    record["retain_model_log"] = retain_log
     ratios = None
     if retain_model is not None:
         start = time.perf_counter()
@@ -319,6 +322,8 @@ def summarise(config: TofuConfig, out: Path, seconds: float, model_log: dict[str
         if ref_path.is_file():
             ref = read_json(ref_path)
             references["target"].append({"task": task, **ref["target"]})
+            if ref.get("retain_model_log"):
+                model_log = {**model_log, f"retain task {task}": ref["retain_model_log"]}
             if ref.get("retain_model"):
                 references["retain model"].append({"task": task, **ref["retain_model"]})
     for name, records in references.items():
@@ -333,8 +338,13 @@ def summarise(config: TofuConfig, out: Path, seconds: float, model_log: dict[str
                     records.append(read_json(path))
             if records:
                 rows.append(_row(loss, strategy, records))
+    # compute time of every piece, whichever invocation (first run or resume) computed it
+    pieces = [r["seconds"] for name, records in references.items() for r in records]
+    pieces += [task.get("seconds") or 0.0 for row in rows if row["optimizer"] != "-" for task in row["tasks"].values()]
+    pieces += [log.get("seconds", 0.0) for log in model_log.values() if isinstance(log, dict)]
     return {
         "benchmark": "tofu",
+        "compute_seconds": float(sum(pieces)),
         "split": config.data.split,
         "tasks": config.tasks,
         "rows": rows,

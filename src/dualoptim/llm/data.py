@@ -45,6 +45,8 @@ class QAFormat:
     #: text put between the answer tag and the answer (a space for tag-style formats)
     answer_prefix: str = " "
     chat_template: bool = False
+    #: start the prompt with the tokenizer's BOS token (Llama tokenizers do; TOFU's Phi-1.5 runs do not)
+    add_bos: bool = True
 
     def prompt(self, question: str, tokenizer: Any = None) -> str:
         if self.chat_template:
@@ -190,7 +192,7 @@ def encode_prompt(tokenizer: Any, question: str, fmt: QAFormat) -> list[int]:
     text = fmt.prompt(question, tokenizer)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
-    if bos is not None and not fmt.chat_template and (not ids or ids[0] != bos):
+    if fmt.add_bos and bos is not None and not fmt.chat_template and (not ids or ids[0] != bos):
         ids = [bos] + ids
     return ids
 

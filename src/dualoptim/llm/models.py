@@ -201,15 +201,14 @@ def tiny_model(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The tiny target (``kind="target"``, all rows) or retain model, fine-tuned once and cached.
 
-    The cache key covers the config, the format, the seed and the exact questions trained on.
+    The cache key covers the config, the seed and the exact token ids trained on.
     """
     from transformers import LlamaForCausalLM
 
-    questions = sorted(r["question"] for r in rows)
-    key = cache_key(
-        config=asdict(config), fmt=asdict(fmt), seed=seed, max_length=max_length,
-        questions=hashlib.sha256("\n".join(questions).encode()).hexdigest(), vocab=len(tokenizer),
-    )
+    # the exact token ids trained on (rows, format, tokenizer, max_length) define the data part of the key
+    encoded = encode_rows(tokenizer, rows, fmt, max_length, kind)
+    data_hash = hashlib.sha256(json.dumps(sorted(e["input_ids"] + [-1] + e["labels"] for e in encoded)).encode())
+    key = cache_key(config=asdict(config), seed=seed, data=data_hash.hexdigest())
     folder = cache_dir / f"tofu-tiny-{kind}-{key}"
     log_path = folder / "finetune_log.json"
     if log_path.is_file():
