@@ -235,7 +235,10 @@ def _unlearn_one(
     loss = UnlearningLoss(loss_name, u.forget_coeff, u.regularization_coeff, u.beta)
     model = copy.deepcopy(models["target"])
     model.train()
-    dataset = UnlearningDataset(tokenizer, split, config.data.format, config.data.max_length, config.seed)
+    datasets = models.setdefault("datasets", {})  # tokenised once per task, shared by its runs
+    if split.task not in datasets:
+        datasets[split.task] = UnlearningDataset(tokenizer, split, config.data.format, config.data.max_length, config.seed)
+    dataset = datasets[split.task]
     trajectory_sets = {name: eval_sets[name][: u.trajectory_size] for name in ("forget", "retain") if name in eval_sets}
 
     def curve(m: torch.nn.Module) -> dict[str, float]:

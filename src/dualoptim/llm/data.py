@@ -117,7 +117,9 @@ class TofuSplit:
 
 
 def all_rows(source: TofuSource) -> list[dict[str, Any]]:
-    """The 4,000 TOFU rows: every task of ``forget10`` plus ``retain10``."""
+    """The 4,000 TOFU rows: every task of ``forget10`` plus ``retain10`` (the hub's ``full``)."""
+    if source.hub:
+        return [{"question": r["question"], "answer": r["answer"]} for r in source.rows("full.json")]
     rows = [{"question": r["question"], "answer": r["answer"]} for r in source.rows("forget10.json")]
     rows += [{"question": r["question"], "answer": r["answer"]} for r in source.rows("retain10.json")]
     return rows
