@@ -192,12 +192,16 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                     f"not a DualOptimPlus state for parameter {key!r}: expected parts base/forget/retain, "
                     f"got {sorted(value) if isinstance(value, dict) else type(value).__name__}"
                 )
-            self.state[param] = {part: _load_part(tensors, param, part, key) for part, tensors in value.items()}
+            self.state[param] = {
+                part: _load_part(tensors, param, part, key) for part, tensors in value.items()
+            }
 
 
 def _load_part(tensors: dict[str, Tensor], param: Tensor, part: str, key: Any) -> dict[str, Tensor]:
     if set(tensors) != set(_STATE_KEYS):
-        raise ValueError(f"state part {part!r} of parameter {key!r} has keys {sorted(tensors)}, expected {_STATE_KEYS}")
+        raise ValueError(
+            f"state part {part!r} of parameter {key!r} has keys {sorted(tensors)}, expected {_STATE_KEYS}"
+        )
     for name in ("exp_avg", "exp_avg_sq"):
         if tensors[name].shape != param.shape:
             raise ValueError(
@@ -229,10 +233,14 @@ def _validate_hyperparameters(options: dict[str, Any], owner: str) -> None:
             raise ValueError(f"{owner}: invalid {name} {value!r}, expected a float >= 0")
     betas = options["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 4:
-        raise ValueError(f"{owner}: invalid betas {betas!r}, expected 4 values (delta1, delta2, base1, base2)")
+        raise ValueError(
+            f"{owner}: invalid betas {betas!r}, expected 4 values (delta1, delta2, base1, base2)"
+        )
     for name, beta in zip(("beta_delta1", "beta_delta2", "beta_base1", "beta_base2"), betas):
         if not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
-            raise ValueError(f"{owner}: invalid {name} {beta!r} in betas {tuple(betas)}, expected a value in [0, 1]")
+            raise ValueError(
+                f"{owner}: invalid {name} {beta!r} in betas {tuple(betas)}, expected a value in [0, 1]"
+            )
     if not isinstance(options["eps"], (int, float)) or options["eps"] < 0:
         raise ValueError(f"{owner}: invalid eps {options['eps']!r}, expected a float >= 0")
     if not isinstance(options["weight_decay"], (int, float)) or options["weight_decay"] < 0:
@@ -290,7 +298,7 @@ def dual_optim_plus(
 
 def _single_tensor_dual_optim_plus(
     params, grads, base_steps, base_exp_avgs, base_exp_avg_sqs, delta_steps, delta_exp_avgs, delta_exp_avg_sqs,
-    *, lr, betas, eps, weight_decay,
+    *, lr, betas, eps, weight_decay, count_steps=True,
 ) -> None:  # fmt: skip
     beta_delta1, beta_delta2, beta_base1, beta_base2 = betas
     # Beta == 1 means the state is absent (moment 0, no 0/0 bias correction); guard only mixtures.
@@ -299,8 +307,9 @@ def _single_tensor_dual_optim_plus(
     for i, param in enumerate(params):
         grad = grads[i]
         param.mul_(1 - lr * weight_decay)  # decoupled weight decay
-        base_steps[i] += 1  # n: every step, whatever the objective
-        delta_steps[i] += 1  # k_o: this objective's steps
+        if count_steps:
+            base_steps[i] += 1  # n: every step, whatever the objective
+            delta_steps[i] += 1  # k_o: this objective's steps
         n, k = base_steps[i].item(), delta_steps[i].item()
 
         m = torch.zeros_like(grad)
@@ -322,6 +331,12 @@ def _single_tensor_dual_optim_plus(
         param.addcdiv_(m, v.sqrt_().add_(eps), value=-lr)  # eq. (6)
 
 
+#: Elements per wave of the multi-tensor path. Every tensor is cut into flat chunks and the chunks
+#: are processed in waves of about this many elements, so that the ~20 elementwise passes of a step
+#: run on data that is still in cache: DRAM then sees each state tensor about once per step.
+WAVE_ELEMENTS = 1 << 17
+
+
 def _multi_tensor_dual_optim_plus(
     params, grads, base_steps, base_exp_avgs, base_exp_avg_sqs, delta_steps, delta_exp_avgs, delta_exp_avg_sqs,
     *, lr, betas, eps, weight_decay,
@@ -329,63 +344,92 @@ def _multi_tensor_dual_optim_plus(
     beta_delta1, beta_delta2, beta_base1, beta_base2 = betas
     has_base = beta_base1 < 1 or beta_base2 < 1
     has_delta = beta_delta1 < 1 or beta_delta2 < 1
-    for idx in _group_by_device_and_dtype(params):
-        p = [params[i] for i in idx]
-        g = [grads[i] for i in idx]
-        b1, b2 = [base_exp_avgs[i] for i in idx], [base_exp_avg_sqs[i] for i in idx]
-        d1, d2 = [delta_exp_avgs[i] for i in idx], [delta_exp_avg_sqs[i] for i in idx]
-        n_steps, k_steps = [base_steps[i] for i in idx], [delta_steps[i] for i in idx]
-        torch._foreach_add_(n_steps, 1.0)
-        torch._foreach_add_(k_steps, 1.0)
-        n = [s.item() for s in n_steps]
-        k = [s.item() for s in k_steps]
+    torch._foreach_add_(base_steps, 1.0)
+    torch._foreach_add_(delta_steps, 1.0)
+    tensors = (params, grads, base_exp_avgs, base_exp_avg_sqs, delta_exp_avgs, delta_exp_avg_sqs)
+    # Bias corrections are scalars per wave: group parameters by (device, dtype, n, k).
+    groups: dict[tuple, list[int]] = {}
+    for i, param in enumerate(params):
+        key = (param.device, param.dtype, base_steps[i].item(), delta_steps[i].item())
+        groups.setdefault(key, []).append(i)
+    for (device, dtype, n, k), indices in groups.items():
+        flat = [i for i in indices if all(t[i].is_contiguous() for t in tensors)]
+        if len(flat) < len(indices):  # strided tensors cannot be cut into flat chunks
+            rest = [i for i in indices if i not in flat]
+            _single_tensor_dual_optim_plus(
+                *([t[i] for i in rest] for t in (params, grads, base_steps, base_exp_avgs, base_exp_avg_sqs,
+                                                  delta_steps, delta_exp_avgs, delta_exp_avg_sqs)),
+                lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, count_steps=False,
+            )  # fmt: skip
+        # Bias corrections 1 / (1 - beta^t); 0 marks an absent state (beta == 1).
+        c_b1 = 1 / (1 - beta_base1**n) if beta_base1 < 1 else 0.0
+        c_b2 = 1 / (1 - beta_base2**n) if beta_base2 < 1 else 0.0
+        c_d1 = 1 / (1 - beta_delta1**k) if beta_delta1 < 1 else 0.0
+        c_d2 = 1 / (1 - beta_delta2**k) if beta_delta2 < 1 else 0.0
+        scratch = torch.empty(2, WAVE_ELEMENTS, device=device, dtype=dtype)
+        for p, g, b1, b2, d1, d2 in _waves([[t[i] for i in flat] for t in tensors]):
+            sizes = [c.numel() for c in p]
+            m = list(scratch[0, : sum(sizes)].split(sizes))
+            v = list(scratch[1, : sum(sizes)].split(sizes))
+            if weight_decay != 0:
+                torch._foreach_mul_(p, 1 - lr * weight_decay)
+            # Base moments first (eq. 4).
+            if c_b1:
+                torch._foreach_lerp_(b1, g, 1 - beta_base1)
+            if c_b2:
+                torch._foreach_mul_(b2, beta_base2)
+                torch._foreach_addcmul_(b2, g, g, 1 - beta_base2)
+            # Residuals against the bias-corrected base (eq. 5), without temporaries:
+            # d1 <- lerp(d1, g, 1 - b) - (1 - b) c_b1 B1, and likewise for the second moment.
+            if c_d1:
+                torch._foreach_lerp_(d1, g, 1 - beta_delta1)
+                if c_b1:
+                    torch._foreach_add_(d1, b1, alpha=-(1 - beta_delta1) * c_b1)
+            if c_d2:
+                torch._foreach_mul_(d2, beta_delta2)
+                torch._foreach_addcmul_(d2, g, g, 1 - beta_delta2)
+                if c_b2:
+                    torch._foreach_add_(d2, b2, alpha=-(1 - beta_delta2) * c_b2)
+            # m = c_b1 B1 + c_d1 D1, v = c_b2 B2 + c_d2 D2, in the scratch buffers (eq. 6).
+            _combine(m, b1, c_b1, d1, c_d1)
+            _combine(v, b2, c_b2, d2, c_d2)
+            if has_base and has_delta:
+                torch._foreach_maximum_(v, torch._foreach_mul(m, m))
+            torch._foreach_sqrt_(v)
+            torch._foreach_add_(v, eps)
+            torch._foreach_addcdiv_(p, m, v, -lr)
 
-        if weight_decay != 0:
-            torch._foreach_mul_(p, 1 - lr * weight_decay)
-        # m and v start as the bias-corrected base moments (zero when the base is absent).
-        if beta_base1 < 1:
-            torch._foreach_lerp_(b1, g, 1 - beta_base1)
-            m = _scaled_copy(b1, [1 / (1 - beta_base1**s) for s in n])
-        else:
-            m = torch._foreach_mul(g, 0.0)
-        if beta_base2 < 1:
-            torch._foreach_mul_(b2, beta_base2)
-            torch._foreach_addcmul_(b2, g, g, 1 - beta_base2)
-            v = _scaled_copy(b2, [1 / (1 - beta_base2**s) for s in n])
-        else:
-            v = torch._foreach_mul(g, 0.0)
-        if beta_delta1 < 1:
-            # d1 <- b*d1 + (1-b)(g - m) written without a temporary: lerp towards g, then subtract.
-            torch._foreach_lerp_(d1, g, 1 - beta_delta1)
-            torch._foreach_add_(d1, m, alpha=-(1 - beta_delta1))
-            _add_scaled(m, d1, [1 / (1 - beta_delta1**s) for s in k])
-        if beta_delta2 < 1:
-            torch._foreach_mul_(d2, beta_delta2)
-            torch._foreach_addcmul_(d2, g, g, 1 - beta_delta2)
-            torch._foreach_add_(d2, v, alpha=-(1 - beta_delta2))
-            _add_scaled(v, d2, [1 / (1 - beta_delta2**s) for s in k])
-        if has_base and has_delta:
-            torch._foreach_maximum_(v, torch._foreach_mul(m, m))
-        torch._foreach_sqrt_(v)
-        torch._foreach_add_(v, eps)
-        torch._foreach_addcdiv_(p, m, v, -lr)
 
-
-def _scaled_copy(tensors: list[Tensor], scales: list[float]) -> list[Tensor]:
-    if all(s == scales[0] for s in scales):
-        return torch._foreach_mul(tensors, scales[0])
-    return torch._foreach_mul(tensors, scales)
-
-
-def _add_scaled(out: list[Tensor], tensors: list[Tensor], scales: list[float]) -> None:
-    if all(s == scales[0] for s in scales):
-        torch._foreach_add_(out, tensors, alpha=scales[0])
+def _combine(
+    out: list[Tensor], base: list[Tensor], c_base: float, delta: list[Tensor], c_delta: float
+) -> None:
+    """out <- c_base * base + c_delta * delta, skipping absent (c == 0) terms."""
+    if c_base:
+        torch._foreach_copy_(out, base)
+        torch._foreach_mul_(out, c_base)
+        if c_delta:
+            torch._foreach_add_(out, delta, alpha=c_delta)
+    elif c_delta:
+        torch._foreach_copy_(out, delta)
+        torch._foreach_mul_(out, c_delta)
     else:
-        torch._foreach_add_(out, torch._foreach_mul(tensors, scales))
+        torch._foreach_zero_(out)
 
 
-def _group_by_device_and_dtype(tensors: list[Tensor]) -> list[list[int]]:
-    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault((t.device, t.dtype), []).append(i)
-    return list(groups.values())
+def _waves(tensor_lists: list[list[Tensor]]):
+    """Cut parallel lists of same-shaped contiguous tensors into flat chunks and yield them in
+    waves of at most ``WAVE_ELEMENTS`` elements: one list of chunks per input list."""
+    wave: list[list[Tensor]] = [[] for _ in tensor_lists]
+    size = 0
+    for same_shape in zip(*tensor_lists):
+        numel = same_shape[0].numel()
+        for start in range(0, numel, WAVE_ELEMENTS):
+            length = min(WAVE_ELEMENTS, numel - start)
+            if size + length > WAVE_ELEMENTS:
+                yield wave
+                wave, size = [[] for _ in tensor_lists], 0
+            for chunks, tensor in zip(wave, same_shape):
+                chunks.append(tensor.view(-1)[start : start + length])
+            size += length
+    if size:
+        yield wave
