@@ -97,3 +97,25 @@ def test_missing_data_folder_is_named(tmp_path, cache, capsys):
 def test_every_preset_is_valid(preset):
     config = build_config(preset)
     assert config.strategies == ["joint", "alternate", "dual", "dual+"]
+
+
+def test_gpu_preset_runs_on_a_local_save_pretrained_model(tofu_dir, model, tokenizer, tmp_path, cache):
+    """The Phi-1.5 preset's loading path, with a tiny model standing in for locuslab/tofu_ft_phi-1.5."""
+    folder = tmp_path / "tofu_ft_tiny"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    out = tmp_path / "out"
+    argv = ["tofu", "--preset", "tofu-phi15", "--data", str(tofu_dir), "--losses", "NPO+GD", "--strategies", "dual",
+            "--set", f"model.name_or_path={folder}", "--set", "model.dtype=float32", "--set", "unlearn.bf16=false",
+            "--set", "unlearn.save_steps=0", "--set", "unlearn.gradient_accumulation_steps=1",
+            "--set", "data.max_length=64", "--set", "data.eval_size=4", "--set", "data.max_new_tokens=8",
+            "--set", "unlearn.steps=2", "--set", "unlearn.batch_size=2", "--set", "unlearn.eval_every=1",
+            "--set", "unlearn.trajectory_size=2", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    row = next(r for r in results["rows"] if r["loss"] == "NPO+GD")
+    # all three utility sets are evaluated here, and Forget Quality is absent with its reason
+    assert len(row["aggregates"]["Model Utility"]["used"]) == 9
+    assert row["metrics"]["Forget Quality"] is None
+    assert "no retain model configured for forget10" in row["absent"]["Forget Quality"]
+    assert row["metrics"]["real_authors/Probability"] is not None
