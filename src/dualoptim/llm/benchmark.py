@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import platform
+import shutil
 import subprocess
 import time
 from dataclasses import asdict
@@ -292,6 +293,9 @@ def _unlearn_one(
     except NonFiniteLossError as error:
         record["stopped"] = str(error)
     record["train_seconds"] = time.perf_counter() - start
+    if "stopped" not in record:
+        # the finished record replaces the checkpoints: resuming never needs them again
+        shutil.rmtree(run_dir, ignore_errors=True)
     steps = dict(trainer.objective_log)  # optimizer step -> objective
     record["optimizer_steps"] = {k: list(steps.values()).count(k) for k in ("forget", "retain", "joint")}
     record["history"] = callback.history

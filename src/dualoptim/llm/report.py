@@ -49,7 +49,12 @@ def render_table(results: dict[str, Any]) -> str:
     used = next((row["aggregates"] for row in results["rows"] if row.get("aggregates")), None)
     if used:
         lines += ["", "Components each aggregate used:", ""]
-        lines += [f"- {name}: {', '.join(a['used']) or 'none'}" for name, a in used.items()]
+        for name, aggregate in used.items():
+            lines.append(f"- {name}: {', '.join(aggregate['used']) or 'none'}")
+            by_reason: dict[str, list[str]] = {}
+            for component, reason in aggregate["absent"].items():
+                by_reason.setdefault(reason, []).append(component)
+            lines += [f"  - absent ({reason}): {', '.join(parts)}" for reason, parts in by_reason.items()]
     lines += ["", *[f"- {note}" for note in results.get("notes", [])], ""]
     return "\n".join(lines)
 
