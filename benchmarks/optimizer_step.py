@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dualoptim import DualOptim, DualOptimPlus  # noqa: E402
+from dualoptim import AdamW8bit, DualOptim, DualOptimPlus  # noqa: E402
 from dualoptim.io import write_json_atomic  # noqa: E402
 
 
@@ -78,6 +78,7 @@ def make_variants(params: list[torch.Tensor]) -> dict[str, tuple[torch.optim.Opt
     adamw = partial(torch.optim.AdamW, lr=1e-4, weight_decay=0.05)
     sgd = partial(torch.optim.SGD, lr=1e-2, momentum=0.9, weight_decay=5e-4, foreach=True)
     adamw_foreach = partial(adamw, foreach=True)
+    adamw8bit = partial(AdamW8bit, lr=1e-4, weight_decay=0.05)
     return {
         "AdamW (for-loop)": plain(adamw(fresh(), foreach=False)),
         "AdamW (foreach)": plain(adamw(fresh(), foreach=True)),
@@ -94,6 +95,16 @@ def make_variants(params: list[torch.Tensor]) -> dict[str, tuple[torch.optim.Opt
         ),
         "DualOptimPlus 1:5 (for-loop)": alternating(DualOptimPlus(fresh(), lr=1e-4, foreach=False)),
         "DualOptimPlus 1:5 (foreach)": alternating(DualOptimPlus(fresh(), lr=1e-4, foreach=True)),
+        "AdamW8bit": plain(AdamW8bit(fresh(), lr=1e-4, weight_decay=0.05)),
+        "DualOptim 8bit forget step (AdamW8bit)": forget_only(
+            DualOptim(fresh(), forget=adamw8bit, retain=sgd)
+        ),
+        "DualOptim 8bit AdamW8bit+AdamW8bit 1:5": alternating(
+            DualOptim(fresh(), forget=adamw8bit, retain=adamw8bit)
+        ),
+        "DualOptimPlus 8bit 1:5": alternating(
+            DualOptimPlus(fresh(), lr=1e-4, quantize_base=True, quantize_delta=True)
+        ),
     }
 
 

@@ -12,11 +12,21 @@ from torch.optim import Optimizer
 
 from dualoptim.optim._objective import Objective, ObjectiveMixin
 from dualoptim.optim._params import as_param_groups
+from dualoptim.optim.quant import (
+    chunk_elements,
+    compute_dtype,
+    convert_moment,
+    encode_moment,
+    init_moment,
+    is_quantized,
+    read_moment,
+    should_quantize,
+    store_moment,
+)
 
 __all__ = ["DualOptimPlus", "dual_optim_plus"]
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
-_STATE_KEYS = ("step", "exp_avg", "exp_avg_sq")
 
 
 class DualOptimPlus(ObjectiveMixin, Optimizer):
@@ -67,6 +77,13 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
         eps: added to :math:`\sqrt{v}` (default 1e-8).
         weight_decay: decoupled weight decay :math:`\lambda` (default 0).
         foreach: use the multi-tensor ``torch._foreach_*`` path (default: True on CPU and CUDA).
+        quantize_base: keep the base moments :math:`B_1, B_2` in block-wise 8 bits
+            (:mod:`dualoptim.optim.quant`; signed code for :math:`B_1`, unsigned for :math:`B_2`).
+        quantize_delta: keep both objectives' residual moments in 8 bits (signed codes: residuals
+            can be negative). With both switches the state takes ~6.1 bytes per parameter
+            instead of 24 (AdamW: 8). Tensors under 4,096 elements stay float32. The update
+            de-quantises, applies the float32 maths above, re-quantises. A non-finite gradient
+            raises ``FloatingPointError`` before any state or parameter of that tensor changes.
 
     State dtype policy: state tensors of float32/float64 parameters share the parameter's dtype;
     bf16/fp16 parameters keep float32 state, the update is computed in float32 and rounded once
@@ -92,6 +109,8 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
         weight_decay: float = 0.0,
         *,
         foreach: bool | None = None,
+        quantize_base: bool = False,
+        quantize_delta: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -100,6 +119,8 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
             eps=eps,
             weight_decay=weight_decay,
             foreach=foreach,
+            quantize_base=bool(quantize_base),
+            quantize_delta=bool(quantize_delta),
         )
         _validate_hyperparameters(defaults, "DualOptimPlus")
         groups = as_param_groups(params, "DualOptimPlus")
@@ -119,17 +140,16 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
             if param.is_sparse:
                 raise ValueError("DualOptimPlus does not support sparse parameters")
 
-    def _init_state(self, param: Tensor) -> dict[str, dict[str, Tensor]]:
+    def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, dict[str, Tensor]]:
         state = self.state[param]
         if not state:
-            dtype = torch.float32 if param.dtype in _LOW_PRECISION else param.dtype
-            for part in ("base", Objective.FORGET.value, Objective.RETAIN.value):
-                state[part] = {
-                    # A float32 step, like torch.optim.Adam, so that bias corrections stay exact.
-                    "step": torch.tensor(0.0, dtype=torch.float32),
-                    "exp_avg": torch.zeros_like(param, dtype=dtype, memory_format=torch.preserve_format),
-                    "exp_avg_sq": torch.zeros_like(param, dtype=dtype, memory_format=torch.preserve_format),
-                }
+            for part in _PARTS:
+                quantized = _is_quantized_part(group, part, param)
+                # A float32 step, like torch.optim.Adam, so that bias corrections stay exact.
+                state[part] = {"step": torch.tensor(0.0, dtype=torch.float32)}
+                for name in _MOMENTS:
+                    signed = _signed(part, name)
+                    init_moment(state[part], name, param, quantized, signed, _state_dtype(param))
         return state
 
     @torch.no_grad()
@@ -141,7 +161,7 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group_index, group in enumerate(self.param_groups):
-            params, grads, base, delta = [], [], [], []
+            params, grads, base, delta, quantized = [], [], [], [], []
             for param_index, param in enumerate(group["params"]):
                 if param.grad is None:
                     continue  # a parameter the loss did not reach keeps its value and state
@@ -149,11 +169,26 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                     raise ValueError(
                         f"DualOptimPlus does not support sparse gradients (param {param_index} of group {group_index})"
                     )
-                state = self._init_state(param)
+                state = self._init_state(param, group)
+                if any(is_quantized(state[part], "exp_avg") for part in ("base", objective.value)):
+                    quantized.append(
+                        (
+                            param,
+                            state["base"],
+                            state[objective.value],
+                            f"param {param_index} of group {group_index}",
+                        )
+                    )
+                    continue
                 params.append(param)
                 grads.append(param.grad)
                 base.append(state["base"])
                 delta.append(state[objective.value])
+            for param, base_state, delta_state, label in quantized:
+                _quantized_dual_optim_plus(
+                    param, param.grad, base_state, delta_state, label=label, lr=_objective_lr(group, objective),
+                    betas=tuple(group["betas"]), eps=group["eps"], weight_decay=group["weight_decay"],
+                )  # fmt: skip
             if not params:
                 continue
             dual_optim_plus(
@@ -175,11 +210,19 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore groups and state exactly: state tensors keep their saved dtype (float32 state of
-        a bf16 parameter stays float32; torch's default loader would cast it to bf16)."""
+        a bf16 parameter stays float32; torch's default loader would cast it to bf16).
+
+        The state representation follows *this* optimizer's ``quantize_*`` switches: a float32
+        state loads into an 8-bit optimizer (quantised) and an 8-bit one into a float32 optimizer
+        (de-quantised); the saved groups' switches are ignored."""
         if "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError(f"not an optimizer state dict: keys {sorted(state_dict)}")
         saved_state = state_dict["state"]
+        switches = [(g["quantize_base"], g["quantize_delta"]) for g in self.param_groups]
         super().load_state_dict({**state_dict, "state": {}})
+        for group, (quantize_base, quantize_delta) in zip(self.param_groups, switches):
+            group["quantize_base"], group["quantize_delta"] = quantize_base, quantize_delta
+        group_of = {id(p): group for group in self.param_groups for p in group["params"]}
         saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         params = chain.from_iterable(g["params"] for g in self.param_groups)
         param_of = dict(zip(saved_ids, params))
@@ -192,27 +235,84 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                     f"not a DualOptimPlus state for parameter {key!r}: expected parts base/forget/retain, "
                     f"got {sorted(value) if isinstance(value, dict) else type(value).__name__}"
                 )
-            self.state[param] = {
-                part: _load_part(tensors, param, part, key) for part, tensors in value.items()
-            }
+            group = group_of[id(param)]
+            self.state[param] = {part: _load_part(value[part], param, part, key, group) for part in _PARTS}
 
 
-def _load_part(tensors: dict[str, Tensor], param: Tensor, part: str, key: Any) -> dict[str, Tensor]:
-    if set(tensors) != set(_STATE_KEYS):
-        raise ValueError(
-            f"state part {part!r} of parameter {key!r} has keys {sorted(tensors)}, expected {_STATE_KEYS}"
-        )
-    for name in ("exp_avg", "exp_avg_sq"):
-        if tensors[name].shape != param.shape:
-            raise ValueError(
-                f"state {part}.{name} of parameter {key!r} has shape {tuple(tensors[name].shape)}, "
-                f"the parameter {tuple(param.shape)}"
+_PARTS = ("base", Objective.FORGET.value, Objective.RETAIN.value)
+_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def _signed(part: str, name: str) -> bool:
+    """Which 8-bit code a moment uses: only the base second moment is never negative."""
+    return not (part == "base" and name == "exp_avg_sq")
+
+
+def _is_quantized_part(group: dict[str, Any], part: str, param: Tensor) -> bool:
+    switch = group["quantize_base"] if part == "base" else group["quantize_delta"]
+    return switch and should_quantize(param)
+
+
+def _state_dtype(param: Tensor) -> torch.dtype:
+    return torch.float32 if param.dtype in _LOW_PRECISION else param.dtype
+
+
+def _load_part(
+    saved: dict[str, Tensor], param: Tensor, part: str, key: Any, group: dict[str, Any]
+) -> dict[str, Tensor]:
+    if "step" not in saved:
+        raise ValueError(f"state part {part!r} of parameter {key!r} has no 'step' (keys {sorted(saved)})")
+    loaded = {"step": saved["step"].to(dtype=torch.float32).clone()}
+    for name in _MOMENTS:
+        loaded.update(
+            convert_moment(
+                saved, name, param, quantized=_is_quantized_part(group, part, param), signed=_signed(part, name),
+                dtype=_state_dtype(param), label=f"state {part} of parameter {key!r}",
             )
-    return {
-        "step": tensors["step"].to(dtype=torch.float32).clone(),
-        "exp_avg": tensors["exp_avg"].to(device=param.device, copy=True),
-        "exp_avg_sq": tensors["exp_avg_sq"].to(device=param.device, copy=True),
-    }
+        )  # fmt: skip
+    return loaded
+
+
+def _quantized_dual_optim_plus(
+    param: Tensor, grad: Tensor, base: dict[str, Tensor], delta: dict[str, Tensor], *, label: str,
+    lr: float, betas, eps: float, weight_decay: float,
+) -> None:  # fmt: skip
+    """One DualOptim+ step for a parameter with (some) 8-bit moments, chunk by chunk: de-quantise,
+    apply :func:`_moments` in float32, re-quantise, then update the parameter."""
+    if not torch.isfinite(grad).all():
+        raise FloatingPointError(
+            f"non-finite gradient in {label}: step refused, its 8-bit state is unchanged"
+        )
+    beta_delta1, beta_delta2, beta_base1, beta_base2 = betas
+    base["step"] += 1
+    delta["step"] += 1
+    n, k = base["step"].item(), delta["step"].item()
+    flat_param = param.view(-1) if param.is_contiguous() else param.reshape(-1).clone()
+    flat_grad = grad.reshape(-1)
+    moments = [  # (state part, moment, signed code, present)
+        (base, "exp_avg", True, beta_base1 < 1),
+        (base, "exp_avg_sq", False, beta_base2 < 1),
+        (delta, "exp_avg", True, beta_delta1 < 1),
+        (delta, "exp_avg_sq", True, beta_delta2 < 1),
+    ]
+    dtype = compute_dtype(param)
+    chunk = chunk_elements(param.device)
+    for start in range(0, flat_param.numel(), chunk):
+        end = min(start + chunk, flat_param.numel())
+        values = [read_moment(part, name, signed, start, end, dtype) for part, name, signed, _ in moments]
+        m, v = _moments(flat_grad[start:end].to(dtype), *values, n=n, k=k, betas=betas)
+        # Encode every moment before storing any, so that a non-finite block leaves all unchanged.
+        encoded = [
+            encode_moment(part, name, value, signed, label) if present else None
+            for (part, name, signed, present), value in zip(moments, values)
+        ]
+        for (part, name, _, _), code in zip(moments, encoded):
+            if code is not None:
+                store_moment(part, name, start, end, code)
+        values = flat_param[start:end]
+        values.copy_(values.to(dtype).mul_(1 - lr * weight_decay).addcdiv_(m, v.sqrt_().add_(eps), value=-lr))
+    if not param.is_contiguous():
+        param.copy_(flat_param.view(param.shape))
 
 
 def _objective_lr(group: dict[str, Any], objective: Objective) -> float:
@@ -300,41 +400,49 @@ def _single_tensor_dual_optim_plus(
     params, grads, base_steps, base_exp_avgs, base_exp_avg_sqs, delta_steps, delta_exp_avgs, delta_exp_avg_sqs,
     *, lr, betas, eps, weight_decay, count_steps=True,
 ) -> None:  # fmt: skip
-    beta_delta1, beta_delta2, beta_base1, beta_base2 = betas
-    # Beta == 1 means the state is absent (moment 0, no 0/0 bias correction); guard only mixtures.
-    has_base = beta_base1 < 1 or beta_base2 < 1
-    has_delta = beta_delta1 < 1 or beta_delta2 < 1
     for i, param in enumerate(params):
-        grad = grads[i]
-        param.mul_(1 - lr * weight_decay)  # decoupled weight decay
         if count_steps:
             base_steps[i] += 1  # n: every step, whatever the objective
             delta_steps[i] += 1  # k_o: this objective's steps
-        n, k = base_steps[i].item(), delta_steps[i].item()
-
-        m = torch.zeros_like(grad)
-        v = torch.zeros_like(grad)
-        if beta_base1 < 1:  # eq. (4): the base moves first
-            base_exp_avgs[i].lerp_(grad, 1 - beta_base1)
-            m.add_(base_exp_avgs[i], alpha=1 / (1 - beta_base1**n))
-        if beta_base2 < 1:
-            base_exp_avg_sqs[i].mul_(beta_base2).addcmul_(grad, grad, value=1 - beta_base2)
-            v.add_(base_exp_avg_sqs[i], alpha=1 / (1 - beta_base2**n))
-        if beta_delta1 < 1:  # eq. (5): the residual against the bias-corrected base
-            delta_exp_avgs[i].lerp_(grad - m, 1 - beta_delta1)
-            m.add_(delta_exp_avgs[i], alpha=1 / (1 - beta_delta1**k))
-        if beta_delta2 < 1:
-            delta_exp_avg_sqs[i].lerp_(grad * grad - v, 1 - beta_delta2)
-            v.add_(delta_exp_avg_sqs[i], alpha=1 / (1 - beta_delta2**k))
-        if has_base and has_delta:
-            torch.maximum(v, m * m, out=v)  # E[g^2] >= E[g]^2: bounds |step| by lr
+        m, v = _moments(
+            grads[i], base_exp_avgs[i], base_exp_avg_sqs[i], delta_exp_avgs[i], delta_exp_avg_sqs[i],
+            n=base_steps[i].item(), k=delta_steps[i].item(), betas=betas,
+        )  # fmt: skip
+        param.mul_(1 - lr * weight_decay)  # decoupled weight decay
         param.addcdiv_(m, v.sqrt_().add_(eps), value=-lr)  # eq. (6)
 
 
-#: Elements per wave of the multi-tensor path. Every tensor is cut into flat chunks and the chunks
-#: are processed in waves of about this many elements, so that the ~20 elementwise passes of a step
-#: run on data that is still in cache: DRAM then sees each state tensor about once per step.
+def _moments(
+    grad: Tensor, b1: Tensor, b2: Tensor, d1: Tensor, d2: Tensor, *, n: float, k: float, betas
+) -> tuple[Tensor, Tensor]:
+    """Update the four moments in place (eqs. 4-5) and return the guarded ``m`` and ``v``."""
+    beta_delta1, beta_delta2, beta_base1, beta_base2 = betas
+    m = torch.zeros_like(grad)
+    v = torch.zeros_like(grad)
+    # Beta == 1 means the state is absent: its moment stays 0 and gets no (0/0) bias correction.
+    if beta_base1 < 1:  # eq. (4): the base moves first
+        b1.lerp_(grad, 1 - beta_base1)
+        m.add_(b1, alpha=1 / (1 - beta_base1**n))
+    if beta_base2 < 1:
+        b2.mul_(beta_base2).addcmul_(grad, grad, value=1 - beta_base2)
+        v.add_(b2, alpha=1 / (1 - beta_base2**n))
+    if beta_delta1 < 1:  # eq. (5): the residual against the bias-corrected base
+        d1.lerp_(grad - m, 1 - beta_delta1)
+        m.add_(d1, alpha=1 / (1 - beta_delta1**k))
+    if beta_delta2 < 1:
+        d2.lerp_(grad * grad - v, 1 - beta_delta2)
+        v.add_(d2, alpha=1 / (1 - beta_delta2**k))
+    if (beta_base1 < 1 or beta_base2 < 1) and (beta_delta1 < 1 or beta_delta2 < 1):
+        torch.maximum(v, m * m, out=v)  # E[g^2] >= E[g]^2: bounds |step| by lr (class docstring)
+    return m, v
+
+
+#: Elements per wave of the multi-tensor path on the CPU. Every tensor is cut into flat chunks and
+#: the chunks are processed in waves of about this many elements, so that the ~18 elementwise passes
+#: of a step run on data that is still in cache: DRAM then sees each state tensor about once per
+#: step. Accelerators gain nothing from it and pay per kernel launch: their waves are huge.
 WAVE_ELEMENTS = 1 << 17
+ACCELERATOR_WAVE_ELEMENTS = 1 << 28
 
 
 def _multi_tensor_dual_optim_plus(
@@ -366,8 +474,10 @@ def _multi_tensor_dual_optim_plus(
         c_b2 = 1 / (1 - beta_base2**n) if beta_base2 < 1 else 0.0
         c_d1 = 1 / (1 - beta_delta1**k) if beta_delta1 < 1 else 0.0
         c_d2 = 1 / (1 - beta_delta2**k) if beta_delta2 < 1 else 0.0
-        scratch = torch.empty(2, WAVE_ELEMENTS, device=device, dtype=dtype)
-        for p, g, b1, b2, d1, d2 in _waves([[t[i] for i in flat] for t in tensors]):
+        wave = WAVE_ELEMENTS if device.type == "cpu" else ACCELERATOR_WAVE_ELEMENTS
+        wave = min(wave, sum(params[i].numel() for i in flat))
+        scratch = torch.empty(2, wave, device=device, dtype=dtype)
+        for p, g, b1, b2, d1, d2 in _waves([[t[i] for i in flat] for t in tensors], wave):
             sizes = [c.numel() for c in p]
             m = list(scratch[0, : sum(sizes)].split(sizes))
             v = list(scratch[1, : sum(sizes)].split(sizes))
@@ -416,16 +526,16 @@ def _combine(
         torch._foreach_zero_(out)
 
 
-def _waves(tensor_lists: list[list[Tensor]]):
+def _waves(tensor_lists: list[list[Tensor]], wave_elements: int):
     """Cut parallel lists of same-shaped contiguous tensors into flat chunks and yield them in
-    waves of at most ``WAVE_ELEMENTS`` elements: one list of chunks per input list."""
+    waves of at most ``wave_elements`` elements: one list of chunks per input list."""
     wave: list[list[Tensor]] = [[] for _ in tensor_lists]
     size = 0
     for same_shape in zip(*tensor_lists):
         numel = same_shape[0].numel()
-        for start in range(0, numel, WAVE_ELEMENTS):
-            length = min(WAVE_ELEMENTS, numel - start)
-            if size + length > WAVE_ELEMENTS:
+        for start in range(0, numel, wave_elements):
+            length = min(wave_elements, numel - start)
+            if size + length > wave_elements:
                 yield wave
                 wave, size = [[] for _ in tensor_lists], 0
             for chunks, tensor in zip(wave, same_shape):
