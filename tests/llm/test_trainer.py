@@ -121,7 +121,7 @@ def test_non_finite_loss_stops_with_a_reason(model, tokenizer, tofu_dir, tmp_pat
 
 
 def test_unknown_strategy_is_named(model, tokenizer, tofu_dir, tmp_path):
-    with pytest.raises(ValueError, match="unknown strategy 'sgd'; valid: joint, alternate, dual, dual\\+"):
+    with pytest.raises(ValueError, match="unknown strategy 'sgd'; valid: joint, alternate, dual, dual\\+, dual-8bit"):
         _trainer(model, tokenizer, tofu_dir, tmp_path, strategy="sgd")
 
 

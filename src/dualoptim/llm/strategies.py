@@ -4,6 +4,7 @@
 * ``alternate``: one AdamW whose single state sees forget steps and retain steps in turn.
 * ``dual``: DualOptim, an AdamW per objective (the LLM setting of the paper).
 * ``dual+``: DualOptimPlus, a shared base state plus a residual state per objective.
+* ``dual-8bit`` / ``dual+-8bit``: the same with block-wise 8-bit moment states (SPEC §2.4).
 
 Adding a strategy (for example an 8-bit one) is a function decorated with
 ``@STRATEGIES.register(name)`` that builds the optimizer, plus ``JOINT`` if it optimises the sum.
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from dualoptim.optim import DualOptim, DualOptimPlus
+from dualoptim.optim import AdamW8bit, DualOptim, DualOptimPlus
 from dualoptim.registry import Registry
 
 
@@ -64,6 +65,20 @@ def dual(params, s: OptimizerSettings) -> torch.optim.Optimizer:
 def dual_plus(params, s: OptimizerSettings) -> torch.optim.Optimizer:
     return DualOptimPlus(
         params, lr=s.lr, forget_lr=s.forget_lr, betas=s.plus_betas, eps=s.eps, weight_decay=s.weight_decay
+    )
+
+
+@STRATEGIES.register("dual-8bit")
+def dual_8bit(params, s: OptimizerSettings) -> torch.optim.Optimizer:
+    adamw = partial(AdamW8bit, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay)
+    return DualOptim(params, forget=partial(adamw, lr=s.forget_lr), retain=partial(adamw, lr=s.lr))
+
+
+@STRATEGIES.register("dual+-8bit")
+def dual_plus_8bit(params, s: OptimizerSettings) -> torch.optim.Optimizer:
+    return DualOptimPlus(
+        params, lr=s.lr, forget_lr=s.forget_lr, betas=s.plus_betas, eps=s.eps, weight_decay=s.weight_decay,
+        quantize_base=True, quantize_delta=True,
     )
 
 
