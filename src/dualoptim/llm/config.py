@@ -7,6 +7,7 @@ only change these defaults; an unknown key is an error that names it.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -122,7 +123,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
