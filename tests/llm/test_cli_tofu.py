@@ -119,3 +119,10 @@ def test_gpu_preset_runs_on_a_local_save_pretrained_model(tofu_dir, model, token
     assert row["metrics"]["Forget Quality"] is None
     assert "no retain model configured for forget10" in row["absent"]["Forget Quality"]
     assert row["metrics"]["real_authors/Probability"] is not None
+
+
+def test_overrides_merge_into_nested_preset_sections():
+    config = build_config("tofu-tiny", {"model": {"tiny": {"epochs": 1}}, "unlearn": {"steps": 3}})
+    assert config.model.tiny.epochs == 1
+    assert config.model.tiny.hidden_size == 128  # the preset's value survives
+    assert config.unlearn.steps == 3 and config.unlearn.lr == 1e-3

@@ -205,15 +205,21 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 
 def build_config(preset: str | None, overrides: dict[str, Any] | None = None) -> TofuConfig:
     """Defaults <- preset <- overrides (nested dicts), validated."""
-    data: dict[str, Any] = load_preset(preset) if preset else {}
-    for key, value in (overrides or {}).items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
+    data: dict[str, Any] = _merge(load_preset(preset) if preset else {}, overrides or {})
     config = from_dict(TofuConfig, data)
     validate(config)
     return config
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Nested dict merge: sections merge key by key, other values replace."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def validate(config: TofuConfig) -> None:
