@@ -95,6 +95,7 @@ def make_variants(params: list[torch.Tensor]) -> dict[str, tuple[torch.optim.Opt
         ),
         "DualOptimPlus 1:5 (for-loop)": alternating(DualOptimPlus(fresh(), lr=1e-4, foreach=False)),
         "DualOptimPlus 1:5 (foreach)": alternating(DualOptimPlus(fresh(), lr=1e-4, foreach=True)),
+        "DualOptimPlus 1:5 (fused, torch.compile)": alternating(DualOptimPlus(fresh(), lr=1e-4, fused=True)),
         "AdamW8bit": plain(AdamW8bit(fresh(), lr=1e-4, weight_decay=0.05)),
         "DualOptim 8bit forget step (AdamW8bit)": forget_only(
             DualOptim(fresh(), forget=adamw8bit, retain=sgd)
@@ -156,7 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds (default 6)")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per variant per round (default 6)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first (default 3)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="untimed steps per variant first (default 3; compiles the fused kernel)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

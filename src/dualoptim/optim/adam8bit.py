@@ -82,7 +82,7 @@ class AdamW8bit(Optimizer):
         if not state:
             state["step"] = torch.tensor(0.0, dtype=torch.float32)
             for name, signed in _MOMENTS:
-                init_moment(state, name, param, should_quantize(param), signed, _state_dtype(param))
+                init_moment(state, name, param, should_quantize(param), signed)
         return state
 
     @torch.no_grad()
@@ -119,7 +119,7 @@ class AdamW8bit(Optimizer):
             state = {"step": torch.as_tensor(saved["step"], dtype=torch.float32).clone()}
             for name, signed in _MOMENTS:
                 state.update(
-                    convert_moment(saved, name, param, should_quantize(param), signed, _state_dtype(param),
+                    convert_moment(saved, name, param, should_quantize(param), signed,
                                    label=f"state of parameter {key!r}")
                 )  # fmt: skip
             self.state[param] = state
@@ -139,10 +139,6 @@ def float_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
         group.setdefault("amsgrad", False)
         group.setdefault("maximize", False)
     return {"state": state, "param_groups": groups}
-
-
-def _state_dtype(param: Tensor) -> torch.dtype:
-    return torch.float32 if param.dtype in (torch.bfloat16, torch.float16) else param.dtype
 
 
 def _adamw_step(

@@ -13,6 +13,7 @@ from torch.optim import Optimizer
 from dualoptim.optim._objective import Objective, ObjectiveMixin
 from dualoptim.optim._params import as_param_groups
 from dualoptim.optim.quant import (
+    LOW_PRECISION,
     chunk_elements,
     compute_dtype,
     convert_moment,
@@ -25,8 +26,6 @@ from dualoptim.optim.quant import (
 )
 
 __all__ = ["DualOptimPlus", "dual_optim_plus"]
-
-_LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 class DualOptimPlus(ObjectiveMixin, Optimizer):
@@ -77,6 +76,9 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
         eps: added to :math:`\sqrt{v}` (default 1e-8).
         weight_decay: decoupled weight decay :math:`\lambda` (default 0).
         foreach: use the multi-tensor ``torch._foreach_*`` path (default: True on CPU and CUDA).
+        fused: use one ``torch.compile``-generated kernel per tensor (C++/OpenMP on the CPU,
+            Triton on CUDA): ~4x faster than ``foreach`` on the CPU, after a one-off compilation
+            of ~25 s (cached on disk by torch). Default False.
         quantize_base: keep the base moments :math:`B_1, B_2` in block-wise 8 bits
             (:mod:`dualoptim.optim.quant`; signed code for :math:`B_1`, unsigned for :math:`B_2`).
         quantize_delta: keep both objectives' residual moments in 8 bits (signed codes: residuals
@@ -109,6 +111,7 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
         weight_decay: float = 0.0,
         *,
         foreach: bool | None = None,
+        fused: bool = False,
         quantize_base: bool = False,
         quantize_delta: bool = False,
     ) -> None:
@@ -119,6 +122,7 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
             eps=eps,
             weight_decay=weight_decay,
             foreach=foreach,
+            fused=bool(fused),
             quantize_base=bool(quantize_base),
             quantize_delta=bool(quantize_delta),
         )
@@ -149,7 +153,7 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                 state[part] = {"step": torch.tensor(0.0, dtype=torch.float32)}
                 for name in _MOMENTS:
                     signed = _signed(part, name)
-                    init_moment(state[part], name, param, quantized, signed, _state_dtype(param))
+                    init_moment(state[part], name, param, quantized, signed)
         return state
 
     @torch.no_grad()
@@ -205,6 +209,7 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                 eps=group["eps"],
                 weight_decay=group["weight_decay"],
                 foreach=group["foreach"],
+                fused=group["fused"],
             )
         return loss
 
@@ -253,10 +258,6 @@ def _is_quantized_part(group: dict[str, Any], part: str, param: Tensor) -> bool:
     return switch and should_quantize(param)
 
 
-def _state_dtype(param: Tensor) -> torch.dtype:
-    return torch.float32 if param.dtype in _LOW_PRECISION else param.dtype
-
-
 def _load_part(
     saved: dict[str, Tensor], param: Tensor, part: str, key: Any, group: dict[str, Any]
 ) -> dict[str, Tensor]:
@@ -267,7 +268,7 @@ def _load_part(
         loaded.update(
             convert_moment(
                 saved, name, param, quantized=_is_quantized_part(group, part, param), signed=_signed(part, name),
-                dtype=_state_dtype(param), label=f"state {part} of parameter {key!r}",
+                label=f"state {part} of parameter {key!r}",
             )
         )  # fmt: skip
     return loaded
@@ -362,22 +363,27 @@ def dual_optim_plus(
     eps: float,
     weight_decay: float,
     foreach: bool | None = None,
+    fused: bool = False,
 ) -> None:
     """Functional DualOptim+ step for one objective (see :class:`DualOptimPlus` for the maths).
 
-    ``delta_*`` are the stepping objective's residual state. Dispatches to the multi-tensor path
-    unless ``foreach=False``; bf16/fp16 parameters are updated through float32 copies.
+    ``delta_*`` are the stepping objective's residual state. Dispatches to the compiled kernel
+    when ``fused``, else to the multi-tensor path unless ``foreach=False``; bf16/fp16 parameters
+    are updated through float32 copies.
     """
     if foreach is None:
         foreach = all(p.device.type in ("cpu", "cuda") for p in params)
-    low = [i for i, p in enumerate(params) if p.dtype in _LOW_PRECISION]
+    low = [i for i, p in enumerate(params) if p.dtype in LOW_PRECISION]
     work = list(params)
     grads = list(grads)
     for i in low:
         # Compute in float32 against float32 state, round once into the parameter below.
         work[i] = params[i].float()
         grads[i] = grads[i].float()
-    step_fn = _multi_tensor_dual_optim_plus if foreach else _single_tensor_dual_optim_plus
+    if fused:
+        step_fn = _fused_dual_optim_plus
+    else:
+        step_fn = _multi_tensor_dual_optim_plus if foreach else _single_tensor_dual_optim_plus
     step_fn(
         work,
         grads,
@@ -543,3 +549,61 @@ def _waves(tensor_lists: list[list[Tensor]], wave_elements: int):
             size += length
     if size:
         yield wave
+
+
+def _fused_dual_optim_plus(
+    params, grads, base_steps, base_exp_avgs, base_exp_avg_sqs, delta_steps, delta_exp_avgs, delta_exp_avg_sqs,
+    *, lr, betas, eps, weight_decay,
+) -> None:  # fmt: skip
+    beta_delta1, beta_delta2, beta_base1, beta_base2 = betas
+    guard = (beta_base1 < 1 or beta_base2 < 1) and (beta_delta1 < 1 or beta_delta2 < 1)
+    torch._foreach_add_(base_steps, 1.0)
+    torch._foreach_add_(delta_steps, 1.0)
+    kernel = _compiled_kernel()
+    scalars_of: dict[tuple, Tensor] = {}
+    for i, param in enumerate(params):
+        n, k = base_steps[i].item(), delta_steps[i].item()
+        key = (param.device, param.dtype, n, k)
+        if key not in scalars_of:
+            # Hyper-parameters travel as one tensor so that new values never trigger a recompile.
+            # An absent state (beta == 1) gets weight 0 and bias correction 0: it stays 0, unused.
+            values = [
+                lr, weight_decay,
+                1 - beta_base1, 1 - beta_base2, 1 - beta_delta1, 1 - beta_delta2,
+                1 / (1 - beta_base1**n) if beta_base1 < 1 else 0.0,
+                1 / (1 - beta_base2**n) if beta_base2 < 1 else 0.0,
+                1 / (1 - beta_delta1**k) if beta_delta1 < 1 else 0.0,
+                1 / (1 - beta_delta2**k) if beta_delta2 < 1 else 0.0,
+                eps, float(guard),
+            ]  # fmt: skip
+            scalars_of[key] = torch.tensor(values, dtype=param.dtype, device=param.device)
+        kernel(
+            param, grads[i], base_exp_avgs[i], base_exp_avg_sqs[i], delta_exp_avgs[i], delta_exp_avg_sqs[i],
+            scalars_of[key],
+        )  # fmt: skip
+
+
+def _dual_optim_plus_kernel(
+    param: Tensor, grad: Tensor, b1: Tensor, b2: Tensor, d1: Tensor, d2: Tensor, scalars: Tensor
+) -> None:
+    """Eqs. (4)-(6) on one tensor, written for ``torch.compile`` to fuse into a single pass."""
+    lr, weight_decay, w_b1, w_b2, w_d1, w_d2, c_b1, c_b2, c_d1, c_d2, eps, guard = scalars.unbind()
+    param.mul_(1 - lr * weight_decay)
+    b1.lerp_(grad, w_b1)
+    b2.lerp_(grad * grad, w_b2)
+    d1.lerp_(grad - c_b1 * b1, w_d1)
+    d2.lerp_(grad * grad - c_b2 * b2, w_d2)
+    m = c_b1 * b1 + c_d1 * d1
+    v = c_b2 * b2 + c_d2 * d2
+    v = torch.where(guard > 0, torch.maximum(v, m * m), v)
+    param.sub_(lr * m / (v.sqrt() + eps))
+
+
+_KERNEL: list[Callable] = []
+
+
+def _compiled_kernel() -> Callable:
+    """The compiled kernel, built on first use (compilation happens at the first call per dtype)."""
+    if not _KERNEL:
+        _KERNEL.append(torch.compile(_dual_optim_plus_kernel, dynamic=True, fullgraph=True))
+    return _KERNEL[0]

@@ -210,6 +210,14 @@ def empty_quantized(like: Tensor, signed: bool) -> Quantized:
 ABSMAX_SUFFIX = "_absmax"
 
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def state_dtype(param: Tensor) -> torch.dtype:
+    """Float state dtype policy: the parameter's dtype, float32 for bf16/fp16 parameters."""
+    return torch.float32 if param.dtype in LOW_PRECISION else param.dtype
+
+
 def compute_dtype(param: Tensor) -> torch.dtype:
     """float64 for float64 parameters, else float32 (bf16/fp16 updates are computed in float32)."""
     return torch.float64 if param.dtype == torch.float64 else torch.float32
@@ -219,15 +227,13 @@ def is_quantized(part: dict[str, Tensor], name: str) -> bool:
     return name + ABSMAX_SUFFIX in part
 
 
-def init_moment(
-    part: dict[str, Tensor], name: str, param: Tensor, quantized: bool, signed: bool, dtype
-) -> None:
-    """Add a zero moment to ``part``: 8-bit when ``quantized``, else ``dtype`` (contiguous)."""
+def init_moment(part: dict[str, Tensor], name: str, param: Tensor, quantized: bool, signed: bool) -> None:
+    """Add a zero moment to ``part``: 8-bit when ``quantized``, else float (contiguous)."""
     if quantized:
         q = empty_quantized(param, signed)
         part[name], part[name + ABSMAX_SUFFIX] = q.codes, q.absmax
     else:
-        part[name] = torch.zeros(param.shape, dtype=dtype, device=param.device)
+        part[name] = torch.zeros(param.shape, dtype=state_dtype(param), device=param.device)
 
 
 def read_moment(
@@ -260,7 +266,7 @@ def store_moment(
 
 
 def convert_moment(
-    saved: dict[str, Tensor], name: str, param: Tensor, quantized: bool, signed: bool, dtype, label: str
+    saved: dict[str, Tensor], name: str, param: Tensor, quantized: bool, signed: bool, label: str
 ) -> dict[str, Tensor]:
     """Load moment ``name`` from a saved state part into the representation this optimizer uses:
     8-bit states load into float optimizers (dequantized) and float states into 8-bit ones."""
@@ -280,11 +286,11 @@ def convert_moment(
         stored = Quantized(value.to(param.device), absmax, signed)
         if quantized:
             return {name: stored.codes.clone(), name + ABSMAX_SUFFIX: stored.absmax.clone()}
-        return {name: dequantize(stored).to(dtype)}
+        return {name: dequantize(stored).to(state_dtype(param))}
     if not value.is_floating_point():
         raise ValueError(f"{label}.{name} must be a float tensor, got {value.dtype}")
     value = value.to(device=param.device)
     if quantized:
         q = quantize(value, signed, name=f"{label}.{name}")
         return {name: q.codes, name + ABSMAX_SUFFIX: q.absmax}
-    return {name: value.to(dtype).contiguous().clone()}
+    return {name: value.to(state_dtype(param)).contiguous().clone()}
