@@ -126,3 +126,14 @@ def test_overrides_merge_into_nested_preset_sections():
     assert config.model.tiny.epochs == 1
     assert config.model.tiny.hidden_size == 128  # the preset's value survives
     assert config.unlearn.steps == 3 and config.unlearn.lr == 1e-3
+
+
+def test_resuming_with_another_config_is_refused(tofu_dir, tmp_path, cache, capsys):
+    out = tmp_path / "out"
+    argv = ["tofu", "--data", str(tofu_dir), "--tasks", "1", "--losses", "GA+GD", "--strategies", "dual",
+            "--out", str(out), *TINY]
+    assert main(argv) == 0
+    assert main([*argv, "--set", "unlearn.lr=0.5"]) == 2
+    assert "holds results of a different config (sections unlearn differ)" in capsys.readouterr().err
+    # adding a strategy is a legitimate resume
+    assert main([*argv, "--strategies", "dual", "joint"]) == 0

@@ -61,6 +61,7 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
+    _check_resumable(config, out)
     write_json_atomic(out / "config.json", to_dict(config))
     started = time.perf_counter()
     source = TofuSource(config.data.path, hub=config.data.source == "hub")
@@ -94,6 +95,25 @@ def run_benchmark(
     (out / "table.md").write_text(render_table(results), encoding="utf-8")
     plot_curves(results, out / "tofu_curves.png")
     return results
+
+
+#: fields a resumed run may change: they add or pick runs, they do not change finished ones
+RESUMABLE_CHANGES = ("losses", "strategies", "tasks", "threads")
+
+
+def _check_resumable(config: TofuConfig, out: Path) -> None:
+    """Refuse to mix finished runs of another config into this one's results."""
+    path = out / "config.json"
+    if not path.is_file():
+        return
+    old = {k: v for k, v in read_json(path).items() if k not in RESUMABLE_CHANGES}
+    new = {k: v for k, v in json.loads(json.dumps(to_dict(config))).items() if k not in RESUMABLE_CHANGES}
+    if old != new:
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError(
+            f"{out} holds results of a different config (sections {', '.join(changed)} differ); "
+            "use another --out, or the same settings to resume"
+        )
 
 
 # --------------------------------------------------------------------------- models
