@@ -137,3 +137,29 @@ def test_resuming_with_another_config_is_refused(tofu_dir, tmp_path, cache, caps
     assert "holds results of a different config (sections unlearn differ)" in capsys.readouterr().err
     # adding a strategy is a legitimate resume
     assert main([*argv, "--strategies", "dual", "joint"]) == 0
+
+
+def test_interrupted_run_resumes_from_its_trainer_checkpoint(tofu_dir, tmp_path, cache, monkeypatch):
+    from dualoptim.llm.trainer import UnlearningTrainer
+
+    out = tmp_path / "out"
+    argv = ["tofu", "--data", str(tofu_dir), "--tasks", "1", "--losses", "GA+GD", "--strategies", "dual+",
+            "--out", str(out), *TINY, "--set", "unlearn.save_steps=2"]
+    original = UnlearningTrainer.compute_loss
+
+    def interrupted(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.state.global_step == 3:
+            raise KeyboardInterrupt  # the machine went away during step 4
+        return original(self, model, inputs, return_outputs, num_items_in_batch)
+
+    monkeypatch.setattr(UnlearningTrainer, "compute_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    run_dir = out / "tasks" / "task1" / "checkpoints-GAplusGD__dualplus"
+    assert (run_dir / "checkpoint-2" / "optimizer.pt").is_file()
+    monkeypatch.setattr(UnlearningTrainer, "compute_loss", original)
+    assert main(argv) == 0
+    record = json.loads((out / "tasks" / "task1" / "GAplusGD__dualplus.json").read_text())
+    # only steps 3 and 4 (both retain steps of the 1:5 pattern) ran after the resume
+    assert record["optimizer_steps"] == {"forget": 0, "retain": 2, "joint": 0}
+    assert not run_dir.exists()
