@@ -26,10 +26,10 @@ def main(out: Path) -> None:
         all_rows,
         load_split,
     )
-    from dualoptim.llm.losses import UnlearningLoss
+    from dualoptim.llm.losses import FORGET_LOSSES, UnlearningLoss
     from dualoptim.llm.models import TinyModelConfig, build_tiny_llama, train_tokenizer
     from dualoptim.llm.strategies import OptimizerSettings
-    from dualoptim.llm.trainer import AlternationSchedule, UnlearningTrainer
+    from dualoptim.llm.trainer import AlternationSchedule, NonFiniteLossError, UnlearningTrainer
     from tests.llm._tofu_fixture import write_tofu
 
     torch.set_num_threads(1)
@@ -67,6 +67,25 @@ def main(out: Path) -> None:
         },
         out / f"rank{rank}.pt",
     )
+
+    # a loss that is NaN on rank 0 only: both processes must stop with the reason, none may hang
+    @FORGET_LOSSES.register("NAN-ON-RANK-0")
+    def nan_on_rank_0(model, batch, reference=None, beta=0.1):
+        loss = FORGET_LOSSES.get("GA")(model, batch, reference, beta)
+        return loss * float("nan") if rank == 0 else loss
+
+    poisoned = UnlearningTrainer(
+        model=trainer.model.module if hasattr(trainer.model, "module") else trainer.model,
+        args=args, train_dataset=UnlearningDataset(tokenizer, split, QAFormat(), 64),
+        data_collator=UnlearningCollator(tokenizer.pad_token_id),
+        loss=UnlearningLoss("NAN-ON-RANK-0+GD"), strategy="dual", optimizer_settings=OptimizerSettings(lr=1e-3),
+    )
+    try:
+        poisoned.train()
+        outcome = "trained"
+    except NonFiniteLossError as error:
+        outcome = str(error)
+    (out / f"rank{rank}-nonfinite.txt").write_text(outcome)
 
 
 if __name__ == "__main__":

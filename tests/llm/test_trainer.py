@@ -152,3 +152,6 @@ def test_two_processes_hold_identical_weights(tmp_path):
     assert ranks[0]["forget_steps"] == 2 and ranks[0]["retain_steps"] == 4
     assert ranks[0]["initial"] is not None
     assert any(not torch.equal(ranks[0]["initial"][k], v) for k, v in ranks[0]["weights"].items())
+    # a loss that became NaN on one process stopped both, each with the reason
+    assert (tmp_path / "rank0-nonfinite.txt").read_text().startswith("non-finite forget loss nan")
+    assert (tmp_path / "rank1-nonfinite.txt").read_text().startswith("non-finite forget loss on another process")

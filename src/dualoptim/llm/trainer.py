@@ -130,9 +130,15 @@ class UnlearningTrainer(Trainer):
             set_objective(self.optimizer, objective)
             side = self.unlearning_loss.forget if objective == "forget" else self.unlearning_loss.retain
             loss = side(model, inputs, self.reference_model)
-        if not torch.isfinite(loss):
+        finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # all processes stop together: one that raised alone would leave the others waiting
+            # forever in the gradient all-reduce
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if finite.item() == 0:
+            value = loss.item() if not torch.isfinite(loss) else "on another process"
             raise NonFiniteLossError(
-                f"non-finite {objective} loss {loss.item()} ({self.unlearning_loss.name}, {self.strategy}) "
+                f"non-finite {objective} loss {value} ({self.unlearning_loss.name}, {self.strategy}) "
                 f"at optimizer step {self.state.global_step}"
             )
         self.objective_log.append((self.state.global_step, objective))
