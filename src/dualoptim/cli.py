@@ -12,7 +12,9 @@ import importlib
 import sys
 
 # subcommand -> module; keep sorted by the order users meet them.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "tofu": "dualoptim.commands.tofu",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
