@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "bench": "dualoptim.commands.bench",
     "report": "dualoptim.commands.report",
     "sweep": "dualoptim.commands.sweep",
+    "tofu": "dualoptim.commands.tofu",
 }
 
 

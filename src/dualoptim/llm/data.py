@@ -1,0 +1,294 @@
+"""TOFU: loading (hub or local folder), forget/retain splits, prompt formatting and tokenisation.
+
+TOFU (Maini et al., 2024) is 200 fictitious authors x 20 question/answer pairs. A forget split
+(``forget01``, ``forget05``, ``forget10``) holds several forget tasks marked by ``task_id``; the
+retain set is every other row of the 4,000. Losses see answer tokens only: the question's labels
+are ``-100``.
+
+Two sources with one layout (JSON Lines files named like the hub's configs):
+
+* a local folder (``../shared/data/tofu`` in this workplace; no extra dependency);
+* the Hugging Face hub (``locuslab/TOFU`` through ``datasets``, imported only on that path).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SPLITS = ("forget01", "forget05", "forget10")
+#: files the local folder must hold (the hub has the same names as configs).
+REQUIRED_FILES = ("forget10.json", "retain10.json", "idontknow.jsonl")
+EVAL_FILES = {
+    "forget": "{split}_perturbed.json",
+    "retain": "retain_perturbed.json",
+    "real_authors": "real_authors_perturbed.json",
+    "world_facts": "world_facts_perturbed.json",
+}
+HUB_ID = "locuslab/TOFU"
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class QAFormat:
+    """How a question/answer pair becomes text: explicit tags, or the tokenizer's chat template."""
+
+    question_start: str = "Question: "
+    question_end: str = "\n"
+    answer_start: str = "Answer:"
+    #: text put between the answer tag and the answer (a space for tag-style formats)
+    answer_prefix: str = " "
+    chat_template: bool = False
+    #: start the prompt with the tokenizer's BOS token (Llama tokenizers do; TOFU's Phi-1.5 runs do not)
+    add_bos: bool = True
+
+    def prompt(self, question: str, tokenizer: Any = None) -> str:
+        if self.chat_template:
+            if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+                raise ValueError("data.format.chat_template is true but the tokenizer has no chat template")
+            return tokenizer.apply_chat_template(
+                [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+            )
+        return f"{self.question_start}{question}{self.question_end}{self.answer_start}"
+
+
+class TofuSource:
+    """Reads TOFU's JSON files from a local folder or from the hub."""
+
+    def __init__(self, root: str | Path | None = None, hub: bool = False) -> None:
+        self.hub = hub
+        if hub:
+            self.root = None
+            return
+        from dualoptim.paths import default_data_root
+
+        self.root = Path(root) if root is not None else default_data_root() / "tofu"
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"TOFU data folder {str(self.root)!r} does not exist")
+        for name in REQUIRED_FILES:
+            if not (self.root / name).is_file():
+                raise FileNotFoundError(f"TOFU data folder {str(self.root)!r} is missing the file {name!r}")
+
+    def rows(self, name: str) -> list[dict[str, Any]]:
+        """The rows of one file (``forget10.json``, ``idontknow.jsonl``, ...)."""
+        if self.hub:
+            return _hub_rows(name)
+        path = self.root / name
+        if not path.is_file():
+            raise FileNotFoundError(f"TOFU data folder {str(self.root)!r} is missing the file {name!r}")
+        with path.open(encoding="utf-8") as handle:
+            if name.endswith(".jsonl") and name.startswith("idontknow"):
+                return [{"answer": line.strip()} for line in handle if line.strip()]
+            return [json.loads(line) for line in handle if line.strip()]
+
+
+def _hub_rows(name: str) -> list[dict[str, Any]]:
+    if name.startswith("idontknow"):
+        # the refusal strings are a plain file in the hub repository, not a datasets config
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(HUB_ID, name, repo_type="dataset")
+        with open(path, encoding="utf-8") as handle:
+            return [{"answer": line.strip()} for line in handle if line.strip()]
+    try:
+        import datasets
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ImportError("loading TOFU from the hub needs `pip install dualoptim[hub]` (datasets)") from error
+    config = name.removesuffix(".json")
+    return [dict(row) for row in datasets.load_dataset(HUB_ID, config, split="train")]
+
+
+@dataclass
+class TofuSplit:
+    """One forget task: the forget rows, the retain rows (all other rows) and refusal answers."""
+
+    split: str
+    task: str
+    forget: list[dict[str, Any]]
+    retain: list[dict[str, Any]]
+    idk: list[str]
+    eval_sets: dict[str, list[dict[str, Any]]]
+
+
+def all_rows(source: TofuSource) -> list[dict[str, Any]]:
+    """The 4,000 TOFU rows: every task of ``forget10`` plus ``retain10`` (the hub's ``full``)."""
+    if source.hub:
+        return [{"question": r["question"], "answer": r["answer"]} for r in source.rows("full.json")]
+    rows = [{"question": r["question"], "answer": r["answer"]} for r in source.rows("forget10.json")]
+    rows += [{"question": r["question"], "answer": r["answer"]} for r in source.rows("retain10.json")]
+    return rows
+
+
+def task_ids(source: TofuSource, split: str) -> list[str]:
+    """The forget task ids a split offers (``"1"`` ... ``"10"``)."""
+    _check_split(split)
+    ids = {str(row.get("task_id", "1")) for row in source.rows(f"{split}.json")}
+    return sorted(ids, key=lambda t: (len(t), t))
+
+
+def load_split(source: TofuSource, split: str = "forget10", task: str | int = "1") -> TofuSplit:
+    """Forget rows of ``task`` in ``split``; retain rows = every other row of the 4,000."""
+    _check_split(split)
+    task = str(task)
+    rows = source.rows(f"{split}.json")
+    valid = sorted({str(r.get("task_id", "1")) for r in rows}, key=lambda t: (len(t), t))
+    if task not in valid:
+        raise ValueError(f"unknown task {task!r} for split {split!r}; valid: {', '.join(valid)}")
+    forget = [{"question": r["question"], "answer": r["answer"]} for r in rows if str(r.get("task_id", "1")) == task]
+    forget_questions = {r["question"] for r in forget}
+    retain = [r for r in all_rows(source) if r["question"] not in forget_questions]
+    idk = [r["answer"] for r in source.rows("idontknow.jsonl")]
+    eval_sets: dict[str, list[dict[str, Any]]] = {}
+    for name, pattern in EVAL_FILES.items():
+        file_rows = source.rows(pattern.format(split=split))
+        if name == "forget":
+            file_rows = [r for r in file_rows if str(r.get("task_id", "1")) == task]
+        eval_sets[name] = file_rows
+    return TofuSplit(split, task, forget, retain, idk, eval_sets)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+
+
+# --------------------------------------------------------------------------- tokenisation
+
+
+def check_tokenizer(tokenizer: Any, name: str = "tokenizer") -> None:
+    """Padding needs a pad token: say so, naming the tokenizer, instead of failing deep in a collator."""
+    if tokenizer.pad_token_id is None:
+        raise ValueError(
+            f"{name} ({getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)!r}) has no pad token; "
+            "set model.pad_token in the config (for example to the eos token)"
+        )
+
+
+def encode_qa(
+    tokenizer: Any, question: str, answer: str, fmt: QAFormat, max_length: int
+) -> dict[str, list[int]]:
+    """Token ids of prompt + answer + eos, with labels ``-100`` on the prompt.
+
+    Prompt and answer are tokenised separately and concatenated, so the answer's tokens (and the
+    answer-only losses) do not depend on how a tokenizer would merge across the boundary.
+    """
+    prompt_ids = encode_prompt(tokenizer, question, fmt)
+    answer_ids = tokenizer(fmt.answer_prefix + answer if not fmt.chat_template else answer, add_special_tokens=False)[
+        "input_ids"
+    ]
+    if tokenizer.eos_token_id is not None:
+        answer_ids = answer_ids + [tokenizer.eos_token_id]
+    input_ids = (prompt_ids + answer_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def encode_prompt(tokenizer: Any, question: str, fmt: QAFormat) -> list[int]:
+    """Token ids of the prompt a model answers (BOS first when the tokenizer has one)."""
+    text = fmt.prompt(question, tokenizer)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if fmt.add_bos and bos is not None and not fmt.chat_template and (not ids or ids[0] != bos):
+        ids = [bos] + ids
+    return ids
+
+
+def answer_token_count(example: dict[str, list[int]]) -> int:
+    return sum(1 for label in example["labels"] if label != IGNORE_INDEX)
+
+
+def encode_rows(
+    tokenizer: Any, rows: Sequence[dict[str, Any]], fmt: QAFormat, max_length: int, what: str
+) -> list[dict[str, list[int]]]:
+    """Encode rows; an error naming ``what`` when no row keeps a single answer token."""
+    encoded = [encode_qa(tokenizer, r["question"], r["answer"], fmt, max_length) for r in rows]
+    if not encoded or all(answer_token_count(e) == 0 for e in encoded):
+        raise ValueError(
+            f"the {what} set tokenises to nothing: {len(rows)} rows, no answer token within "
+            f"max_length={max_length}"
+        )
+    return encoded
+
+
+def pad_batch(examples: Sequence[dict[str, list[int]]], pad_id: int, left: bool = False) -> dict[str, torch.Tensor]:
+    """Pad ``input_ids`` (and ``labels`` when present) to the longest example."""
+    width = max(len(e["input_ids"]) for e in examples)
+    out: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": []}
+    has_labels = "labels" in examples[0]
+    if has_labels:
+        out["labels"] = []
+    for e in examples:
+        gap = width - len(e["input_ids"])
+        ids, mask = e["input_ids"], [1] * len(e["input_ids"])
+        labels = e.get("labels")
+        if left:
+            out["input_ids"].append([pad_id] * gap + ids)
+            out["attention_mask"].append([0] * gap + mask)
+            if has_labels:
+                out["labels"].append([IGNORE_INDEX] * gap + labels)
+        else:
+            out["input_ids"].append(ids + [pad_id] * gap)
+            out["attention_mask"].append(mask + [0] * gap)
+            if has_labels:
+                out["labels"].append(labels + [IGNORE_INDEX] * gap)
+    return {key: torch.tensor(value, dtype=torch.long) for key, value in out.items()}
+
+
+class UnlearningDataset(torch.utils.data.Dataset):
+    """Item ``i`` pairs a forget row with a retain row (and refusal versions of both questions).
+
+    The length is that of the larger set; the smaller one cycles. Which half a step uses is
+    decided by the trainer from the optimizer step count, never from the item, so every
+    micro-batch of one optimizer step (on every process) serves the same objective.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        split: TofuSplit,
+        fmt: QAFormat,
+        max_length: int,
+        seed: int = 0,
+    ) -> None:
+        check_tokenizer(tokenizer)
+        self.forget = encode_rows(tokenizer, split.forget, fmt, max_length, "forget")
+        self.retain = encode_rows(tokenizer, split.retain, fmt, max_length, "retain")
+        rng = random.Random(seed)
+        # one refusal per row, fixed by the seed (the research code draws one per item)
+        self.forget_idk = [
+            encode_qa(tokenizer, r["question"], rng.choice(split.idk), fmt, max_length) for r in split.forget
+        ]
+        self.retain_idk = [
+            encode_qa(tokenizer, r["question"], rng.choice(split.idk), fmt, max_length) for r in split.retain
+        ]
+        self.retain_order = list(range(len(self.retain)))
+        rng.shuffle(self.retain_order)
+
+    def __len__(self) -> int:
+        return max(len(self.forget), len(self.retain))
+
+    def __getitem__(self, index: int) -> dict[str, dict[str, list[int]]]:
+        f = index % len(self.forget)
+        r = self.retain_order[index % len(self.retain)]
+        return {
+            "forget": self.forget[f],
+            "forget_idk": self.forget_idk[f],
+            "retain": self.retain[r],
+            "retain_idk": self.retain_idk[r],
+        }
+
+
+class UnlearningCollator:
+    """Pads each part of the paired items separately: ``batch["forget"]["input_ids"]``, ..."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: Sequence[dict[str, dict[str, list[int]]]]) -> dict[str, dict[str, torch.Tensor]]:
+        return {part: pad_batch([item[part] for item in items], self.pad_id) for part in items[0]}

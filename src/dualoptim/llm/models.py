@@ -1,0 +1,249 @@
+"""Models for TOFU: the tiny CPU preset built from scratch, and loading of hub or local checkpoints.
+
+The tiny preset (``tofu-tiny``) stands in for a fine-tuned LLM on a CPU:
+
+1. a byte-level BPE tokenizer trained on the TOFU text (``tokenizers``);
+2. a small Llama-architecture model (``LlamaConfig`` / ``LlamaForCausalLM``) from a config;
+3. the *target*: fine-tuned on all 4,000 rows until it has memorised them;
+4. the *retain model*: the same recipe without the forget rows (the reference of Forget Quality).
+
+All four are cached (``save_pretrained``) under a key made of everything that defines them, so a
+second run loads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dualoptim.llm.data import QAFormat, check_tokenizer, encode_rows, pad_batch
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    """Size of the tiny Llama and how it is fine-tuned on TOFU."""
+
+    vocab_size: int = 2048
+    hidden_size: int = 64
+    intermediate_size: int = 172
+    num_layers: int = 2
+    num_heads: int = 4
+    max_position_embeddings: int = 256
+    #: fine-tuning of the target and retain models
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
+    """A byte-level BPE tokenizer trained on ``texts``, wrapped as ``PreTrainedTokenizerFast``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
+
+
+def build_tiny_llama(config: TinyModelConfig, tokenizer: Any, seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised ``LlamaForCausalLM`` of the tiny size."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    llama_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=config.max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(llama_config)
+
+
+def finetune(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    fmt: QAFormat,
+    config: TinyModelConfig,
+    max_length: int,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "fine-tune",
+) -> dict[str, Any]:
+    """Fine-tune on question/answer rows (answer-only NLL, AdamW, warm-up then cosine decay).
+
+    Returns a log with the loss of each epoch and the wall time.
+    """
+    from tqdm.auto import tqdm
+
+    encoded = encode_rows(tokenizer, rows, fmt, max_length, desc)
+    rng = random.Random(seed)
+    # the eager attention kernel is faster than SDPA at this size on a CPU
+    model.config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+
+    def lr_factor(step: int) -> float:
+        # linear warm-up, then cosine decay to 10% (memorisation needs the late small steps)
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress_ = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    model.train()
+    start = time.perf_counter()
+    epoch_losses = []
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    for _ in range(config.epochs):
+        total_loss, count = 0.0, 0
+        for indices in _length_buckets(encoded, config.batch_size, rng):
+            batch = pad_batch([encoded[i] for i in indices], tokenizer.pad_token_id)
+            loss = answer_only_nll(model, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total_loss += loss.item()
+            count += 1
+            bar.update(1)
+        epoch_losses.append(total_loss / count)
+        bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}")
+    bar.close()
+    model.eval()
+    return {"epoch_losses": epoch_losses, "seconds": time.perf_counter() - start, "rows": len(rows)}
+
+
+def _length_buckets(encoded: list[dict[str, list[int]]], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of rows of similar length: far less compute spent on padding."""
+    order = list(range(len(encoded)))
+    rng.shuffle(order)
+    chunk = batch_size * 16
+    batches = []
+    for begin in range(0, len(order), chunk):
+        part = sorted(order[begin : begin + chunk], key=lambda i: len(encoded[i]["input_ids"]))
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def answer_only_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean answer-token NLL, projecting only answer positions through the LM head.
+
+    Equal to :func:`dualoptim.llm.losses.mean_nll`; several times cheaper for a tiny model whose
+    cost is the vocabulary projection. Needs a model with ``.model`` (decoder) and ``.lm_head``.
+    """
+    hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    mask = targets.ne(-100)
+    logits = model.lm_head(hidden[:, :-1][mask]).float()
+    return torch.nn.functional.cross_entropy(logits, targets[mask])
+
+
+def cache_key(**parts: Any) -> str:
+    """A short stable hash of what defines a cached artefact."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def tiny_tokenizer(texts: list[str], config: TinyModelConfig, cache_dir: Path) -> Any:
+    """The TOFU BPE tokenizer, trained once and cached."""
+    from transformers import AutoTokenizer
+
+    folder = cache_dir / f"tofu-tiny-tokenizer-{cache_key(vocab=config.vocab_size, n=len(texts), t=texts[:5])}"
+    if (folder / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(folder)
+    tokenizer = train_tokenizer(texts, config.vocab_size)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def tiny_model(
+    kind: str,
+    rows: list[dict[str, Any]],
+    tokenizer: Any,
+    fmt: QAFormat,
+    config: TinyModelConfig,
+    max_length: int,
+    cache_dir: Path,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The tiny target (``kind="target"``, all rows) or retain model, fine-tuned once and cached.
+
+    The cache key covers the config, the seed and the exact token ids trained on.
+    """
+    from transformers import LlamaForCausalLM
+
+    # the exact token ids trained on (rows, format, tokenizer, max_length) define the data part of the key
+    encoded = encode_rows(tokenizer, rows, fmt, max_length, kind)
+    data_hash = hashlib.sha256(json.dumps(sorted(e["input_ids"] + [-1] + e["labels"] for e in encoded)).encode())
+    key = cache_key(config=asdict(config), seed=seed, data=data_hash.hexdigest())
+    folder = cache_dir / f"tofu-tiny-{kind}-{key}"
+    log_path = folder / "finetune_log.json"
+    if log_path.is_file():
+        model = LlamaForCausalLM.from_pretrained(folder)
+        model.eval()
+        return model, {**json.loads(log_path.read_text()), "cached": True, "path": str(folder)}
+    model = build_tiny_llama(config, tokenizer, seed)
+    log = finetune(model, tokenizer, rows, fmt, config, max_length, seed, progress, desc=f"train {kind} model")
+    model.save_pretrained(folder)
+    from dualoptim.io import write_json_atomic
+
+    write_json_atomic(log_path, log)  # written last: its presence marks a complete cache entry
+    return model, {**log, "cached": False, "path": str(folder)}
+
+
+def load_pretrained(name_or_path: str, dtype: str = "float32", pad_token: str | None = None) -> tuple[Any, Any]:
+    """A causal LM and its tokenizer from the hub or from a local ``save_pretrained`` folder.
+
+    ``pad_token``: ``"eos"`` to pad with the eos token (Llama and Phi tokenizers have no pad
+    token), another string to use it as the pad token, ``None`` to require one.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
+    if looks_local and not Path(name_or_path).expanduser().is_dir():
+        raise FileNotFoundError(f"model path {name_or_path!r} does not exist")
+    if not hasattr(torch, dtype) or not isinstance(getattr(torch, dtype), torch.dtype):
+        raise ValueError(f"unknown model dtype {dtype!r}; use float32, bfloat16 or float16")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, dtype))
+    except OSError as error:
+        raise FileNotFoundError(f"cannot load model {name_or_path!r}: {error}") from error
+    if pad_token is not None and tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token if pad_token == "eos" else pad_token
+    check_tokenizer(tokenizer, f"the tokenizer of {name_or_path}")
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,101 @@
+"""TOFU ``results.json`` -> a markdown table shaped like the papers' and a PNG of the run curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COLUMNS = ("UFE", "TFE", "MU", "OVR", "Forget Quality", "Model Utility")
+DETAIL = ("forget/ROUGE", "forget/Probability", "forget/Truth Ratio", "retain/ROUGE", "retain/Probability",
+          "retain/Truth Ratio")
+
+
+def _cell(metric: dict[str, float] | None, percent: bool) -> str:
+    if metric is None:
+        return "absent"
+    if percent:
+        return f"{100 * metric['mean']:.2f} ± {100 * metric['std']:.2f}"
+    return f"{metric['mean']:.2e} ± {metric['std']:.1e}"
+
+
+def render_table(results: dict[str, Any]) -> str:
+    """Rows loss × strategy (after the target and retain-model references); mean ± std over tasks."""
+    lines = [
+        f"# TOFU {results['split']}, tasks {', '.join(results['tasks'])}",
+        "",
+        "Mean ± std over tasks (each task a different forget set). Percent, except Forget Quality "
+        "(a KS-test p-value). OVR uses TFE for targeted forget losses (IDK, DPO), UFE otherwise.",
+        "",
+        "| Loss | Optimizer | " + " | ".join(COLUMNS) + " | seconds |",
+        "|---|---|" + "---|" * len(COLUMNS) + "---|",
+    ]
+    for row in results["rows"]:
+        cells = [_cell(row["metrics"].get(name), name != "Forget Quality") for name in COLUMNS]
+        stopped = f" (stopped on {len(row['stopped'])} task(s))" if row.get("stopped") else ""
+        lines.append(f"| {row['loss']} | {row['optimizer']}{stopped} | " + " | ".join(cells) + f" | {row['seconds']:.0f} |")
+    lines += ["", "Per-set values (percent):", "", "| Loss | Optimizer | " + " | ".join(DETAIL) + " |",
+              "|---|---|" + "---|" * len(DETAIL)]
+    for row in results["rows"]:
+        cells = [_cell(row["metrics"].get(name), True) for name in DETAIL]
+        lines.append(f"| {row['loss']} | {row['optimizer']} | " + " | ".join(cells) + " |")
+    absent = {}
+    for row in results["rows"]:
+        absent.update(row.get("absent", {}))
+    if absent:
+        lines += ["", "Absent metrics:", ""]
+        lines += [f"- {name}: {reason}" for name, reason in sorted(absent.items())]
+    used = next((row["aggregates"] for row in results["rows"] if row.get("aggregates")), None)
+    if used:
+        lines += ["", "Components each aggregate used:", ""]
+        for name, aggregate in used.items():
+            lines.append(f"- {name}: {', '.join(aggregate['used']) or 'none'}")
+            by_reason: dict[str, list[str]] = {}
+            for component, reason in aggregate["absent"].items():
+                by_reason.setdefault(reason, []).append(component)
+            lines += [f"  - absent ({reason}): {', '.join(parts)}" for reason, parts in by_reason.items()]
+    lines += ["", *[f"- {note}" for note in results.get("notes", [])], ""]
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> float:
+    return np.nan if value is None else value
+
+
+def plot_curves(results: dict[str, Any], path: Path) -> Path:
+    """Forget and retain Probability along the run: one panel row per loss, one line per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results["rows"] if r["optimizer"] != "-"]
+    losses = list(dict.fromkeys(r["loss"] for r in rows)) or ["-"]
+    fig, axes = plt.subplots(len(losses), 2, figsize=(10, 3.4 * len(losses)), squeeze=False)
+    for i, loss in enumerate(losses):
+        for j, side in enumerate(("forget", "retain")):
+            ax = axes[i][j]
+            for row in (r for r in rows if r["loss"] == loss):
+                curves = [h for h in row["history"].values() if h]
+                if not curves:
+                    continue
+                steps = [point["step"] for point in curves[0]]
+                length = min(len(c) for c in curves)
+                values = np.array(
+                    [[_number(p.get(f"{side}/Probability")) for p in c[:length]] for c in curves], dtype=float
+                )
+                mean, std = values.mean(0), values.std(0)
+                ax.plot(steps[:length], mean, label=row["optimizer"])
+                ax.fill_between(steps[:length], mean - std, mean + std, alpha=0.2)
+            ax.set_title(f"{loss}: {side} Probability")
+            ax.set_xlabel("optimizer step")
+            ax.set_ylabel("P(answer)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle(f"TOFU {results['split']}: mean ± std over tasks {', '.join(results['tasks'])}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,174 @@
+"""Unlearning with ``transformers.Trainer``: forget and retain steps in the alternation pattern.
+
+:class:`UnlearningTrainer` is a ``Trainer`` whose training items pair a forget row with a retain
+row (:class:`dualoptim.llm.data.UnlearningDataset`). Which half an optimizer step uses is a
+function of the optimizer step count alone (:class:`AlternationSchedule`), so
+
+* every micro-batch accumulated into one optimizer step serves the same objective (the research
+  code mixed forget and retain micro-batches under multi-GPU);
+* every process computes the same objective at the same step (the step count is global);
+* the pattern survives a resume from a checkpoint (the step count is saved with it).
+
+The objective is handed to the optimizer before its ``step()`` (``set_objective``), which the
+Trainer and accelerate call without arguments. The optimizer comes from the strategy registry,
+and its state is saved in and restored from checkpoints by the Trainer as usual.
+
+Example::
+
+    trainer = UnlearningTrainer(
+        model=model, args=TrainingArguments("out", max_steps=300, per_device_train_batch_size=8),
+        train_dataset=UnlearningDataset(tokenizer, split, QAFormat(), max_length=256),
+        data_collator=UnlearningCollator(tokenizer.pad_token_id),
+        loss=UnlearningLoss("ME+GD"), strategy="dual", optimizer_settings=OptimizerSettings(lr=1e-5),
+    )
+    trainer.train()
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from dualoptim.llm.losses import UnlearningLoss
+from dualoptim.llm.strategies import OptimizerSettings, build_optimizer, is_joint, set_objective
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the run stops and the reason is recorded."""
+
+
+@dataclass(frozen=True)
+class AlternationSchedule:
+    """``forget_freq`` forget steps, then ``retain_freq`` retain steps, repeated (default 1:5)."""
+
+    forget_freq: int = 1
+    retain_freq: int = 5
+
+    def __post_init__(self) -> None:
+        if self.forget_freq < 1 or self.retain_freq < 0:
+            raise ValueError(
+                f"alternation needs forget_freq >= 1 and retain_freq >= 0, got {self.forget_freq}:{self.retain_freq}"
+            )
+
+    def objective(self, step: int) -> str:
+        """Objective of optimizer step ``step`` (0-based)."""
+        return "forget" if step % (self.forget_freq + self.retain_freq) < self.forget_freq else "retain"
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """The reference model of NPO, DPO and KL: a copy of the model before unlearning, frozen."""
+    reference = copy.deepcopy(model)
+    reference.eval()
+    reference.requires_grad_(False)
+    return reference
+
+
+class UnlearningTrainer(Trainer):
+    """A ``Trainer`` that unlearns: see the module docstring.
+
+    Args (on top of ``Trainer``'s):
+        loss: the forget + retain losses and their weights.
+        strategy: a name from :data:`dualoptim.llm.strategies.STRATEGIES` (``joint``, ``alternate``,
+            ``dual``, ``dual+``, ...). Ignored when ``optimizers=(opt, sched)`` is passed.
+        optimizer_settings: learning rates, betas, eps, weight decay of the strategy's optimizer.
+        schedule: forget:retain step frequencies of the alternating strategies.
+        reference_model: frozen model for NPO/DPO/KL; made with :func:`frozen_copy` when the loss
+            needs one and none is given.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        loss: UnlearningLoss,
+        strategy: str = "dual",
+        optimizer_settings: OptimizerSettings | None = None,
+        schedule: AlternationSchedule | None = None,
+        reference_model: torch.nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.unlearning_loss = loss
+        self.joint = is_joint(strategy)
+        self.strategy = strategy
+        self.optimizer_settings = optimizer_settings or OptimizerSettings()
+        self.schedule = schedule or AlternationSchedule()
+        super().__init__(*args, **kwargs)
+        # the paired items are not model inputs: the Trainer must not drop their columns
+        self.args.remove_unused_columns = False
+        if reference_model is None and loss.needs_reference:
+            reference_model = frozen_copy(self.model)
+        if reference_model is not None:
+            reference_model.to(self.args.device)
+        self.reference_model = reference_model
+        # our losses are means already: let the Trainer divide by the accumulation steps itself
+        self.model_accepts_loss_kwargs = False
+        #: (optimizer step, objective) of every micro-batch, for checks and the run record
+        self.objective_log: list[tuple[int, str]] = []
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            params = [p for p in (model or self.model).parameters() if p.requires_grad]
+            self.optimizer = build_optimizer(self.strategy, params, self.optimizer_settings)
+        return self.optimizer
+
+    def current_objective(self) -> str:
+        """``"joint"``, or the schedule's objective at the current optimizer step."""
+        return "joint" if self.joint else self.schedule.objective(self.state.global_step)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        objective = self.current_objective()
+        if objective == "joint":
+            loss = self.unlearning_loss.forget(model, inputs, self.reference_model) + self.unlearning_loss.retain(
+                model, inputs, self.reference_model
+            )
+        else:
+            # the optimizer must know whose gradients its next step() applies
+            set_objective(self.optimizer, objective)
+            side = self.unlearning_loss.forget if objective == "forget" else self.unlearning_loss.retain
+            loss = side(model, inputs, self.reference_model)
+        finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # all processes stop together: one that raised alone would leave the others waiting
+            # forever in the gradient all-reduce
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if finite.item() == 0:
+            value = loss.item() if not torch.isfinite(loss) else "on another process"
+            raise NonFiniteLossError(
+                f"non-finite {objective} loss {value} ({self.unlearning_loss.name}, {self.strategy}) "
+                f"at optimizer step {self.state.global_step}"
+            )
+        self.objective_log.append((self.state.global_step, objective))
+        return (loss, None) if return_outputs else loss
+
+
+class TrajectoryCallback(TrainerCallback):
+    """Calls ``evaluate(model) -> dict`` every ``every`` optimizer steps (and at step 0).
+
+    The results, with the step, land in :attr:`history`: the forget and retain curves of a run.
+    """
+
+    def __init__(self, evaluate: Callable[[torch.nn.Module], dict[str, float]], every: int) -> None:
+        if every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {every}")
+        self.evaluate = evaluate
+        self.every = every
+        self.history: list[dict[str, float]] = []
+
+    def _record(self, step: int, model: torch.nn.Module) -> None:
+        was_training = model.training
+        model.eval()
+        self.history.append({"step": step, **self.evaluate(model)})
+        model.train(was_training)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0 and model is not None:
+            self._record(0, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if model is not None and (state.global_step % self.every == 0 or state.global_step == state.max_steps):
+            if not self.history or self.history[-1]["step"] != state.global_step:
+                self._record(state.global_step, model)

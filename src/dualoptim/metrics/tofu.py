@@ -1,0 +1,240 @@
+r"""TOFU metrics (SPEC §4.2): ROUGE-L recall, Probability, Truth Ratio, Forget Quality, Model
+Utility, and the "closer look" aggregates (Token Entropy, Cosine Similarity, MU, UFE, TFE, OVR).
+
+Everything here is a plain function of numbers and strings, so each is unit-tested against hand-
+computed values; the model-side work (NLLs, generations, embeddings) is in
+:mod:`dualoptim.llm.evaluate`. P(answer) is always :math:`\exp(-\text{mean token NLL})`.
+
+A metric that needs a model we cannot load (an NLI model, a sentence embedder that is not
+installed) is *absent*: ``None`` with a reason, never 0. Aggregates take the components that are
+present and say which they used and which were absent.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "Aggregate",
+    "forget_quality",
+    "harmonic_mean",
+    "lcs_length",
+    "normalized_probability",
+    "probability",
+    "rouge_l_recall",
+    "token_entropy",
+    "truth_ratio",
+    "truth_ratio_score",
+    "model_utility",
+    "closer_look",
+]
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+# --------------------------------------------------------------------------- per item
+
+
+def rouge_tokens(text: str) -> list[str]:
+    """Lower-cased alphanumeric words, the tokenisation of ``rouge_score`` (without stemming)."""
+    return _WORD.findall(text.lower())
+
+
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence (dynamic programming, O(len a · len b))."""
+    if not a or not b:
+        return 0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]
+
+
+def rouge_l_recall(prediction: str, reference: str) -> float:
+    """ROUGE-L recall: LCS(prediction, reference) / len(reference), over words.
+
+    0 for an empty reference. No stemming (``rouge_score`` with ``use_stemmer=True``, TOFU's
+    setting, can count a few more matches such as "writes"/"writing").
+    """
+    ref = rouge_tokens(reference)
+    if not ref:
+        return 0.0
+    return lcs_length(rouge_tokens(prediction), ref) / len(ref)
+
+
+def probability(mean_nll: float) -> float:
+    """P(answer) = exp(−mean token NLL), the length-normalised answer probability."""
+    return math.exp(-mean_nll)
+
+
+def normalized_probability(answer_nll: float, perturbed_nlls: Sequence[float]) -> float:
+    """P(a) / (P(a) + Σ_j P(perturbed_j)): the real-authors / world-facts Probability."""
+    p_answer = probability(answer_nll)
+    return p_answer / (p_answer + sum(probability(n) for n in perturbed_nlls))
+
+
+def truth_ratio(paraphrased_nll: float, perturbed_nlls: Sequence[float]) -> float:
+    r"""R = geometric-mean P(perturbed) / P(paraphrased) = exp(NLL_para − mean_j NLL_pert_j).
+
+    R < 1: the model prefers the (paraphrased) true answer; R ≈ 1: it cannot tell them apart.
+    """
+    return math.exp(paraphrased_nll - float(np.mean(perturbed_nlls)))
+
+
+def truth_ratio_score(ratios: Sequence[float], convention: str) -> float:
+    """Aggregate truth ratios R of a set into the reported Truth Ratio.
+
+    * ``"retain"`` (retain, real authors, world facts): mean max(0, 1 − R), higher = knows;
+    * ``"forget"`` (TOFU's forget set): mean min(R, 1/R), higher = forgotten;
+    * ``"forget-closer-look"``: 1 − mean min(R, 1/R), higher = still knows, like the other
+      forget-side values the closer-look UFE averages.
+    """
+    r = np.asarray(ratios, dtype=float)
+    if r.size == 0:
+        raise ValueError("truth_ratio_score needs at least one ratio")
+    if convention == "retain":
+        return float(np.mean(np.maximum(0.0, 1.0 - r)))
+    if convention == "forget":
+        return float(np.mean(np.minimum(r, 1.0 / r)))
+    if convention == "forget-closer-look":
+        return float(1.0 - np.mean(np.minimum(r, 1.0 / r)))
+    raise ValueError(f"unknown truth ratio convention {convention!r}; valid: retain, forget, forget-closer-look")
+
+
+def forget_quality(unlearned_ratios: Sequence[float], retain_model_ratios: Sequence[float]) -> float:
+    """TOFU Forget Quality: p-value of the two-sample KS test between the forget-set truth ratios
+    of the unlearned model and of the model trained without the forget set (higher = closer)."""
+    from scipy.stats import ks_2samp
+
+    if len(unlearned_ratios) == 0 or len(retain_model_ratios) == 0:
+        raise ValueError("forget_quality needs truth ratios from both models")
+    return float(ks_2samp(np.asarray(unlearned_ratios), np.asarray(retain_model_ratios)).pvalue)
+
+
+def token_entropy(tokens: Sequence[object]) -> float:
+    r"""Normalised token entropy of one generation: −Σ_i f_i log f_i / log |y|.
+
+    f_i is the frequency of the i-th distinct token among the |y| generated tokens. 1 when every
+    token differs, near 0 for degenerate repetition ("the the the ..."). Generations of fewer
+    than 2 tokens get 0: there is no diversity to measure, and such outputs are degenerate.
+    """
+    n = len(tokens)
+    if n < 2:
+        return 0.0
+    counts = np.array(list(Counter(tokens).values()), dtype=float)
+    freq = counts / n
+    return float(-(freq * np.log(freq)).sum() / math.log(n))
+
+
+def harmonic_mean(values: Sequence[float]) -> float:
+    """Harmonic mean; 0 when any value is 0 (TOFU's convention through ``scipy.stats.hmean``)."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        raise ValueError("harmonic_mean of no values")
+    if np.any(v < 0):
+        raise ValueError(f"harmonic_mean needs non-negative values, got {v.tolist()}")
+    if np.any(v == 0):
+        return 0.0
+    return float(v.size / np.sum(1.0 / v))
+
+
+# --------------------------------------------------------------------------- aggregates
+
+
+@dataclass
+class Aggregate:
+    """An aggregate metric with the components it used and those that were absent (with reasons)."""
+
+    value: float | None
+    used: list[str] = field(default_factory=list)
+    absent: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"value": self.value, "used": self.used, "absent": self.absent}
+
+
+def _split(values: Mapping[str, float | None], reasons: Mapping[str, str]) -> tuple[dict[str, float], dict[str, str]]:
+    present = {k: float(v) for k, v in values.items() if v is not None}
+    absent = {k: reasons.get(k, "not computed") for k, v in values.items() if v is None}
+    return present, absent
+
+
+def _aggregate(kind: str, values: Mapping[str, float | None], reasons: Mapping[str, str]) -> Aggregate:
+    present, absent = _split(values, reasons)
+    if not present:
+        return Aggregate(None, [], absent)
+    numbers = list(present.values())
+    value = harmonic_mean(numbers) if kind == "hmean" else 1.0 - float(np.mean(numbers))
+    return Aggregate(value, list(present), absent)
+
+
+SETS = ("retain", "real_authors", "world_facts")
+TOFU_UTILITY = ("ROUGE", "Probability", "Truth Ratio")
+CLOSER_LOOK_UTILITY = ("ROUGE", "Probability", "Truth Ratio", "Token Entropy", "Cosine Similarity", "Entailment")
+CLOSER_LOOK_FORGET = ("ROUGE", "Probability", "Truth Ratio (closer look)", "Cosine Similarity", "Entailment")
+
+
+def _pick(
+    per_set: Mapping[str, Mapping[str, float | None]],
+    sets: Sequence[str],
+    names: Sequence[str],
+    set_reasons: Mapping[str, str],
+) -> tuple[dict[str, float | None], dict[str, str]]:
+    values: dict[str, float | None] = {}
+    reasons: dict[str, str] = {}
+    for s in sets:
+        for name in names:
+            key = f"{s}/{name}"
+            if s not in per_set:
+                values[key] = None
+                reasons[key] = set_reasons.get(s, f"set {s!r} not evaluated")
+                continue
+            values[key] = per_set[s].get(name)
+            if values[key] is None:
+                reasons[key] = per_set[s].get(f"{name} (absent)") or f"{name} not computed"
+    return values, reasons
+
+
+def model_utility(
+    per_set: Mapping[str, Mapping[str, float | None]], set_reasons: Mapping[str, str] | None = None
+) -> Aggregate:
+    """TOFU Model Utility: harmonic mean of {ROUGE, Probability, Truth Ratio} × {retain, real
+    authors, world facts}, over the components present. ``per_set[s][name]`` holds the values;
+    ``per_set[s][name + " (absent)"]`` the reason for a missing one."""
+    values, reasons = _pick(per_set, SETS, TOFU_UTILITY, set_reasons or {})
+    return _aggregate("hmean", values, reasons)
+
+
+def closer_look(
+    per_set: Mapping[str, Mapping[str, float | None]],
+    targeted: bool,
+    set_reasons: Mapping[str, str] | None = None,
+) -> dict[str, Aggregate]:
+    """MU, UFE, TFE and OVR of the "closer look" evaluation (used in the DualOptim+ tables).
+
+    * MU = harmonic mean of the 18 retain-side values (3 sets × 6 metrics);
+    * UFE = 1 − mean of the forget-side ROUGE, Probability, Truth Ratio (closer look), Cosine
+      Similarity, Entailment (untargeted forgetting: the knowledge is gone);
+    * TFE = harmonic mean of forget Token Entropy and IDK-Entailment (targeted forgetting: fluent
+      refusals);
+    * OVR = (MU + FE) / 2 with FE = TFE for targeted forget losses (IDK, DPO), else UFE.
+    """
+    set_reasons = set_reasons or {}
+    mu = _aggregate("hmean", *_pick(per_set, SETS, CLOSER_LOOK_UTILITY, set_reasons))
+    ufe = _aggregate("1-mean", *_pick(per_set, ["forget"], CLOSER_LOOK_FORGET, set_reasons))
+    tfe = _aggregate("hmean", *_pick(per_set, ["forget"], ("Token Entropy", "IDK Entailment"), set_reasons))
+    fe_name, fe = ("TFE", tfe) if targeted else ("UFE", ufe)
+    if mu.value is None or fe.value is None:
+        ovr = Aggregate(None, [], {"MU": "absent"} if mu.value is None else {fe_name: "absent"})
+    else:
+        ovr = Aggregate((mu.value + fe.value) / 2, ["MU", fe_name], {})
+    return {"MU": mu, "UFE": ufe, "TFE": tfe, "OVR": ovr}

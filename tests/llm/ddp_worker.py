@@ -1,0 +1,92 @@
+"""Run by ``torchrun --nproc_per_node 2`` from test_trainer.py: unlearn on 2 CPU processes (gloo).
+
+Each rank saves its final weights, the objective of every micro-batch it computed, and the step
+counts of the optimizer's forget and retain states to ``OUT/rank<r>.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.*
+
+
+def main(out: Path) -> None:
+    from transformers import TrainingArguments
+
+    from dualoptim.llm.data import (
+        QAFormat,
+        TofuSource,
+        UnlearningCollator,
+        UnlearningDataset,
+        all_rows,
+        load_split,
+    )
+    from dualoptim.llm.losses import FORGET_LOSSES, UnlearningLoss
+    from dualoptim.llm.models import TinyModelConfig, build_tiny_llama, train_tokenizer
+    from dualoptim.llm.strategies import OptimizerSettings
+    from dualoptim.llm.trainer import AlternationSchedule, NonFiniteLossError, UnlearningTrainer
+    from tests.llm._tofu_fixture import write_tofu
+
+    torch.set_num_threads(1)
+    rank = int(os.environ["RANK"])
+    folder = write_tofu(out / f"data-rank{rank}")
+    source = TofuSource(folder)
+    tokenizer = train_tokenizer([f"{r['question']} {r['answer']} I don't know." for r in all_rows(source)], 300)
+    config = TinyModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2)
+    model = build_tiny_llama(config, tokenizer, seed=0)
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    split = load_split(source, "forget10", "1")
+    args = TrainingArguments(
+        output_dir=str(out / "trainer"), max_steps=6, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+        use_cpu=True, ddp_backend="gloo", report_to="none", save_strategy="no", logging_strategy="no",
+        disable_tqdm=True, seed=0, dataloader_pin_memory=False, remove_unused_columns=False,
+    )
+    trainer = UnlearningTrainer(
+        model=model, args=args, train_dataset=UnlearningDataset(tokenizer, split, QAFormat(), 64),
+        data_collator=UnlearningCollator(tokenizer.pad_token_id), loss=UnlearningLoss("ME+GD"),
+        strategy="dual", optimizer_settings=OptimizerSettings(lr=1e-3, forget_lr=2e-3),
+        schedule=AlternationSchedule(1, 2),
+    )
+    trainer.train()
+    inner = trainer.optimizer.optimizer  # accelerate's wrapper -> DualOptim
+    first = next(iter(inner.forget.state.values()))
+    retain_first = next(iter(inner.retain.state.values()))
+    torch.save(
+        {
+            "initial": initial,
+            "world_size": int(os.environ["WORLD_SIZE"]),
+            "weights": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
+            "objectives": trainer.objective_log,
+            "forget_steps": float(first["step"]),
+            "retain_steps": float(retain_first["step"]),
+        },
+        out / f"rank{rank}.pt",
+    )
+
+    # a loss that is NaN on rank 0 only: both processes must stop with the reason, none may hang
+    @FORGET_LOSSES.register("NAN-ON-RANK-0")
+    def nan_on_rank_0(model, batch, reference=None, beta=0.1):
+        loss = FORGET_LOSSES.get("GA")(model, batch, reference, beta)
+        return loss * float("nan") if rank == 0 else loss
+
+    poisoned = UnlearningTrainer(
+        model=trainer.model.module if hasattr(trainer.model, "module") else trainer.model,
+        args=args, train_dataset=UnlearningDataset(tokenizer, split, QAFormat(), 64),
+        data_collator=UnlearningCollator(tokenizer.pad_token_id),
+        loss=UnlearningLoss("NAN-ON-RANK-0+GD"), strategy="dual", optimizer_settings=OptimizerSettings(lr=1e-3),
+    )
+    try:
+        poisoned.train()
+        outcome = "trained"
+    except NonFiniteLossError as error:
+        outcome = str(error)
+    (out / f"rank{rank}-nonfinite.txt").write_text(outcome)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,165 @@
+"""``dualoptim tofu`` end to end on a synthetic TOFU folder, resume, and bad input."""
+
+import json
+
+import pytest
+
+from dualoptim.cli import main
+from dualoptim.llm.config import build_config, preset_names
+
+TINY = [
+    "--set", "model.tiny.vocab_size=300", "--set", "model.tiny.hidden_size=32",
+    "--set", "model.tiny.intermediate_size=64", "--set", "model.tiny.num_heads=2", "--set", "model.tiny.epochs=2",
+    "--set", "model.tiny.batch_size=8", "--set", "data.max_length=64", "--set", "data.eval_size=4",
+    "--set", "data.max_new_tokens=8", "--set", "unlearn.steps=4", "--set", "unlearn.batch_size=2",
+    "--set", "unlearn.eval_every=2", "--set", "unlearn.trajectory_size=4", "--no-progress",
+]
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUALOPTIM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_tofu_end_to_end_and_resume(tofu_dir, tmp_path, cache, capsys):
+    out = tmp_path / "out"
+    argv = ["tofu", "--preset", "tofu-tiny", "--data", str(tofu_dir), "--tasks", "1", "2", "--losses", "ME+GD",
+            "IDK+AP", "--strategies", "joint", "dual+", "--out", str(out), *TINY]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert '"steps": 4' in printed  # the effective config is printed
+    results = json.loads((out / "results.json").read_text())
+    rows = {(r["loss"], r["optimizer"]): r for r in results["rows"]}
+    assert set(rows) == {("target", "-"), ("retain model", "-"), ("ME+GD", "joint"), ("ME+GD", "dual+"),
+                         ("IDK+AP", "joint"), ("IDK+AP", "dual+")}
+    row = rows[("ME+GD", "dual+")]
+    for name in ("UFE", "TFE", "MU", "OVR", "Forget Quality", "Model Utility"):
+        assert set(row["metrics"][name]) == {"mean", "std"}
+    assert set(row["tasks"]) == {"1", "2"}
+    assert row["seconds"] > 0
+    assert row["metrics"]["forget/Entailment"] is None
+    assert "NLI" in row["absent"]["forget/Entailment"]
+    assert 0 <= row["metrics"]["Forget Quality"]["mean"] <= 1
+    # the retain model compared with itself
+    assert rows[("retain model", "-")]["metrics"]["Forget Quality"]["mean"] == pytest.approx(1.0)
+    assert row["aggregates"]["OVR"]["used"] == ["MU", "UFE"]
+    assert rows[("IDK+AP", "joint")]["aggregates"]["OVR"]["used"] == ["MU", "TFE"]
+    assert "world_facts/ROUGE" in row["aggregates"]["Model Utility"]["absent"]
+    assert [p["step"] for p in row["history"]["1"]] == [0, 2, 4]
+    table = (out / "table.md").read_text()
+    assert "| ME+GD | dual+ |" in table and "Forget Quality" in table
+    assert (out / "tofu_curves.png").stat().st_size > 1000
+    assert json.loads((out / "config.json").read_text())["unlearn"]["steps"] == 4
+    # resume: finished runs are not recomputed
+    done = out / "tasks" / "task1" / "MEplusGD__dualplus.json"
+    stamp = done.stat().st_mtime_ns
+    assert main(argv) == 0
+    assert done.stat().st_mtime_ns == stamp
+
+
+def test_non_finite_loss_is_recorded(tofu_dir, tmp_path, cache):
+    out = tmp_path / "out"
+    argv = ["tofu", "--data", str(tofu_dir), "--tasks", "1", "--losses", "GA+GD", "--strategies", "joint",
+            "--set", "unlearn.lr=1e30", "--set", "unlearn.forget_lr=1e30", "--out", str(out), *TINY]
+    assert main(argv) == 0
+    row = next(r for r in json.loads((out / "results.json").read_text())["rows"] if r["loss"] == "GA+GD")
+    assert "non-finite" in row["stopped"]["1"]
+    assert "stopped on 1 task" in (out / "table.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--losses", "ME+XX"], "unknown retain loss 'XX'"),
+        (["--strategies", "adam"], "unknown strategy 'adam'"),
+        (["--split", "forget02"], "unknown split 'forget02'"),
+        (["--tasks", "42"], "unknown task '42' for split 'forget10'"),
+        (["--set", "unlearn.stepz=3"], "unknown key config.unlearn.stepz"),
+        (["--set", "unlearn.steps=many"], "config.unlearn.steps must be a number, got 'many'"),
+        (["--preset", "tofu-huge"], "unknown preset 'tofu-huge'"),
+        (["--set", "model.kind=pretrained", "--set", "model.name_or_path=/no/such/model"],
+         "model path '/no/such/model' does not exist"),
+    ],
+)
+def test_bad_input_is_named(extra, message, tofu_dir, tmp_path, cache, capsys):
+    argv = ["tofu", "--data", str(tofu_dir), "--out", str(tmp_path / "out"), *TINY, *extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_folder_is_named(tmp_path, cache, capsys):
+    assert main(["tofu", "--data", str(tmp_path / "void"), "--out", str(tmp_path / "o"), *TINY]) == 2
+    assert "TOFU data folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_preset_is_valid(preset):
+    config = build_config(preset)
+    assert config.strategies == ["joint", "alternate", "dual", "dual+"]
+
+
+def test_gpu_preset_runs_on_a_local_save_pretrained_model(tofu_dir, model, tokenizer, tmp_path, cache):
+    """The Phi-1.5 preset's loading path, with a tiny model standing in for locuslab/tofu_ft_phi-1.5."""
+    folder = tmp_path / "tofu_ft_tiny"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    out = tmp_path / "out"
+    argv = ["tofu", "--preset", "tofu-phi15", "--data", str(tofu_dir), "--losses", "NPO+GD", "--strategies", "dual",
+            "--set", f"model.name_or_path={folder}", "--set", "model.dtype=float32", "--set", "unlearn.bf16=false",
+            "--set", "unlearn.save_steps=0", "--set", "unlearn.gradient_accumulation_steps=1",
+            "--set", "data.max_length=64", "--set", "data.eval_size=4", "--set", "data.max_new_tokens=8",
+            "--set", "unlearn.steps=2", "--set", "unlearn.batch_size=2", "--set", "unlearn.eval_every=1",
+            "--set", "unlearn.trajectory_size=2", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    row = next(r for r in results["rows"] if r["loss"] == "NPO+GD")
+    # all three utility sets are evaluated here, and Forget Quality is absent with its reason
+    assert len(row["aggregates"]["Model Utility"]["used"]) == 9
+    assert row["metrics"]["Forget Quality"] is None
+    assert "no retain model configured for forget10" in row["absent"]["Forget Quality"]
+    assert row["metrics"]["real_authors/Probability"] is not None
+
+
+def test_overrides_merge_into_nested_preset_sections():
+    config = build_config("tofu-tiny", {"model": {"tiny": {"epochs": 1}}, "unlearn": {"steps": 3}})
+    assert config.model.tiny.epochs == 1
+    assert config.model.tiny.hidden_size == 128  # the preset's value survives
+    assert config.unlearn.steps == 3 and config.unlearn.lr == 1e-3
+
+
+def test_resuming_with_another_config_is_refused(tofu_dir, tmp_path, cache, capsys):
+    out = tmp_path / "out"
+    argv = ["tofu", "--data", str(tofu_dir), "--tasks", "1", "--losses", "GA+GD", "--strategies", "dual",
+            "--out", str(out), *TINY]
+    assert main(argv) == 0
+    assert main([*argv, "--set", "unlearn.lr=0.5"]) == 2
+    assert "holds results of a different config (sections unlearn differ)" in capsys.readouterr().err
+    # adding a strategy is a legitimate resume
+    assert main([*argv, "--strategies", "dual", "joint"]) == 0
+
+
+def test_interrupted_run_resumes_from_its_trainer_checkpoint(tofu_dir, tmp_path, cache, monkeypatch):
+    from dualoptim.llm.trainer import UnlearningTrainer
+
+    out = tmp_path / "out"
+    argv = ["tofu", "--data", str(tofu_dir), "--tasks", "1", "--losses", "GA+GD", "--strategies", "dual+",
+            "--out", str(out), *TINY, "--set", "unlearn.save_steps=2"]
+    original = UnlearningTrainer.compute_loss
+
+    def interrupted(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.state.global_step == 3:
+            raise KeyboardInterrupt  # the machine went away during step 4
+        return original(self, model, inputs, return_outputs, num_items_in_batch)
+
+    monkeypatch.setattr(UnlearningTrainer, "compute_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    run_dir = out / "tasks" / "task1" / "checkpoints-GAplusGD__dualplus"
+    assert (run_dir / "checkpoint-2" / "optimizer.pt").is_file()
+    monkeypatch.setattr(UnlearningTrainer, "compute_loss", original)
+    assert main(argv) == 0
+    record = json.loads((out / "tasks" / "task1" / "GAplusGD__dualplus.json").read_text())
+    # only steps 3 and 4 (both retain steps of the 1:5 pattern) ran after the resume
+    assert record["optimizer_steps"] == {"forget": 0, "retain": 2, "joint": 0}
+    assert not run_dir.exists()

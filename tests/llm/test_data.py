@@ -1,0 +1,128 @@
+"""TOFU loading, splits, formatting and the answer-only labels."""
+
+import shutil
+import sys
+import types
+
+import pytest
+
+from dualoptim.llm.data import (
+    IGNORE_INDEX,
+    QAFormat,
+    TofuSource,
+    UnlearningCollator,
+    UnlearningDataset,
+    all_rows,
+    encode_qa,
+    encode_rows,
+    load_split,
+    task_ids,
+)
+from dualoptim.paths import default_data_root
+
+
+def test_split_forget_task_and_retain_is_every_other_row(tofu_dir):
+    source = TofuSource(tofu_dir)
+    split = load_split(source, "forget10", "2")
+    assert len(split.forget) == 4
+    assert len(all_rows(source)) == 16
+    assert len(split.retain) == 12
+    forget_q = {r["question"] for r in split.forget}
+    assert not forget_q & {r["question"] for r in split.retain}
+    assert {r["question"] for r in split.eval_sets["forget"]} == forget_q
+    assert split.idk[0] == "I don't know."
+    assert task_ids(source, "forget10") == ["1", "2", "3"]
+
+
+@pytest.mark.skipif(not (default_data_root() / "tofu").is_dir(), reason="the shared TOFU folder is not here")
+def test_real_tofu_sizes_match_the_standard_splits():
+    source = TofuSource()
+    assert len(all_rows(source)) == 4000
+    for name, n_forget in (("forget01", 40), ("forget05", 200), ("forget10", 400)):
+        split = load_split(source, name, "1")
+        assert (len(split.forget), len(split.retain)) == (n_forget, 4000 - n_forget)
+
+
+def test_bad_split_task_and_folder_are_named(tofu_dir, tmp_path):
+    source = TofuSource(tofu_dir)
+    with pytest.raises(ValueError, match="unknown split 'forget99'; valid: forget01, forget05, forget10"):
+        load_split(source, "forget99", "1")
+    with pytest.raises(ValueError, match="unknown task '7' for split 'forget10'; valid: 1, 2, 3"):
+        load_split(source, "forget10", "7")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        TofuSource(tmp_path / "nowhere")
+    partial = tmp_path / "partial"
+    shutil.copytree(tofu_dir, partial)
+    (partial / "idontknow.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match="missing the file 'idontknow.jsonl'"):
+        TofuSource(partial)
+    (partial / "idontknow.jsonl").write_text("No idea.\n")
+    (partial / "forget05_perturbed.json").unlink()
+    with pytest.raises(FileNotFoundError, match="missing the file 'forget05_perturbed.json'"):
+        load_split(TofuSource(partial), "forget05", "1")
+
+
+def test_labels_mask_the_question_and_keep_the_answer(tokenizer):
+    fmt = QAFormat()
+    example = encode_qa(tokenizer, "Where was Ann born?", "Ann was born in Oslo.", fmt, 128)
+    answer_ids = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
+    assert tokenizer.decode(answer_ids, skip_special_tokens=True).strip() == "Ann was born in Oslo."
+    assert answer_ids[-1] == tokenizer.eos_token_id
+    prompt = [t for t, label in zip(example["input_ids"], example["labels"]) if label == IGNORE_INDEX]
+    assert prompt[0] == tokenizer.bos_token_id
+    assert tokenizer.decode(prompt, skip_special_tokens=True) == "Question: Where was Ann born?\nAnswer:"
+
+
+def test_chat_template_format():
+    fmt = QAFormat(chat_template=True)
+    from dualoptim.llm.models import train_tokenizer
+
+    tok = train_tokenizer(["hello there user assistant"], 280)
+    with pytest.raises(ValueError, match="no chat template"):
+        fmt.prompt("hi", tok)
+    tok.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
+    assert fmt.prompt("hi", tok) == "<|user|>hi<|assistant|>"
+
+
+def test_forget_set_that_tokenises_to_nothing_is_an_error(tokenizer, tofu_dir):
+    rows = load_split(TofuSource(tofu_dir), "forget10", "1").forget
+    with pytest.raises(ValueError, match="the forget set tokenises to nothing: 4 rows"):
+        encode_rows(tokenizer, rows, QAFormat(), 4, "forget")
+
+
+def test_tokenizer_without_pad_token_is_an_error(tokenizer, tofu_dir):
+    from dualoptim.llm.models import train_tokenizer
+
+    tok = train_tokenizer(["some text to learn from"], 270)
+    tok.pad_token = None
+    split = load_split(TofuSource(tofu_dir), "forget10", "1")
+    with pytest.raises(ValueError, match="has no pad token; set model.pad_token"):
+        UnlearningDataset(tok, split, QAFormat(), 64)
+
+
+def test_paired_dataset_and_collator(tokenizer, tofu_dir):
+    split = load_split(TofuSource(tofu_dir), "forget10", "1")
+    dataset = UnlearningDataset(tokenizer, split, QAFormat(), 64, seed=0)
+    assert len(dataset) == 12  # the larger (retain) set
+    batch = UnlearningCollator(tokenizer.pad_token_id)([dataset[i] for i in range(3)])
+    assert set(batch) == {"forget", "forget_idk", "retain", "retain_idk"}
+    assert batch["forget"]["input_ids"].shape == batch["forget"]["labels"].shape
+    idk_answer = [t for t, lab in zip(batch["forget_idk"]["input_ids"][0].tolist(), batch["forget_idk"]["labels"][0].tolist())
+                  if lab != IGNORE_INDEX]
+    assert tokenizer.decode(idk_answer, skip_special_tokens=True).strip() in split.idk
+    # padding is masked out of attention and labels
+    pad = batch["retain"]["attention_mask"] == 0
+    assert (batch["retain"]["labels"][pad] == IGNORE_INDEX).all()
+
+
+def test_hub_path_imports_datasets_lazily_and_maps_configs(monkeypatch):
+    calls = []
+
+    def load_dataset(repo, config, split):
+        calls.append((repo, config, split))
+        return [{"task_id": "1", "question": "q", "answer": "a"}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    rows = TofuSource(hub=True).rows("forget10.json")
+    assert rows == [{"task_id": "1", "question": "q", "answer": "a"}]
+    assert calls == [("locuslab/TOFU", "forget10", "train")]

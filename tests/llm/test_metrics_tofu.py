@@ -1,0 +1,106 @@
+"""Each TOFU metric against values computed by hand."""
+
+import math
+
+import pytest
+
+from dualoptim.metrics import tofu as M
+
+
+def test_lcs_length_classic_example():
+    assert M.lcs_length(list("abcbdab"), list("bdcaba")) == 4
+    assert M.lcs_length([], ["a"]) == 0
+
+
+def test_rouge_l_recall_by_hand():
+    # reference: the cat is on the mat (6 words); LCS with the prediction: the cat on the mat (5)
+    assert M.rouge_l_recall("the cat sat on the mat", "the cat is on the mat") == pytest.approx(5 / 6)
+    # recall, not F: extra predicted words cost nothing
+    assert M.rouge_l_recall("oh the cat is on the mat today", "the cat is on the mat") == 1.0
+    # case and punctuation are ignored like rouge_score's tokenizer
+    assert M.rouge_l_recall("Hello, World!", "hello world") == 1.0
+    assert M.rouge_l_recall("anything", "") == 0.0
+    assert M.rouge_l_recall("", "a b") == 0.0
+
+
+def test_probability_and_normalized_probability():
+    assert M.probability(math.log(2)) == pytest.approx(0.5)
+    # P(a) = 0.5, P(perturbed) = 0.25 + 0.25 -> 0.5 / 1.0
+    assert M.normalized_probability(math.log(2), [math.log(4), math.log(4)]) == pytest.approx(0.5)
+
+
+def test_truth_ratio_is_geometric_mean_of_perturbed_over_paraphrased():
+    # P(para) = 0.5, P(perturbed) = 0.25 and 0.0625, geometric mean 0.125 -> R = 0.25
+    assert M.truth_ratio(math.log(2), [math.log(4), math.log(16)]) == pytest.approx(0.25)
+
+
+def test_truth_ratio_conventions():
+    ratios = [0.25, 2.0]
+    assert M.truth_ratio_score(ratios, "retain") == pytest.approx((0.75 + 0.0) / 2)
+    assert M.truth_ratio_score(ratios, "forget") == pytest.approx((0.25 + 0.5) / 2)
+    assert M.truth_ratio_score(ratios, "forget-closer-look") == pytest.approx(1 - 0.375)
+    with pytest.raises(ValueError, match="unknown truth ratio convention 'bogus'"):
+        M.truth_ratio_score(ratios, "bogus")
+
+
+def test_forget_quality_is_the_ks_p_value():
+    assert M.forget_quality([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]) == pytest.approx(1.0)
+    # fully separated samples of 3 and 3: exact two-sided p = 2 / C(6, 3) = 0.1
+    assert M.forget_quality([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)
+
+
+def test_token_entropy_by_hand():
+    assert M.token_entropy([7, 7, 7, 7]) == 0.0
+    assert M.token_entropy([1, 2, 3, 4]) == pytest.approx(1.0)
+    # two tokens twice each: ln 2 / ln 4 = 0.5
+    assert M.token_entropy([1, 1, 2, 2]) == pytest.approx(0.5)
+    assert M.token_entropy([5]) == 0.0
+
+
+def test_harmonic_mean():
+    assert M.harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3)
+    assert M.harmonic_mean([1.0, 0.0]) == 0.0
+    with pytest.raises(ValueError, match="non-negative"):
+        M.harmonic_mean([-1.0, 1.0])
+
+
+def test_model_utility_uses_present_components_and_names_the_absent():
+    per_set = {"retain": {"ROUGE": 0.5, "Probability": 0.25, "Truth Ratio": 1.0}}
+    mu = M.model_utility(per_set, {"real_authors": "not evaluated", "world_facts": "not evaluated"})
+    assert mu.value == pytest.approx(3 / (2 + 4 + 1))
+    assert mu.used == ["retain/ROUGE", "retain/Probability", "retain/Truth Ratio"]
+    assert mu.absent["world_facts/ROUGE"] == "not evaluated"
+    assert len(mu.absent) == 6
+
+
+def test_closer_look_aggregates_by_hand():
+    per_set = {
+        "forget": {
+            "ROUGE": 0.2, "Probability": 0.4, "Truth Ratio (closer look)": 0.6, "Token Entropy": 0.5,
+            "Cosine Similarity": None, "Cosine Similarity (absent)": "no embedder",
+            "Entailment": None, "Entailment (absent)": "no NLI", "IDK Entailment": None,
+            "IDK Entailment (absent)": "no NLI",
+        },
+        "retain": {
+            "ROUGE": 0.5, "Probability": 0.25, "Truth Ratio": 1.0, "Token Entropy": 0.5,
+            "Cosine Similarity": None, "Entailment": None,
+        },
+    }
+    agg = M.closer_look(per_set, targeted=False)
+    assert agg["UFE"].value == pytest.approx(1 - (0.2 + 0.4 + 0.6) / 3)
+    assert agg["UFE"].absent["forget/Cosine Similarity"] == "no embedder"
+    assert agg["TFE"].value == pytest.approx(0.5)
+    assert agg["TFE"].absent == {"forget/IDK Entailment": "no NLI"}
+    mu = 4 / (2 + 4 + 1 + 2)
+    assert agg["MU"].value == pytest.approx(mu)
+    assert agg["OVR"].value == pytest.approx((mu + agg["UFE"].value) / 2)
+    assert agg["OVR"].used == ["MU", "UFE"]
+    targeted = M.closer_look(per_set, targeted=True)
+    assert targeted["OVR"].value == pytest.approx((mu + 0.5) / 2)
+    assert targeted["OVR"].used == ["MU", "TFE"]
+
+
+def test_aggregate_with_no_component_is_absent_not_zero():
+    agg = M.closer_look({"forget": {}}, targeted=True)
+    assert agg["MU"].value is None
+    assert agg["OVR"].value is None

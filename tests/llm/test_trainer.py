@@ -1,0 +1,157 @@
+"""UnlearningTrainer: alternation under gradient accumulation, resume, 2 processes, bad losses."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import TrainerCallback, TrainingArguments
+
+from dualoptim.llm.data import QAFormat, TofuSource, UnlearningCollator, UnlearningDataset, load_split
+from dualoptim.llm.losses import UnlearningLoss
+from dualoptim.llm.strategies import STRATEGIES, OptimizerSettings
+from dualoptim.llm.trainer import AlternationSchedule, NonFiniteLossError, UnlearningTrainer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _args(tmp_path, **overrides):
+    options = dict(
+        output_dir=str(tmp_path / "trainer"), max_steps=6, per_device_train_batch_size=2,
+        gradient_accumulation_steps=2, use_cpu=True, report_to="none", save_strategy="no",
+        logging_strategy="no", disable_tqdm=True, seed=0, dataloader_pin_memory=False,
+    )
+    options.update(overrides)
+    return TrainingArguments(**options)
+
+
+def _trainer(model, tokenizer, tofu_dir, tmp_path, strategy="dual", loss="ME+GD", schedule=(1, 2), **overrides):
+    split = load_split(TofuSource(tofu_dir), "forget10", "1")
+    return UnlearningTrainer(
+        model=model, args=_args(tmp_path, **overrides),
+        train_dataset=UnlearningDataset(tokenizer, split, QAFormat(), 64),
+        data_collator=UnlearningCollator(tokenizer.pad_token_id), loss=UnlearningLoss(loss),
+        strategy=strategy, optimizer_settings=OptimizerSettings(lr=1e-3, forget_lr=2e-3),
+        schedule=AlternationSchedule(*schedule),
+    )
+
+
+def _inner(optimizer):
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+def test_schedule_pattern():
+    schedule = AlternationSchedule(1, 5)
+    assert [schedule.objective(s) for s in range(7)] == ["forget"] + ["retain"] * 5 + ["forget"]
+    assert [AlternationSchedule(2, 1).objective(s) for s in range(4)] == ["forget", "forget", "retain", "forget"]
+    with pytest.raises(ValueError, match="forget_freq >= 1"):
+        AlternationSchedule(0, 5)
+
+
+def test_accumulated_micro_batches_never_mix_objectives(model, tokenizer, tofu_dir, tmp_path):
+    trainer = _trainer(model, tokenizer, tofu_dir, tmp_path)
+    trainer.train()
+    # 6 optimizer steps x 2 micro-batches, both of one step on the same objective
+    assert trainer.objective_log == [(s, o) for s, o in enumerate(["forget", "retain", "retain"] * 2) for _ in (0, 1)]
+    dual = _inner(trainer.optimizer)
+    assert {float(s["step"]) for s in dual.forget.state.values()} == {2.0}
+    assert {float(s["step"]) for s in dual.retain.state.values()} == {4.0}
+
+
+def test_joint_steps_the_sum(model, tokenizer, tofu_dir, tmp_path):
+    trainer = _trainer(model, tokenizer, tofu_dir, tmp_path, strategy="joint", max_steps=3)
+    trainer.train()
+    assert [o for _, o in trainer.objective_log] == ["joint"] * 6
+    assert {float(s["step"]) for s in _inner(trainer.optimizer).state.values()} == {3.0}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
+def test_every_strategy_moves_the_weights(strategy, model, tokenizer, tofu_dir, tmp_path):
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = _trainer(model, tokenizer, tofu_dir, tmp_path, strategy=strategy, max_steps=3,
+                       gradient_accumulation_steps=1)
+    trainer.train()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+class _StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_resume_from_checkpoint_matches_an_uninterrupted_run(tokenizer, tofu_dir, tmp_path, tiny_config):
+    from dualoptim.llm.models import build_tiny_llama
+
+    straight = _trainer(build_tiny_llama(tiny_config, tokenizer, 0), tokenizer, tofu_dir, tmp_path / "a",
+                        strategy="dual+")
+    straight.train()
+    saving = _trainer(build_tiny_llama(tiny_config, tokenizer, 0), tokenizer, tofu_dir, tmp_path / "b",
+                      strategy="dual+", save_strategy="steps", save_steps=3)
+    saving.add_callback(_StopAt(3))  # an interruption right after the checkpoint of step 3
+    saving.train()
+    checkpoint = tmp_path / "b" / "trainer" / "checkpoint-3"
+    assert (checkpoint / "optimizer.pt").is_file()
+    resumed = _trainer(build_tiny_llama(tiny_config, tokenizer, 0), tokenizer, tofu_dir, tmp_path / "b",
+                       strategy="dual+", save_strategy="steps", save_steps=3)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    # the schedule continued at step 3 (retain), and weights and optimizer state match bit for bit
+    assert resumed.objective_log == [(s, o) for s, o in zip((3, 4, 5), ("forget", "retain", "retain")) for _ in (0, 1)]
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    sa, sb = _inner(straight.optimizer).state_dict(), _inner(resumed.optimizer).state_dict()
+    for key in sa["state"]:
+        for part in sa["state"][key]:
+            for name, value in sa["state"][key][part].items():
+                torch.testing.assert_close(value, sb["state"][key][part][name], rtol=0, atol=0)
+
+
+def test_non_finite_loss_stops_with_a_reason(model, tokenizer, tofu_dir, tmp_path):
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    trainer = _trainer(model, tokenizer, tofu_dir, tmp_path)
+    with pytest.raises(NonFiniteLossError, match="non-finite forget loss nan \\(ME\\+GD, dual\\) at optimizer step 0"):
+        trainer.train()
+
+
+def test_unknown_strategy_is_named(model, tokenizer, tofu_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown strategy 'sgd'; valid: joint, alternate, dual, dual\\+, dual-8bit"):
+        _trainer(model, tokenizer, tofu_dir, tmp_path, strategy="sgd")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_hold_identical_weights(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(_free_port()), str(ROOT / "tests" / "llm" / "ddp_worker.py"), str(tmp_path),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert ranks[0]["world_size"] == 2
+    for name, value in ranks[0]["weights"].items():
+        assert torch.equal(value, ranks[1]["weights"][name]), name
+    # every process took the same objective at every step, and every micro-batch of a step (with
+    # gradient accumulation, on 6 items per process) served the objective of that step
+    schedule = AlternationSchedule(1, 2)
+    assert ranks[0]["objectives"] == ranks[1]["objectives"]
+    assert all(objective == schedule.objective(step) for step, objective in ranks[0]["objectives"])
+    assert sorted({step for step, _ in ranks[0]["objectives"]}) == list(range(6))
+    assert ranks[0]["forget_steps"] == 2 and ranks[0]["retain_steps"] == 4
+    assert ranks[0]["initial"] is not None
+    assert any(not torch.equal(ranks[0]["initial"][k], v) for k, v in ranks[0]["weights"].items())
+    # a loss that became NaN on one process stopped both, each with the reason
+    assert (tmp_path / "rank0-nonfinite.txt").read_text().startswith("non-finite forget loss nan")
+    assert (tmp_path / "rank1-nonfinite.txt").read_text().startswith("non-finite forget loss on another process")
