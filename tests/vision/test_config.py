@@ -73,3 +73,9 @@ def test_validate_names_the_bad_value(data, message):
 def test_unknown_preset():
     with pytest.raises(ValueError, match=r"unknown preset 'mnist'; valid: cifar10-resnet18, digits, fashion-mnist"):
         load_preset("mnist")
+
+
+def test_tofu_presets_are_not_classification_presets():
+    assert not any(name.startswith("tofu") for name in preset_names())
+    with pytest.raises(ValueError, match=r"unknown preset 'tofu-tiny'; valid: cifar10-resnet18, digits, fashion-mnist"):
+        load_preset("tofu-tiny")

@@ -217,8 +217,18 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def _is_classification_preset(data: Any) -> bool:
+    """Classification presets name an image data set; the folder also holds the TOFU presets."""
+    from dualoptim.data import DATASETS
+
+    return isinstance(data, dict) and isinstance(data.get("data"), dict) and data["data"].get("dataset") in DATASETS
+
+
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    """The image-classification presets shipped in ``dualoptim/configs``."""
+    import yaml
+
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if _is_classification_preset(yaml.safe_load(p.read_text(encoding="utf-8"))))
 
 
 def read_preset(name_or_path: str) -> dict[str, Any]:
@@ -227,9 +237,9 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
 
     path = Path(name_or_path)
     if not path.suffix:
-        path = PRESET_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
+        if name_or_path not in preset_names():
             raise ValueError(f"unknown preset {name_or_path!r}; valid: {', '.join(preset_names())} or a YAML file")
+        path = PRESET_DIR / f"{name_or_path}.yaml"
     elif not path.is_file():
         raise ValueError(f"preset file does not exist: {path}")
     try:
