@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from dualoptim.benchmark.config import (
     BenchConfig,
@@ -63,6 +64,7 @@ def test_bad_config_keys_are_named(data, message):
         ({"unlearn": {"schedule": {"forget_steps": "lots"}}}, r"forget_steps of FT must be an integer or 'pass', got 'lots'"),
         ({"unlearn": {"optim": {"forget_lr": {"dual": -1.0}}}}, r"forget_lr of FT/dual must be > 0, got -1.0"),
         ({"seeds": [1, 1]}, r"duplicated seeds: \[1, 1\]"),
+        ({"device": "abacus"}, r"unknown device 'abacus'; valid: auto, cpu, cuda, cuda:N"),
     ],
 )
 def test_validate_names_the_bad_value(data, message):
@@ -79,3 +81,9 @@ def test_tofu_presets_are_not_classification_presets():
     assert not any(name.startswith("tofu") for name in preset_names())
     with pytest.raises(ValueError, match=r"unknown preset 'tofu-tiny'; valid: cifar10-resnet18, digits, fashion-mnist"):
         load_preset("tofu-tiny")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"device 'cuda' requested but CUDA is not available"):
+        validate(config_from_dict(BenchConfig, {"device": "cuda"}))

@@ -136,6 +136,7 @@ class BenchConfig:
     train: TrainConfig = _help("training of the original and retrained models", factory=TrainConfig)
     unlearn: UnlearnConfig = _help("unlearning", factory=UnlearnConfig)
     cache_dir: str | None = _help("cache of trained models (default: dualoptim.paths.default_cache_dir())", None)
+    device: str = _help("where models and data live: cpu | cuda | cuda:N | auto (cuda when available)", "auto")
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:

@@ -62,6 +62,7 @@ def validate(config: BenchConfig) -> None:
 
     DATASETS.get(config.data.dataset)
     MODELS.get(config.model.arch)
+    resolve_device(config.device)
     if not config.seeds:
         raise ValueError("no seeds given")
     if len(set(config.seeds)) != len(config.seeds):
@@ -169,6 +170,7 @@ class Benchmark:
         self.progress_bar = progress_bar
         self.log = log
         self.cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+        self.device = resolve_device(config.device)
         self.data = self._load_data()
         for seed in config.seeds:
             self.seed_data(seed)  # a bad forget set fails here, before any training
@@ -192,7 +194,8 @@ class Benchmark:
         return data
 
     def new_model(self) -> nn.Module:
-        return build_model(self.config.model.arch, self.data.image_shape, self.data.num_classes, self.config.model.width)
+        model = build_model(self.config.model.arch, self.data.image_shape, self.data.num_classes, self.config.model.width)
+        return model.to(self.device)
 
     def _model_key(self) -> dict[str, Any]:
         cfg = self.config
@@ -222,7 +225,8 @@ class Benchmark:
             model = self.new_model()
             meta = load_checkpoint(self.config.model.checkpoint, model)
             return model, {**meta, "checkpoint": self.config.model.checkpoint}
-        return self._train_cached("original", self._model_key(), self.data.train_x, self.data.train_y, self.config.train.seed)
+        images, labels = self.data.train_x.to(self.device), self.data.train_y.to(self.device)
+        return self._train_cached("original", self._model_key(), images, labels, self.config.train.seed)
 
     def seed_data(self, seed: int) -> SeedData:
         cfg = self.config.data
@@ -231,9 +235,10 @@ class Benchmark:
             self.data.train_y, cfg.forget, fraction=cfg.forget_fraction, count=cfg.forget_count,
             forget_class=cfg.forget_class, indices=indices, seed=seed,
         )
-        forget = (self.data.train_x[split.forget], self.data.train_y[split.forget])
-        retain = (self.data.train_x[split.retain], self.data.train_y[split.retain])
-        test = (self.data.test_x, self.data.test_y)
+        # Splits are made on the CPU; the sets the runs use live on the benchmark's device.
+        forget = (self.data.train_x[split.forget].to(self.device), self.data.train_y[split.forget].to(self.device))
+        retain = (self.data.train_x[split.retain].to(self.device), self.data.train_y[split.retain].to(self.device))
+        test = (self.data.test_x.to(self.device), self.data.test_y.to(self.device))
         generator = torch.Generator().manual_seed(seed)
         limit = self.config.unlearn.curve_examples
 
@@ -344,6 +349,19 @@ class Benchmark:
             }
             write_json_atomic(path, record)
         return record, record["original"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; an unavailable device is an error naming it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
 
 
 def _safe(name: str) -> str:

@@ -17,6 +17,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2,3,4")
     parser.add_argument("--data-root", help="folder holding the data sets (default: ../shared/data or $DUALOPTIM_DATA_ROOT)")
     parser.add_argument("--cache-dir", help="cache of trained models (default: $DUALOPTIM_CACHE or ~/.cache/dualoptim)")
+    parser.add_argument("--device", help="cpu | cuda | cuda:N | auto (default: the preset's, auto = cuda when available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -65,4 +66,6 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         config.data.root = args.data_root
     if args.cache_dir:
         config.cache_dir = args.cache_dir
+    if args.device:
+        config.device = args.device
     return config

@@ -55,11 +55,11 @@ def mia_entropy(retain_entropy: Tensor, test_entropy: Tensor, forget_entropy: Te
     """
     from sklearn.linear_model import LogisticRegression
 
-    features = torch.cat([retain_entropy, test_entropy]).double().numpy().reshape(-1, 1)
+    features = torch.cat([retain_entropy, test_entropy]).double().cpu().numpy().reshape(-1, 1)
     targets = np.concatenate([np.ones(len(retain_entropy)), np.zeros(len(test_entropy))])
     attack = LogisticRegression(class_weight="balanced")
     attack.fit(features, targets)
-    predicted = attack.predict(forget_entropy.double().numpy().reshape(-1, 1))
+    predicted = attack.predict(forget_entropy.double().cpu().numpy().reshape(-1, 1))
     return 100.0 * float(predicted.mean())
 
 
@@ -85,7 +85,7 @@ def mia_svc(
     n = min(len(retain_labels), len(test_labels), max_per_side)
 
     def confidence(probs: Tensor, labels: Tensor) -> np.ndarray:
-        return probs.gather(1, labels.view(-1, 1)).double().numpy()
+        return probs.gather(1, labels.view(-1, 1)).double().cpu().numpy()
 
     members = confidence(retain_probs, retain_labels)[rng.choice(len(retain_labels), n, replace=False)]
     non_members = confidence(test_probs, test_labels)[rng.choice(len(test_labels), n, replace=False)]
