@@ -13,6 +13,9 @@ import sys
 
 # subcommand -> module; keep sorted by the order users meet them.
 COMMANDS: dict[str, str] = {
+    "bench": "dualoptim.commands.bench",
+    "report": "dualoptim.commands.report",
+    "sweep": "dualoptim.commands.sweep",
     "tofu": "dualoptim.commands.tofu",
 }
 

@@ -1,0 +1,1 @@
+"""The multi-seed image-classification benchmark (config, runner, learning-rate sweep)."""

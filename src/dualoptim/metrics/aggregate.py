@@ -1,0 +1,47 @@
+"""Mean ± std over seeds and the papers' Gap and Std scores (SPEC §4.1).
+
+For metrics :math:`M \\in \\{FA, RA, TA, MIA\\}` measured over seeds :math:`s` and retrain reference
+means :math:`M^*`:
+
+.. math::
+    \\mathrm{Gap} = \\tfrac14 \\sum_M |\\mathrm{mean}_s M_s - M^*|, \\qquad
+    \\mathrm{Std} = \\tfrac14 \\sum_M \\mathrm{std}_s M_s \\ (\\text{population, ddof} = 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+__all__ = ["METRICS", "gap", "mean_std", "std_score", "summarize"]
+
+METRICS = ("FA", "RA", "TA", "MIA")
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and population standard deviation (ddof = 0), as the papers report over seeds."""
+    if not values:
+        raise ValueError("mean and std of no values are undefined")
+    mean = math.fsum(values) / len(values)
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+
+
+def gap(means: Mapping[str, float], reference: Mapping[str, float]) -> float:
+    """Mean absolute difference between the metric means and the retrain reference means."""
+    return math.fsum(abs(means[m] - reference[m]) for m in METRICS) / len(METRICS)
+
+
+def std_score(stds: Mapping[str, float]) -> float:
+    """Mean of the four metrics' standard deviations over seeds."""
+    return math.fsum(stds[m] for m in METRICS) / len(METRICS)
+
+
+def summarize(per_seed: Sequence[Mapping[str, float]], reference: Mapping[str, float]) -> dict:
+    """``{"metrics": {M: {mean, std, gap}}, "Gap": ..., "Std": ...}`` from per-seed metric dicts."""
+    metrics = {}
+    for name in METRICS:
+        mean, std = mean_std([run[name] for run in per_seed])
+        metrics[name] = {"mean": mean, "std": std, "gap": abs(mean - reference[name])}
+    means = {name: metrics[name]["mean"] for name in METRICS}
+    stds = {name: metrics[name]["std"] for name in METRICS}
+    return {"metrics": metrics, "Gap": gap(means, reference), "Std": std_score(stds)}

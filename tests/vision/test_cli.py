@@ -1,0 +1,153 @@
+"""`dualoptim bench / report / sweep` end to end on a digits benchmark that takes seconds."""
+
+import json
+
+import pytest
+
+from dualoptim.benchmark.runner import Benchmark
+from dualoptim.cli import main
+from dualoptim.metrics.aggregate import METRICS, summarize
+
+
+@pytest.fixture(scope="module")
+def bench_out(tiny_bench_yaml, tmp_path_factory):
+    """One benchmark shared by the tests below; each leaves the folder complete."""
+    out = tmp_path_factory.mktemp("bench") / "out"
+    assert main(["bench", "--preset", str(tiny_bench_yaml), "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_bench_writes_results_table_and_plots(bench_out):
+    results = json.loads((bench_out / "results.json").read_text())
+    assert set(results["retrain"]["metrics"]) == set(METRICS)
+    assert [(r["method"], r["optimizer"]) for r in results["rows"]] == [
+        ("GA", "alternate"), ("GA", "dual"), ("SFRon", "alternate"), ("SFRon", "dual")]
+    reference = {m: results["retrain"]["metrics"][m]["mean"] for m in METRICS}
+    for row in results["rows"]:
+        assert set(row["metrics"]) == set(METRICS)
+        assert all(set(row["metrics"][m]) == {"mean", "std", "gap"} for m in METRICS)
+        assert [s["seed"] for s in row["per_seed"]] == [0, 1]
+        assert row["seconds"] > 0 and not row["failed"]
+        # Gap and Std are what the per-seed values give against the per-seed retrains.
+        again = summarize(row["per_seed"], reference)
+        assert row["Gap"] == pytest.approx(again["Gap"]) and row["Std"] == pytest.approx(again["Std"])
+        assert len(row["curves"]["progress"]) == 3 and set(row["grad_norms"]) <= {"forget", "retain"}
+    env = results["env"]
+    assert env["command"].startswith("dualoptim bench") and env["torch"] and "cpu" in env
+    assert results["config"]["seeds"] == [0, 1] and (bench_out / "config.yaml").is_file()
+    assert results["time_ratio"] > 0
+    for name in ("table.md", "stability.png", "stability-SFRon.png", "grad-norms.png"):
+        assert (bench_out / name).stat().st_size > 0
+    table = (bench_out / "table.md").read_text()
+    assert "| Retrain | – |" in table and "| SFRon | dual |" in table
+
+
+def test_interrupted_benchmark_resumes_without_redoing_finished_runs(bench_out, tiny_bench_yaml, monkeypatch):
+    calls = []
+    original_run_one = Benchmark.run_one
+
+    def counting(self, method, strategy, seed, seed_data):
+        calls.append((method, strategy, seed))
+        return original_run_one(self, method, strategy, seed, seed_data)
+
+    monkeypatch.setattr(Benchmark, "run_one", counting)
+    (bench_out / "runs" / "SFRon__dual__seed1.json").unlink()  # as if interrupted during that run
+    assert main(["bench", "--preset", str(tiny_bench_yaml), "--out", str(bench_out), "--no-progress"]) == 0
+    assert calls == [("SFRon", "dual", 1)]
+
+
+def test_report_regenerates_from_results_json(bench_out):
+    (bench_out / "table.md").unlink()
+    (bench_out / "stability.png").unlink()
+    assert main(["report", str(bench_out)]) == 0
+    assert (bench_out / "table.md").is_file() and (bench_out / "stability.png").is_file()
+
+
+def test_report_of_a_folder_without_results(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert f"no such results file: {tmp_path}/results.json" in capsys.readouterr().err
+
+
+def test_a_diverging_run_is_recorded_and_the_benchmark_goes_on(tiny_bench_yaml, tmp_path, capsys):
+    out = tmp_path / "nan"
+    args = ["bench", "--preset", str(tiny_bench_yaml), "--methods", "GA,SFRon", "--optimizers", "alternate",
+            "--seeds", "0", "--out", str(out), "--no-progress"]
+    layer = tmp_path / "diverge.yaml"
+    layer.write_text("unlearn: {methods: {GA: {forget_lr: {alternate: 1.0e+30}}}}\n")
+    assert main([*args, "--preset", str(layer)]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["GA"]["metrics"] is None and "became" in rows["GA"]["failed"][0]["reason"]
+    assert rows["SFRon"]["metrics"] is not None
+    assert "stopped:" in (out / "table.md").read_text()
+    printed = capsys.readouterr().out
+    assert "# effective configuration" in printed and "forget_lr:" in printed and "| GA | alternate | failed" in printed
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--methods", "GA,Forgetron"], "unknown method 'Forgetron'"),
+        (["--optimizers", "dual,sideways"], "unknown strategy 'sideways'"),
+        (["--seeds", "0,x"], "seeds must be integers, got '0,x'"),
+        (["--preset", "nosuchpreset"], "unknown preset 'nosuchpreset'"),
+    ],
+)
+def test_bad_command_line_input_is_a_one_line_error(tiny_bench_yaml, tmp_path, capsys, extra, message):
+    assert main(["bench", "--preset", str(tiny_bench_yaml), *extra, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("dualoptim bench: error:") and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        ("data: {forget_fraction: 1.5}", "forget fraction must be in (0, 1), got 1.5"),
+        ("data: {forget: indices, forget_indices: IDX}", "forget indices out of range [0, 1437): [5000]"),
+        ("data: {dataset: fashion-mnist, root: ROOT}", "/empty/fashion-mnist does not exist"),
+        ("model: {checkpoint: JUNK}", "corrupt checkpoint"),
+        ("model: {checkpoint: WIDE}", "does not match the model SmallCNN"),
+    ],
+)
+def test_bad_data_and_checkpoints_are_one_line_errors(tiny_bench_yaml, tmp_path, capsys, layer, message):
+    import torch
+
+    from dualoptim.models import build_model, save_checkpoint
+
+    (tmp_path / "idx.txt").write_text("1 5000")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    save_checkpoint(tmp_path / "wide.pt", build_model("small-cnn", (1, 8, 8), 10, 32), {})
+    (tmp_path / "empty").mkdir()
+    text = (layer.replace("IDX", str(tmp_path / "idx.txt")).replace("ROOT", str(tmp_path / "empty"))
+            .replace("JUNK", str(tmp_path / "junk.pt")).replace("WIDE", str(tmp_path / "wide.pt")))
+    (tmp_path / "bad.yaml").write_text(text + "\n")
+    assert torch.get_num_threads() >= 1
+    rc = main(["bench", "--preset", str(tiny_bench_yaml), "--preset", str(tmp_path / "bad.yaml"),
+               "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and "\n" not in err
+
+
+def test_sweep_picks_the_forget_lr_of_lowest_gap(tiny_bench_yaml, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--preset", str(tiny_bench_yaml), "--methods", "GA", "--optimizers", "dual", "--seeds", "0",
+            "--factors", "0.1,10", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    summary = json.loads((out / "sweep.json").read_text())
+    points = summary["grid"]["GA"]["dual"]
+    assert [p["forget_lr"] for p in points] == pytest.approx([1e-4, 1e-2])
+    best = min(points, key=lambda p: p["Gap"])["forget_lr"]
+    assert summary["best_forget_lr"]["GA"]["dual"] == pytest.approx(best)
+    from dualoptim.benchmark.config import load_preset
+    from dualoptim.benchmark.runner import settings_for
+
+    tuned = load_preset(str(tiny_bench_yaml), str(out / "best.yaml"))
+    assert settings_for(tuned, "GA", "dual").forget_lr == pytest.approx(best)
+    assert (out / "factor-0.1" / "results.json").is_file() and (out / "factor-10" / "results.json").is_file()
+
+
+def test_sweep_needs_a_method_with_a_forget_loss(tiny_bench_yaml, tmp_path, capsys):
+    args = ["sweep", "--preset", str(tiny_bench_yaml), "--methods", "FT", "--out", str(tmp_path / "s"), "--no-progress"]
+    assert main(args) == 2
+    assert "none of the methods ['FT'] has a forget loss" in capsys.readouterr().err
+    assert main([*args[:-3], "--factors", "1,-2", "--out", str(tmp_path / "s"), "--no-progress"]) == 2
+    assert "sweep factors must be positive numbers, got [1.0, -2.0]" in capsys.readouterr().err
