@@ -28,6 +28,11 @@ def test_resolution_of_schedules_and_learning_rates():
     assert settings_for(config, "SCRUB", "dual").forget_lr == 7e-4
     assert settings_for(config, "RL", "dual").forget_lr == config.unlearn.optim.forget_lr["dual"]
     assert settings_for(config, "SCRUB", "dual").retain_lr == 0.01
+    # 8-bit strategies use the rates of their float32 twin unless given their own.
+    assert settings_for(config, "SCRUB", "dual-8bit") == settings_for(config, "SCRUB", "dual")
+    assert settings_for(config, "SFRon", "dual+-8bit") == settings_for(config, "SFRon", "dual+")
+    config = config_from_dict(BenchConfig, {"unlearn": {"optim": {"forget_lr": {"dual+-8bit": 5e-4}}}}, base=config)
+    assert settings_for(config, "RL", "dual+-8bit").forget_lr == 5e-4
 
 
 def test_layered_presets_override_key_by_key(tmp_path):

@@ -10,6 +10,7 @@ from tests.vision.helpers import accuracy
 
 # (forget lr, retain lr) per strategy; a joint step uses the retain lr.
 LEARNING_RATES = {"joint": (0.02, 0.02), "alternate": (0.02, 0.05), "dual": (3e-2, 0.05), "dual+": (3e-2, 1e-2)}
+LEARNING_RATES.update({"dual-8bit": LEARNING_RATES["dual"], "dual+-8bit": LEARNING_RATES["dual+"]})
 # Forget gradients of a memorised set are small (norm ~0.3): plain SGD needs a larger forget lr for
 # SFRon's ascent than Adam does, which is the papers' argument for an adaptive forget optimizer.
 SGD_FORGET_LR = {"SFRon": 0.3}

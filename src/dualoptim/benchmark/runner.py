@@ -101,8 +101,11 @@ def settings_for(config: BenchConfig, method: str, strategy: str) -> OptimizerSe
     optim = config.unlearn.optim
     overrides = _method_config(config, method)
     rates = {}
+    fallback = STRATEGIES.get(strategy).rates_from
     for side, defaults, specific in (("forget_lr", optim.forget_lr, overrides.forget_lr), ("retain_lr", optim.retain_lr, overrides.retain_lr)):
         value = specific.get(strategy, defaults.get(strategy))
+        if value is None and fallback is not None:
+            value = specific.get(fallback, defaults.get(fallback))
         if value is None:
             raise ValueError(f"no {side} for strategy {strategy!r} (set unlearn.optim.{side}.{strategy})")
         if not value > 0:

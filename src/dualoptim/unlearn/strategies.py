@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from dualoptim.optim import DualOptim, DualOptimPlus, Objective
+from dualoptim.optim import AdamW8bit, DualOptim, DualOptimPlus, Objective
 from dualoptim.optim._objective import ObjectiveMixin
 from dualoptim.registry import Registry
 
@@ -56,16 +56,19 @@ class Strategy:
     name: str
     build: Callable[[list[torch.nn.Parameter], OptimizerSettings], Optimizer]
     joint: bool = False
+    #: A strategy without learning rates of its own in a config uses this one's (8-bit variants
+    #: reuse the rates tuned for their float32 twin).
+    rates_from: str | None = None
 
 
 STRATEGIES = Registry[Strategy]("strategy")
 
 
-def register_strategy(name: str, *, joint: bool = False) -> Callable:
+def register_strategy(name: str, *, joint: bool = False, rates_from: str | None = None) -> Callable:
     """Decorator registering an optimizer builder ``(params, settings) -> Optimizer`` as a strategy."""
 
     def decorator(build: Callable) -> Callable:
-        STRATEGIES.register(name)(Strategy(name, build, joint))
+        STRATEGIES.register(name)(Strategy(name, build, joint, rates_from))
         return build
 
     return decorator
@@ -144,4 +147,32 @@ def dual_plus(params: list, settings: OptimizerSettings) -> Optimizer:
         betas=settings.plus_betas,
         eps=settings.eps,
         weight_decay=settings.plus_weight_decay,
+    )
+
+
+@register_strategy("dual-8bit", rates_from="dual")
+def dual_8bit(params: list, settings: OptimizerSettings) -> Optimizer:
+    # The forget side's Adam moments in 8 bits; the retain side is SGD, whose single momentum
+    # buffer stays float32 (the 8-bit rows of the papers quantise Adam states).
+    forget = partial(
+        AdamW8bit,
+        lr=settings.forget_lr,
+        betas=settings.forget_betas,
+        eps=settings.eps,
+        weight_decay=settings.forget_weight_decay,
+    )
+    return DualOptim(params, forget=forget, retain=_sgd(settings, settings.retain_lr))
+
+
+@register_strategy("dual+-8bit", rates_from="dual+")
+def dual_plus_8bit(params: list, settings: OptimizerSettings) -> Optimizer:
+    return DualOptimPlus(
+        params,
+        lr=settings.retain_lr,
+        forget_lr=settings.forget_lr,
+        betas=settings.plus_betas,
+        eps=settings.eps,
+        weight_decay=settings.plus_weight_decay,
+        quantize_base=True,
+        quantize_delta=True,
     )
