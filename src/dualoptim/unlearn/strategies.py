@@ -24,8 +24,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from dualoptim.optim import AdamW8bit, DualOptim, DualOptimPlus, Objective
-from dualoptim.optim._objective import ObjectiveMixin
+from dualoptim.optim import AdamW8bit, DualOptim, DualOptimPlus, Objective, ObjectiveMixin
 from dualoptim.registry import Registry
 
 __all__ = ["STRATEGIES", "OptimizerSettings", "SharedState", "Strategy", "build_optimizer", "register_strategy"]
