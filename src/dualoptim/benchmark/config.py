@@ -42,8 +42,12 @@ def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclas
 @dataclass
 class DataConfig:
     dataset: str = _help("digits | fashion-mnist | cifar10 | cifar100 | svhn", "digits")
-    root: str | None = _help("folder holding the data sets (default: dualoptim.paths.default_data_root())", None)
-    train_subset: int | None = _help("use this many training examples (a fixed random subset); None = all", None)
+    root: str | None = _help(
+        "folder holding the data sets (default: dualoptim.paths.default_data_root())", None
+    )
+    train_subset: int | None = _help(
+        "use this many training examples (a fixed random subset); None = all", None
+    )
     test_subset: int | None = _help("use this many test examples (a fixed random subset); None = all", None)
     forget: str = _help("how the forget set is chosen: random | class | indices", "random")
     forget_fraction: float | None = _help("random: share of the training set to forget, in (0, 1)", 0.1)
@@ -76,8 +80,12 @@ class ScheduleConfig:
     """Unset fields (None) inherit: global schedule < the method's published defaults < per-method values."""
 
     outer_iterations: int | None = _help("outer iterations of the loop", None)
-    forget_steps: int | str | None = _help("forget steps per outer iteration, or 'pass' (one full pass over D_f)", None)
-    retain_steps: int | str | None = _help("retain steps per outer iteration, or 'pass' (one full pass over D_r)", None)
+    forget_steps: int | str | None = _help(
+        "forget steps per outer iteration, or 'pass' (one full pass over D_f)", None
+    )
+    retain_steps: int | str | None = _help(
+        "retain steps per outer iteration, or 'pass' (one full pass over D_r)", None
+    )
 
 
 @dataclass
@@ -85,9 +93,15 @@ class MethodConfig:
     """Per-method overrides: hyper-parameters, schedule and learning rates."""
 
     options: dict[str, Any] = _help("hyper-parameters of the method (its dataclass fields)", factory=dict)
-    schedule: ScheduleConfig = _help("schedule of this method (unset fields: the global schedule)", factory=ScheduleConfig)
-    forget_lr: dict[str, float] = _help("strategy -> forget learning rate (unset: unlearn.optim.forget_lr)", factory=dict)
-    retain_lr: dict[str, float] = _help("strategy -> retain learning rate (unset: unlearn.optim.retain_lr)", factory=dict)
+    schedule: ScheduleConfig = _help(
+        "schedule of this method (unset fields: the global schedule)", factory=ScheduleConfig
+    )
+    forget_lr: dict[str, float] = _help(
+        "strategy -> forget learning rate (unset: unlearn.optim.forget_lr)", factory=dict
+    )
+    retain_lr: dict[str, float] = _help(
+        "strategy -> retain learning rate (unset: unlearn.optim.retain_lr)", factory=dict
+    )
 
 
 @dataclass
@@ -106,7 +120,9 @@ class OptimConfig:
     weight_decay: float = _help("SGD weight decay", 5e-4)
     forget_betas: list[float] = _help("AdamW betas of the dual forget side", factory=lambda: [0.9, 0.999])
     forget_weight_decay: float = _help("AdamW decoupled weight decay of the dual forget side", 0.05)
-    plus_betas: list[float] = _help("DualOptimPlus betas (delta1, delta2, base1, base2)", factory=lambda: [0.9, 0.95, 0.9, 0.95])
+    plus_betas: list[float] = _help(
+        "DualOptimPlus betas (delta1, delta2, base1, base2)", factory=lambda: [0.9, 0.95, 0.9, 0.95]
+    )
     plus_weight_decay: float = _help("DualOptimPlus decoupled weight decay", 0.0)
 
 
@@ -114,7 +130,8 @@ class OptimConfig:
 class UnlearnConfig:
     batch_size: int = _help("mini-batch size of forget and retain batches", 64)
     schedule: ScheduleConfig = _help(
-        "default schedule", factory=lambda: ScheduleConfig(outer_iterations=3, forget_steps="pass", retain_steps="pass")
+        "default schedule",
+        factory=lambda: ScheduleConfig(outer_iterations=3, forget_steps="pass", retain_steps="pass"),
     )
     optim: OptimConfig = _help("optimizer settings", factory=OptimConfig)
     methods: dict[str, MethodConfig] = _help(
@@ -122,21 +139,32 @@ class UnlearnConfig:
         factory=lambda: {"SFRon": MethodConfig(schedule=ScheduleConfig(outer_iterations=12))},
     )
     curve_points: int = _help("evaluations along each run for the stability plot", 4)
-    curve_examples: int = _help("examples per set used for the curve evaluations (final metrics use all)", 2000)
+    curve_examples: int = _help(
+        "examples per set used for the curve evaluations (final metrics use all)", 2000
+    )
     mia_svc: bool = _help("also report the SVC MIA-efficacy of the SalUn paper (MIA-SVC)", False)
 
 
 @dataclass
 class BenchConfig:
     methods: list[str] = _help("methods to run", factory=lambda: list(ALL))
-    optimizers: list[str] = _help("strategies to run each method with", factory=lambda: ["joint", "alternate", "dual", "dual+"])
-    seeds: list[int] = _help("seeds: each decides a forget set, a retrained reference and the unlearning randomness", factory=lambda: [0, 1, 2, 3, 4])
+    optimizers: list[str] = _help(
+        "strategies to run each method with", factory=lambda: ["joint", "alternate", "dual", "dual+"]
+    )
+    seeds: list[int] = _help(
+        "seeds: each decides a forget set, a retrained reference and the unlearning randomness",
+        factory=lambda: [0, 1, 2, 3, 4],
+    )
     data: DataConfig = _help("data", factory=DataConfig)
     model: ModelConfig = _help("model", factory=ModelConfig)
     train: TrainConfig = _help("training of the original and retrained models", factory=TrainConfig)
     unlearn: UnlearnConfig = _help("unlearning", factory=UnlearnConfig)
-    cache_dir: str | None = _help("cache of trained models (default: dualoptim.paths.default_cache_dir())", None)
-    device: str = _help("where models and data live: cpu | cuda | cuda:N | auto (cuda when available)", "auto")
+    cache_dir: str | None = _help(
+        "cache of trained models (default: dualoptim.paths.default_cache_dir())", None
+    )
+    device: str = _help(
+        "where models and data live: cpu | cuda | cuda:N | auto (cuda when available)", "auto"
+    )
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:
@@ -222,14 +250,22 @@ def _is_classification_preset(data: Any) -> bool:
     """Classification presets name an image data set; the folder also holds the TOFU presets."""
     from dualoptim.data import DATASETS
 
-    return isinstance(data, dict) and isinstance(data.get("data"), dict) and data["data"].get("dataset") in DATASETS
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("data"), dict)
+        and data["data"].get("dataset") in DATASETS
+    )
 
 
 def preset_names() -> list[str]:
     """The image-classification presets shipped in ``dualoptim/configs``."""
     import yaml
 
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if _is_classification_preset(yaml.safe_load(p.read_text(encoding="utf-8"))))
+    return sorted(
+        p.stem
+        for p in PRESET_DIR.glob("*.yaml")
+        if _is_classification_preset(yaml.safe_load(p.read_text(encoding="utf-8")))
+    )
 
 
 def read_preset(name_or_path: str) -> dict[str, Any]:
@@ -239,7 +275,9 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
     if not path.suffix:
         if name_or_path not in preset_names():
-            raise ValueError(f"unknown preset {name_or_path!r}; valid: {', '.join(preset_names())} or a YAML file")
+            raise ValueError(
+                f"unknown preset {name_or_path!r}; valid: {', '.join(preset_names())} or a YAML file"
+            )
         path = PRESET_DIR / f"{name_or_path}.yaml"
     elif not path.is_file():
         raise ValueError(f"preset file does not exist: {path}")

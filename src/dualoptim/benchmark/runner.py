@@ -54,7 +54,9 @@ def validate(config: BenchConfig) -> None:
     for name in config.methods:
         METHODS.get(name)
         if METHODS.get(name).from_scratch:
-            raise ValueError(f"method {name!r} is the retrained reference every run is compared with; do not list it")
+            raise ValueError(
+                f"method {name!r} is the retrained reference every run is compared with; do not list it"
+            )
     for name in config.optimizers:
         STRATEGIES.get(name)
     from dualoptim.data import DATASETS
@@ -86,7 +88,13 @@ def schedule_for(config: BenchConfig, method: str) -> Schedule:
     """Global schedule < the method's published defaults < per-method config."""
     resolved = dataclasses.asdict(config.unlearn.schedule)
     resolved.update(METHODS.get(method).schedule_defaults)
-    resolved.update({k: v for k, v in dataclasses.asdict(_method_config(config, method).schedule).items() if v is not None})
+    resolved.update(
+        {
+            k: v
+            for k, v in dataclasses.asdict(_method_config(config, method).schedule).items()
+            if v is not None
+        }
+    )
     for key in ("forget_steps", "retain_steps"):
         value = resolved[key]
         if isinstance(value, str):
@@ -102,7 +110,10 @@ def settings_for(config: BenchConfig, method: str, strategy: str) -> OptimizerSe
     overrides = _method_config(config, method)
     rates = {}
     fallback = STRATEGIES.get(strategy).rates_from
-    for side, defaults, specific in (("forget_lr", optim.forget_lr, overrides.forget_lr), ("retain_lr", optim.retain_lr, overrides.retain_lr)):
+    for side, defaults, specific in (
+        ("forget_lr", optim.forget_lr, overrides.forget_lr),
+        ("retain_lr", optim.retain_lr, overrides.retain_lr),
+    ):
         value = specific.get(strategy, defaults.get(strategy))
         if value is None and fallback is not None:
             value = specific.get(fallback, defaults.get(fallback))
@@ -126,8 +137,17 @@ def environment(command: list[str] | None = None) -> dict[str, Any]:
     """Command, commit, torch version and hardware, stored with every result."""
     root = Path(__file__).resolve().parents[3]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip())
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     cpu = platform.processor() or platform.machine()
@@ -167,7 +187,9 @@ class SeedData:
 class Benchmark:
     """Everything a benchmark needs, built once: data, original model, cached retrains."""
 
-    def __init__(self, config: BenchConfig, *, progress_bar: bool = True, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, config: BenchConfig, *, progress_bar: bool = True, log: Callable[[str], None] = print
+    ) -> None:
         validate(config)
         self.config = config
         self.progress_bar = progress_bar
@@ -197,14 +219,23 @@ class Benchmark:
         return data
 
     def new_model(self) -> nn.Module:
-        model = build_model(self.config.model.arch, self.data.image_shape, self.data.num_classes, self.config.model.width)
+        model = build_model(
+            self.config.model.arch, self.data.image_shape, self.data.num_classes, self.config.model.width
+        )
         return model.to(self.device)
 
     def _model_key(self) -> dict[str, Any]:
         cfg = self.config
-        return {"v": _CACHE_VERSION, "data": [cfg.data.dataset, cfg.data.train_subset], "model": [cfg.model.arch, cfg.model.width], "train": dataclasses.asdict(cfg.train)}
+        return {
+            "v": _CACHE_VERSION,
+            "data": [cfg.data.dataset, cfg.data.train_subset],
+            "model": [cfg.model.arch, cfg.model.width],
+            "train": dataclasses.asdict(cfg.train),
+        }
 
-    def _train_cached(self, kind: str, key: dict[str, Any], images: torch.Tensor, labels: torch.Tensor, seed: int) -> tuple[nn.Module, dict]:
+    def _train_cached(
+        self, kind: str, key: dict[str, Any], images: torch.Tensor, labels: torch.Tensor, seed: int
+    ) -> tuple[nn.Module, dict]:
         path = self.cache / "vision" / f"{kind}-{_hash(key)}.pt"
         model = self.new_model()
         if path.is_file():
@@ -216,8 +247,17 @@ class Benchmark:
         model = self.new_model()
         t = self.config.train
         seconds = train_classifier(
-            model, images, labels, epochs=t.epochs, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-            batch_size=t.batch_size, seed=seed, progress_bar=self.progress_bar, description=kind,
+            model,
+            images,
+            labels,
+            epochs=t.epochs,
+            lr=t.lr,
+            momentum=t.momentum,
+            weight_decay=t.weight_decay,
+            batch_size=t.batch_size,
+            seed=seed,
+            progress_bar=self.progress_bar,
+            description=kind,
         )
         meta = {"seconds": seconds, "key": key, "examples": len(labels)}
         save_checkpoint(path, model, meta)
@@ -235,12 +275,23 @@ class Benchmark:
         cfg = self.config.data
         indices = read_indices(cfg.forget_indices) if cfg.forget == "indices" else None
         split = make_split(
-            self.data.train_y, cfg.forget, fraction=cfg.forget_fraction, count=cfg.forget_count,
-            forget_class=cfg.forget_class, indices=indices, seed=seed,
+            self.data.train_y,
+            cfg.forget,
+            fraction=cfg.forget_fraction,
+            count=cfg.forget_count,
+            forget_class=cfg.forget_class,
+            indices=indices,
+            seed=seed,
         )
         # Splits are made on the CPU; the sets the runs use live on the benchmark's device.
-        forget = (self.data.train_x[split.forget].to(self.device), self.data.train_y[split.forget].to(self.device))
-        retain = (self.data.train_x[split.retain].to(self.device), self.data.train_y[split.retain].to(self.device))
+        forget = (
+            self.data.train_x[split.forget].to(self.device),
+            self.data.train_y[split.forget].to(self.device),
+        )
+        retain = (
+            self.data.train_x[split.retain].to(self.device),
+            self.data.train_y[split.retain].to(self.device),
+        )
         test = (self.data.test_x.to(self.device), self.data.test_y.to(self.device))
         generator = torch.Generator().manual_seed(seed)
         limit = self.config.unlearn.curve_examples
@@ -263,15 +314,22 @@ class Benchmark:
     # -- one unlearning run -------------------------------------------------------------------------
     def run_key(self, method: str, strategy: str, seed: int, seed_data: SeedData) -> str:
         cfg = self.config
-        return _hash({
-            "original": self.original_meta.get("key", self.original_meta.get("checkpoint")),
-            "forget": _hash(seed_data.split.forget.tolist()), "seed": seed,
-            "method": method, "options": _method_config(cfg, method).options, "strategy": strategy,
-            "schedule": dataclasses.asdict(schedule_for(cfg, method)),
-            "settings": dataclasses.asdict(settings_for(cfg, method, strategy)),
-            "batch_size": cfg.unlearn.batch_size, "curve": [cfg.unlearn.curve_points, cfg.unlearn.curve_examples],
-            "svc": cfg.unlearn.mia_svc, "test": cfg.data.test_subset,
-        })
+        return _hash(
+            {
+                "original": self.original_meta.get("key", self.original_meta.get("checkpoint")),
+                "forget": _hash(seed_data.split.forget.tolist()),
+                "seed": seed,
+                "method": method,
+                "options": _method_config(cfg, method).options,
+                "strategy": strategy,
+                "schedule": dataclasses.asdict(schedule_for(cfg, method)),
+                "settings": dataclasses.asdict(settings_for(cfg, method, strategy)),
+                "batch_size": cfg.unlearn.batch_size,
+                "curve": [cfg.unlearn.curve_points, cfg.unlearn.curve_examples],
+                "svc": cfg.unlearn.mia_svc,
+                "test": cfg.data.test_subset,
+            }
+        )
 
     def run_one(self, method_name: str, strategy: str, seed: int, seed_data: SeedData) -> dict[str, Any]:
         """Unlearn one (method, strategy, seed); a non-finite loss is recorded, not raised."""
@@ -281,19 +339,33 @@ class Benchmark:
         record: dict[str, Any] = {"method": method_name, "optimizer": strategy, "seed": seed}
         try:
             log = unlearn(
-                model, method, seed_data.forget, seed_data.retain,
-                strategy=strategy, settings=settings_for(cfg, method_name, strategy), schedule=schedule_for(cfg, method_name),
-                batch_size=cfg.unlearn.batch_size, seed=seed,
-                evaluate=lambda m: self.evaluate(m, seed_data.curve_sets), eval_points=cfg.unlearn.curve_points,
+                model,
+                method,
+                seed_data.forget,
+                seed_data.retain,
+                strategy=strategy,
+                settings=settings_for(cfg, method_name, strategy),
+                schedule=schedule_for(cfg, method_name),
+                batch_size=cfg.unlearn.batch_size,
+                seed=seed,
+                evaluate=lambda m: self.evaluate(m, seed_data.curve_sets),
+                eval_points=cfg.unlearn.curve_points,
                 progress_bar=self.progress_bar,
             )
         except NonFiniteLoss as error:
             return {**record, "status": "failed", "reason": str(error)}
         metrics = self.evaluate(model, (seed_data.forget, seed_data.retain, seed_data.test))
         return {
-            **record, "status": "ok", "metrics": metrics, "seconds": log.seconds, "steps": log.steps,
+            **record,
+            "status": "ok",
+            "metrics": metrics,
+            "seconds": log.seconds,
+            "steps": log.steps,
             "curve": log.curve,
-            "grad_norms": {side: _bin_norms(log.grad_steps[side], log.grad_norms[side], log.steps) for side in ("forget", "retain")},
+            "grad_norms": {
+                side: _bin_norms(log.grad_steps[side], log.grad_norms[side], log.steps)
+                for side in ("forget", "retain")
+            },
         }
 
     # -- the whole benchmark --------------------------------------------------------------------------
@@ -340,15 +412,31 @@ class Benchmark:
     def _reference(self, seed: int, seed_data: SeedData, runs_dir: Path) -> tuple[dict, dict]:
         """Retrain metrics and the original model's metrics on this seed's split (cached in runs/)."""
         path = runs_dir / f"Retrain__seed{seed}.json"
-        key = _hash({"original": self.original_meta.get("key", self.original_meta.get("checkpoint")), "retrain": self._model_key(), "forget": _hash(seed_data.split.forget.tolist()), "seed": seed, "test": self.config.data.test_subset, "svc": self.config.unlearn.mia_svc, "curve": self.config.unlearn.curve_examples})
+        key = _hash(
+            {
+                "original": self.original_meta.get("key", self.original_meta.get("checkpoint")),
+                "retrain": self._model_key(),
+                "forget": _hash(seed_data.split.forget.tolist()),
+                "seed": seed,
+                "test": self.config.data.test_subset,
+                "svc": self.config.unlearn.mia_svc,
+                "curve": self.config.unlearn.curve_examples,
+            }
+        )
         record = _reuse(path, key)
         if record is None:
             model, meta = self.retrain(seed, seed_data)
             sets = (seed_data.forget, seed_data.retain, seed_data.test)
             record = {
-                "key": key, "status": "ok", "seed": seed, "metrics": self.evaluate(model, sets), "seconds": meta["seconds"],
-                "curve_metrics": self.evaluate(model, seed_data.curve_sets), "original": self.evaluate(self.original, sets),
-                "forget_size": len(seed_data.split.forget), "retain_size": len(seed_data.split.retain),
+                "key": key,
+                "status": "ok",
+                "seed": seed,
+                "metrics": self.evaluate(model, sets),
+                "seconds": meta["seconds"],
+                "curve_metrics": self.evaluate(model, seed_data.curve_sets),
+                "original": self.evaluate(self.original, sets),
+                "forget_size": len(seed_data.split.forget),
+                "retain_size": len(seed_data.split.retain),
             }
             write_json_atomic(path, record)
         return record, record["original"]
@@ -401,7 +489,9 @@ def _series(values: list[list[float]]) -> dict[str, list[float]]:
     return {"mean": [m for m, _ in stats], "std": [s for _, s in stats]}
 
 
-def aggregate(config: BenchConfig, references: dict, originals: dict, runs: list[dict], env: dict, original_meta: dict) -> dict[str, Any]:
+def aggregate(
+    config: BenchConfig, references: dict, originals: dict, runs: list[dict], env: dict, original_meta: dict
+) -> dict[str, Any]:
     """results.json (SPEC §6) from the per-run records."""
     seeds = list(config.seeds)
     ref_runs = [references[s]["metrics"] for s in seeds]
@@ -415,7 +505,8 @@ def aggregate(config: BenchConfig, references: dict, originals: dict, runs: list
             mine = [r for r in runs if r["method"] == method and r["optimizer"] == strategy]
             ok = [r for r in mine if r["status"] == "ok"]
             row: dict[str, Any] = {
-                "method": method, "optimizer": strategy,
+                "method": method,
+                "optimizer": strategy,
                 "seeds": [r["seed"] for r in ok],
                 "failed": [{"seed": r["seed"], "reason": r["reason"]} for r in mine if r["status"] != "ok"],
                 "per_seed": [{"seed": r["seed"], **r["metrics"], "seconds": r["seconds"]} for r in ok],
@@ -434,7 +525,10 @@ def aggregate(config: BenchConfig, references: dict, originals: dict, runs: list
                 for side in ("forget", "retain"):
                     series = [r["grad_norms"][side] for r in ok]
                     if series and series[0]:
-                        row["grad_norms"][side] = {"progress": [p for p, _ in series[0]], **_series([[n for _, n in s] for s in series])}
+                        row["grad_norms"][side] = {
+                            "progress": [p for p, _ in series[0]],
+                            **_series([[n for _, n in s] for s in series]),
+                        }
             else:
                 row.update({"metrics": None, "Gap": None, "Std": None, "seconds": None})
             rows.append(row)
@@ -445,22 +539,35 @@ def aggregate(config: BenchConfig, references: dict, originals: dict, runs: list
         "env": env,
         "config": config_to_dict(config),
         "original": {
-            "metrics": {m: dict(zip(("mean", "std"), mean_std([originals[s][m] for s in seeds]))) for m in METRICS},
+            "metrics": {
+                m: dict(zip(("mean", "std"), mean_std([originals[s][m] for s in seeds]))) for m in METRICS
+            },
             "seconds": original_meta.get("seconds"),
         },
         "retrain": {
             "metrics": ref_summary,
             "Std": sum(ref_summary[m]["std"] for m in METRICS) / len(METRICS),
-            "seconds": retrain_seconds[0], "seconds_std": retrain_seconds[1],
-            "per_seed": [{"seed": s, **references[s]["metrics"], "seconds": references[s]["seconds"]} for s in seeds],
+            "seconds": retrain_seconds[0],
+            "seconds_std": retrain_seconds[1],
+            "per_seed": [
+                {"seed": s, **references[s]["metrics"], "seconds": references[s]["seconds"]} for s in seeds
+            ],
             "curve_reference": ref_curve,
-            "forget_size": references[seeds[0]]["forget_size"], "retain_size": references[seeds[0]]["retain_size"],
+            "forget_size": references[seeds[0]]["forget_size"],
+            "retain_size": references[seeds[0]]["retain_size"],
         },
         "rows": rows,
         "time_ratio": (sum(timed) / len(timed)) / retrain_seconds[0] if timed else None,
     }
 
 
-def run_benchmark(config: BenchConfig, out: str | os.PathLike[str], *, progress_bar: bool = True, command: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_benchmark(
+    config: BenchConfig,
+    out: str | os.PathLike[str],
+    *,
+    progress_bar: bool = True,
+    command: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run (or resume) the benchmark of ``config`` into ``out`` and return results.json's content."""
     return Benchmark(config, progress_bar=progress_bar, log=log).run(out, command=command)

@@ -29,7 +29,13 @@ def scaled_config(config: BenchConfig, factor: float) -> BenchConfig:
 
 
 def run_sweep(
-    config: BenchConfig, factors: list[float], out: str | Path, *, progress_bar: bool = True, command: list[str] | None = None, log=print
+    config: BenchConfig,
+    factors: list[float],
+    out: str | Path,
+    *,
+    progress_bar: bool = True,
+    command: list[str] | None = None,
+    log=print,
 ) -> dict[str, Any]:
     """Run the benchmark once per factor into ``out/factor-<f>``; write ``sweep.json`` and ``best.yaml``.
 
@@ -39,7 +45,9 @@ def run_sweep(
     if not factors or any(not f > 0 for f in factors):
         raise ValueError(f"sweep factors must be positive numbers, got {factors}")
     if not any(METHODS.get(m).has_forget for m in config.methods):
-        raise ValueError(f"none of the methods {config.methods} has a forget loss, so there is no forget lr to tune")
+        raise ValueError(
+            f"none of the methods {config.methods} has a forget loss, so there is no forget lr to tune"
+        )
     out = Path(out)
     benchmark: Benchmark | None = None
     grid: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -54,7 +62,13 @@ def run_sweep(
         for row in results["rows"]:
             lr = settings_for(scaled, row["method"], row["optimizer"]).forget_lr
             grid.setdefault(row["method"], {}).setdefault(row["optimizer"], []).append(
-                {"factor": factor, "forget_lr": lr, "Gap": row["Gap"], "Std": row["Std"], "failed": len(row["failed"])}
+                {
+                    "factor": factor,
+                    "forget_lr": lr,
+                    "Gap": row["Gap"],
+                    "Std": row["Std"],
+                    "failed": len(row["failed"]),
+                }
             )
     best: dict[str, dict[str, float]] = {}
     for method, strategies in grid.items():
@@ -62,7 +76,9 @@ def run_sweep(
             finished = [p for p in points if p["Gap"] is not None and p["failed"] == 0]
             if finished:
                 # 3 significant digits: 0.3 x 3e-4 is 9e-05, not 8.999999999999999e-05
-                best.setdefault(method, {})[strategy] = float(f"{min(finished, key=lambda p: p['Gap'])['forget_lr']:.3g}")
+                best.setdefault(method, {})[strategy] = float(
+                    f"{min(finished, key=lambda p: p['Gap'])['forget_lr']:.3g}"
+                )
     summary = {"factors": factors, "seeds": config.seeds, "grid": grid, "best_forget_lr": best}
     write_json_atomic(out / "sweep.json", summary)
     import yaml

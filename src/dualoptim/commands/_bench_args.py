@@ -9,16 +9,27 @@ from dualoptim.benchmark.config import BenchConfig
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--preset", action="append", default=None, metavar="NAME|FILE",
+        "--preset",
+        action="append",
+        default=None,
+        metavar="NAME|FILE",
         help="YAML preset (digits, fashion-mnist, cifar10-resnet18) or file; repeat to layer files (later wins)",
     )
     parser.add_argument("--methods", help="comma-separated methods (default: all of the preset)")
     parser.add_argument("--optimizers", help="comma-separated strategies: joint, alternate, dual, dual+")
     parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2,3,4")
-    parser.add_argument("--data-root", help="folder holding the data sets (default: ../shared/data or $DUALOPTIM_DATA_ROOT)")
-    parser.add_argument("--cache-dir", help="cache of trained models (default: $DUALOPTIM_CACHE or ~/.cache/dualoptim)")
-    parser.add_argument("--device", help="cpu | cuda | cuda:N | auto (default: the preset's, auto = cuda when available)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--data-root", help="folder holding the data sets (default: ../shared/data or $DUALOPTIM_DATA_ROOT)"
+    )
+    parser.add_argument(
+        "--cache-dir", help="cache of trained models (default: $DUALOPTIM_CACHE or ~/.cache/dualoptim)"
+    )
+    parser.add_argument(
+        "--device", help="cpu | cuda | cuda:N | auto (default: the preset's, auto = cuda when available)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

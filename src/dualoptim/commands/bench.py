@@ -32,8 +32,13 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         if args.threads:
             torch.set_num_threads(args.threads)
-        print("# effective configuration\n" + yaml.safe_dump(config_to_dict(config), sort_keys=False), flush=True)
-        results = run_benchmark(config, args.out, progress_bar=not args.no_progress, command=command_line("bench", args))
+        print(
+            "# effective configuration\n" + yaml.safe_dump(config_to_dict(config), sort_keys=False),
+            flush=True,
+        )
+        results = run_benchmark(
+            config, args.out, progress_bar=not args.no_progress, command=command_line("bench", args)
+        )
     except ValueError as error:
         print(f"dualoptim bench: error: {error}", file=sys.stderr)
         return 2

@@ -20,7 +20,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = read_json(Path(args.dir) / "results.json")
         if not isinstance(results, dict) or "rows" not in results or "retrain" not in results:
-            raise ValueError(f"{Path(args.dir) / 'results.json'} is not a benchmark results file (no rows/retrain)")
+            raise ValueError(
+                f"{Path(args.dir) / 'results.json'} is not a benchmark results file (no rows/retrain)"
+            )
     except (FileNotFoundError, ValueError) as error:
         print(f"dualoptim report: error: {error}", file=sys.stderr)
         return 2

@@ -14,7 +14,11 @@ from dualoptim.commands._bench_args import add_config_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--factors", default="0.3,1,3", help="comma-separated multipliers of the forget lrs (default: 0.3,1,3)")
+    parser.add_argument(
+        "--factors",
+        default="0.3,1,3",
+        help="comma-separated multipliers of the forget lrs (default: 0.3,1,3)",
+    )
     parser.add_argument("--out", default="out/sweep", help="output folder (default: out/sweep)")
 
 
@@ -34,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         if args.threads:
             torch.set_num_threads(args.threads)
-        summary = run_sweep(config, factors, args.out, progress_bar=not args.no_progress, command=command_line("sweep", args))
+        summary = run_sweep(
+            config, factors, args.out, progress_bar=not args.no_progress, command=command_line("sweep", args)
+        )
     except ValueError as error:
         print(f"dualoptim sweep: error: {error}", file=sys.stderr)
         return 2
@@ -42,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
     print("|---|---|" + "---|" * len(factors) + "---|")
     for method, strategies in summary["grid"].items():
         for strategy, points in strategies.items():
-            gaps = " | ".join("failed" if p["Gap"] is None else f"{p['forget_lr']:.2g}: Gap {p['Gap']:.2f}" for p in points)
-            print(f"| {method} | {strategy} | {gaps} | {summary['best_forget_lr'].get(method, {}).get(strategy, '–')} |")
+            gaps = " | ".join(
+                "failed" if p["Gap"] is None else f"{p['forget_lr']:.2g}: Gap {p['Gap']:.2f}" for p in points
+            )
+            print(
+                f"| {method} | {strategy} | {gaps} | {summary['best_forget_lr'].get(method, {}).get(strategy, '–')} |"
+            )
     print(f"best learning rates in {args.out}/best.yaml")
     return 0

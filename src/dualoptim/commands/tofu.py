@@ -13,8 +13,11 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="tofu-tiny", help="embedded preset (tofu-tiny, tofu-phi15, "
-                        "tofu-llama2-7b) or a YAML file; default tofu-tiny")
+    parser.add_argument(
+        "--preset",
+        default="tofu-tiny",
+        help="embedded preset (tofu-tiny, tofu-phi15, tofu-llama2-7b) or a YAML file; default tofu-tiny",
+    )
     parser.add_argument("--losses", nargs="+", help="FORGET+RETAIN names, e.g. ME+GD IDK+AP NPO+GD")
     parser.add_argument("--strategies", nargs="+", help="joint, alternate, dual, dual+ (default: all four)")
     parser.add_argument("--split", help="forget01, forget05 or forget10")
@@ -22,8 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="local TOFU folder (default ../shared/data/tofu)")
     parser.add_argument("--hub", action="store_true", help="load TOFU from the hub (needs dualoptim[hub])")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config field, e.g. --set unlearn.steps=60 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set unlearn.steps=60 (repeatable)",
+    )
     parser.add_argument("--out", type=Path, default=Path("out/tofu"), help="output folder (default out/tofu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -56,7 +56,9 @@ def make_split(
         forget = torch.nonzero(labels == forget_class).flatten()
         if len(forget) == 0:
             classes = sorted(set(labels.tolist()))
-            raise ValueError(f"empty forget set: class {forget_class} has no training examples (classes: {classes})")
+            raise ValueError(
+                f"empty forget set: class {forget_class} has no training examples (classes: {classes})"
+            )
     elif kind == "indices":
         if indices is None:
             raise ValueError("an indices forget set needs indices (a file of integers)")
@@ -87,7 +89,9 @@ def read_indices(path: str | Path) -> list[int]:
         raise ValueError(f"forget indices file does not exist: {path}")
     text = path.read_text(encoding="utf-8").strip()
     try:
-        values = json.loads(text) if text.startswith("[") else [int(tok) for tok in text.replace(",", " ").split()]
+        values = (
+            json.loads(text) if text.startswith("[") else [int(tok) for tok in text.replace(",", " ").split()]
+        )
     except ValueError as error:
         raise ValueError(f"forget indices file {path} is not a list of integers: {error}") from None
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):

@@ -47,7 +47,9 @@ from dualoptim.llm.trainer import (
 from dualoptim.metrics import tofu as M
 
 SUMMARY_METRICS = ("UFE", "TFE", "MU", "OVR", "Forget Quality", "Model Utility")
-TINY_SET_REASON = "not evaluated: the tiny model never saw real authors or world facts, so utility there is meaningless"
+TINY_SET_REASON = (
+    "not evaluated: the tiny model never saw real authors or world facts, so utility there is meaningless"
+)
 
 
 def run_benchmark(
@@ -69,20 +71,36 @@ def run_benchmark(
     models = _load_models(config, source, cache, progress)
     embedder, embedder_reason = E.load_embedder()
 
-    combos = [(task, loss, strategy) for task in config.tasks for loss in config.losses for strategy in config.strategies]
+    combos = [
+        (task, loss, strategy)
+        for task in config.tasks
+        for loss in config.losses
+        for strategy in config.strategies
+    ]
     bar = tqdm(total=len(combos), desc="tofu runs", disable=not progress)
     for task in config.tasks:
         split = load_split(source, config.data.split, task)
         eval_sets = _eval_sets(config, split)
-        reference = _reference(config, models, split, eval_sets, out, cache, embedder, embedder_reason, progress)
+        reference = _reference(
+            config, models, split, eval_sets, out, cache, embedder, embedder_reason, progress
+        )
         for loss in config.losses:
             for strategy in config.strategies:
                 path = out / "tasks" / f"task{task}" / f"{_slug(loss)}__{_slug(strategy)}.json"
                 bar.set_postfix_str(f"task {task} {loss} {strategy}")
                 if not path.is_file():
                     record = _unlearn_one(
-                        config, models, split, eval_sets, loss, strategy, reference, embedder, embedder_reason,
-                        out, progress,
+                        config,
+                        models,
+                        split,
+                        eval_sets,
+                        loss,
+                        strategy,
+                        reference,
+                        embedder,
+                        embedder_reason,
+                        out,
+                        progress,
                     )
                     write_json_atomic(path, record)
                 bar.update(1)
@@ -123,13 +141,22 @@ def _load_models(config: TofuConfig, source: TofuSource, cache: Path, progress: 
     from dualoptim.llm.models import load_pretrained, tiny_model, tiny_tokenizer
 
     if config.model.kind == "pretrained":
-        model, tokenizer = load_pretrained(config.model.name_or_path, config.model.dtype, config.model.pad_token)
+        model, tokenizer = load_pretrained(
+            config.model.name_or_path, config.model.dtype, config.model.pad_token
+        )
         return {"target": model, "tokenizer": tokenizer, "log": {"target": config.model.name_or_path}}
     rows = all_rows(source)
     tokenizer = tiny_tokenizer([f"{r['question']} {r['answer']}" for r in rows], config.model.tiny, cache)
     target, log = tiny_model(
-        "target", rows, tokenizer, config.data.format, config.model.tiny, config.data.max_length, cache,
-        config.seed, progress,
+        "target",
+        rows,
+        tokenizer,
+        config.data.format,
+        config.model.tiny,
+        config.data.max_length,
+        cache,
+        config.seed,
+        progress,
     )
     return {"target": target, "tokenizer": tokenizer, "rows": rows, "log": {"target": log}}
 
@@ -140,8 +167,15 @@ def _retain_model(config: TofuConfig, models: dict[str, Any], split: TofuSplit, 
 
     if config.model.kind == "tiny":
         model, log = tiny_model(
-            f"retain-{split.split}-task{split.task}", split.retain, models["tokenizer"], config.data.format,
-            config.model.tiny, config.data.max_length, cache, config.seed, progress,
+            f"retain-{split.split}-task{split.task}",
+            split.retain,
+            models["tokenizer"],
+            config.data.format,
+            config.model.tiny,
+            config.data.max_length,
+            cache,
+            config.seed,
+            progress,
         )
         return model, None, log
     path = config.model.retain_model.get(split.split)
@@ -157,12 +191,20 @@ def _eval_sets(config: TofuConfig, split: TofuSplit) -> dict[str, list[dict[str,
 
 def _evaluate(config, model, tokenizer, eval_sets, progress) -> dict[str, dict[str, Any]]:
     return E.evaluate_model(
-        model, tokenizer, config.data.format, eval_sets, config.data.max_length, config.data.max_new_tokens,
-        config.data.eval_batch_size, progress,
+        model,
+        tokenizer,
+        config.data.format,
+        eval_sets,
+        config.data.max_length,
+        config.data.max_new_tokens,
+        config.data.eval_batch_size,
+        progress,
     )
 
 
-def _reference(config, models, split, eval_sets, out, cache, embedder, embedder_reason, progress) -> dict[str, Any]:
+def _reference(
+    config, models, split, eval_sets, out, cache, embedder, embedder_reason, progress
+) -> dict[str, Any]:
     """Evaluations of the target (before unlearning) and of the retain model, computed once per task."""
     path = out / "tasks" / f"task{split.task}" / "reference.json"
     if path.is_file():
@@ -180,10 +222,14 @@ def _reference(config, models, split, eval_sets, out, cache, embedder, embedder_
         start = time.perf_counter()
         retain_raw = _evaluate(config, retain_model, tokenizer, eval_sets, progress)
         ratios = E.truth_ratios(retain_raw["forget"])
-        record["retain_model"] = _score(config, retain_raw, target_generations, embedder, embedder_reason, ratios, None)
+        record["retain_model"] = _score(
+            config, retain_raw, target_generations, embedder, embedder_reason, ratios, None
+        )
         record["retain_model"]["seconds"] = time.perf_counter() - start
     record["retain_truth_ratios"] = ratios
-    record["target"] = _score(config, target_raw, target_generations, embedder, embedder_reason, ratios, None, reason)
+    record["target"] = _score(
+        config, target_raw, target_generations, embedder, embedder_reason, ratios, None, reason
+    )
     record["target"]["seconds"] = target_seconds
     record["retain_reason"] = reason
     write_json_atomic(path, record)
@@ -202,9 +248,7 @@ def _score(
 ) -> dict[str, Any]:
     """Per-set values, Forget Quality, Model Utility and the closer-look aggregates."""
     per_set = {
-        name: E.set_metrics(
-            name, raw_set, embedder, embedder_reason, (reference_generations or {}).get(name)
-        )
+        name: E.set_metrics(name, raw_set, embedder, embedder_reason, (reference_generations or {}).get(name))
         for name, raw_set in raw.items()
     }
     set_reasons = {}
@@ -237,7 +281,9 @@ def _score(
         "aggregates": {name: a.to_json() for name, a in aggregates.items()},
         "examples": [
             {"question": q, "answer": a, "generation": g}
-            for q, a, g in list(zip(raw["forget"]["questions"], raw["forget"]["answers"], raw["forget"]["generations"]))[:3]
+            for q, a, g in list(
+                zip(raw["forget"]["questions"], raw["forget"]["answers"], raw["forget"]["generations"])
+            )[:3]
         ],
     }
 
@@ -258,15 +304,25 @@ def _unlearn_one(
     model.train()
     datasets = models.setdefault("datasets", {})  # tokenised once per task, shared by its runs
     if split.task not in datasets:
-        datasets[split.task] = UnlearningDataset(tokenizer, split, config.data.format, config.data.max_length, config.seed)
+        datasets[split.task] = UnlearningDataset(
+            tokenizer, split, config.data.format, config.data.max_length, config.seed
+        )
     dataset = datasets[split.task]
-    trajectory_sets = {name: eval_sets[name][: u.trajectory_size] for name in ("forget", "retain") if name in eval_sets}
+    trajectory_sets = {
+        name: eval_sets[name][: u.trajectory_size] for name in ("forget", "retain") if name in eval_sets
+    }
 
     def curve(m: torch.nn.Module) -> dict[str, float]:
         values = {}
         for name, rows in trajectory_sets.items():
-            nll = E.answer_nlls(m, tokenizer, config.data.format, [(r["question"], r["answer"]) for r in rows],
-                                config.data.max_length, config.data.eval_batch_size)
+            nll = E.answer_nlls(
+                m,
+                tokenizer,
+                config.data.format,
+                [(r["question"], r["answer"]) for r in rows],
+                config.data.max_length,
+                config.data.eval_batch_size,
+            )
             value = float(np.mean([M.probability(n) for n in nll]))
             # a diverged model gives NaN: JSON has no NaN, and the stop reason is recorded anyway
             values[f"{name}/Probability"] = value if np.isfinite(value) else None
@@ -293,7 +349,9 @@ def _unlearn_one(
         bf16=u.bf16,
         use_cpu=not torch.cuda.is_available(),
     )
-    settings = OptimizerSettings(u.lr, u.forget_lr, tuple(u.betas), tuple(u.plus_betas), u.eps, u.weight_decay)
+    settings = OptimizerSettings(
+        u.lr, u.forget_lr, tuple(u.betas), tuple(u.plus_betas), u.eps, u.weight_decay
+    )
     trainer = UnlearningTrainer(
         model=model,
         args=args,
@@ -325,8 +383,14 @@ def _unlearn_one(
     model.eval()
     raw = _evaluate(config, model, tokenizer, eval_sets, progress)
     scored = _score(
-        config, raw, reference["target_generations"], embedder, embedder_reason,
-        reference.get("retain_truth_ratios"), loss, reference.get("retain_reason"),
+        config,
+        raw,
+        reference["target_generations"],
+        embedder,
+        embedder_reason,
+        reference.get("retain_truth_ratios"),
+        loss,
+        reference.get("retain_reason"),
     )
     record.update(scored)
     record["seconds"] = time.perf_counter() - start
@@ -367,7 +431,12 @@ def summarise(config: TofuConfig, out: Path, seconds: float, model_log: dict[str
                 rows.append(_row(loss, strategy, records))
     # compute time of every piece, whichever invocation (first run or resume) computed it
     pieces = [r["seconds"] for name, records in references.items() for r in records]
-    pieces += [task.get("seconds") or 0.0 for row in rows if row["optimizer"] != "-" for task in row["tasks"].values()]
+    pieces += [
+        task.get("seconds") or 0.0
+        for row in rows
+        if row["optimizer"] != "-"
+        for task in row["tasks"].values()
+    ]
     pieces += [log.get("seconds", 0.0) for log in model_log.values() if isinstance(log, dict)]
     return {
         "benchmark": "tofu",
@@ -394,7 +463,9 @@ def _row(loss: str, optimizer: str, records: list[dict[str, Any]]) -> dict[str, 
         values = [r["metrics"].get(name) for r in finished]
         if any(v is None for v in values) or not values:
             metrics[name] = None
-            absent[name] = next((r["absent"][name] for r in finished if name in r.get("absent", {})), "absent")
+            absent[name] = next(
+                (r["absent"][name] for r in finished if name in r.get("absent", {})), "absent"
+            )
         else:
             metrics[name] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
     return {
@@ -429,8 +500,13 @@ def _notes(config: TofuConfig) -> list[str]:
 
 def _environment() -> dict[str, Any]:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
-                                cwd=Path(__file__).parent).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
     except OSError:
         commit = None
     import transformers

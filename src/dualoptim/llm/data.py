@@ -99,7 +99,9 @@ def _hub_rows(name: str) -> list[dict[str, Any]]:
     try:
         import datasets
     except ImportError as error:  # pragma: no cover - depends on the install
-        raise ImportError("loading TOFU from the hub needs `pip install dualoptim[hub]` (datasets)") from error
+        raise ImportError(
+            "loading TOFU from the hub needs `pip install dualoptim[hub]` (datasets)"
+        ) from error
     config = name.removesuffix(".json")
     return [dict(row) for row in datasets.load_dataset(HUB_ID, config, split="train")]
 
@@ -140,7 +142,9 @@ def load_split(source: TofuSource, split: str = "forget10", task: str | int = "1
     valid = sorted({str(r.get("task_id", "1")) for r in rows}, key=lambda t: (len(t), t))
     if task not in valid:
         raise ValueError(f"unknown task {task!r} for split {split!r}; valid: {', '.join(valid)}")
-    forget = [{"question": r["question"], "answer": r["answer"]} for r in rows if str(r.get("task_id", "1")) == task]
+    forget = [
+        {"question": r["question"], "answer": r["answer"]} for r in rows if str(r.get("task_id", "1")) == task
+    ]
     forget_questions = {r["question"] for r in forget}
     retain = [r for r in all_rows(source) if r["question"] not in forget_questions]
     idk = [r["answer"] for r in source.rows("idontknow.jsonl")]
@@ -179,9 +183,9 @@ def encode_qa(
     answer-only losses) do not depend on how a tokenizer would merge across the boundary.
     """
     prompt_ids = encode_prompt(tokenizer, question, fmt)
-    answer_ids = tokenizer(fmt.answer_prefix + answer if not fmt.chat_template else answer, add_special_tokens=False)[
-        "input_ids"
-    ]
+    answer_ids = tokenizer(
+        fmt.answer_prefix + answer if not fmt.chat_template else answer, add_special_tokens=False
+    )["input_ids"]
     if tokenizer.eos_token_id is not None:
         answer_ids = answer_ids + [tokenizer.eos_token_id]
     input_ids = (prompt_ids + answer_ids)[:max_length]
@@ -216,7 +220,9 @@ def encode_rows(
     return encoded
 
 
-def pad_batch(examples: Sequence[dict[str, list[int]]], pad_id: int, left: bool = False) -> dict[str, torch.Tensor]:
+def pad_batch(
+    examples: Sequence[dict[str, list[int]]], pad_id: int, left: bool = False
+) -> dict[str, torch.Tensor]:
     """Pad ``input_ids`` (and ``labels`` when present) to the longest example."""
     width = max(len(e["input_ids"]) for e in examples)
     out: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": []}
@@ -290,5 +296,7 @@ class UnlearningCollator:
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
-    def __call__(self, items: Sequence[dict[str, dict[str, list[int]]]]) -> dict[str, dict[str, torch.Tensor]]:
+    def __call__(
+        self, items: Sequence[dict[str, dict[str, list[int]]]]
+    ) -> dict[str, dict[str, torch.Tensor]]:
         return {part: pad_batch([item[part] for item in items], self.pad_id) for part in items[0]}

@@ -45,7 +45,9 @@ def answer_nlls(
     for begin in range(0, len(pairs), batch_size):
         chunk = [encode_qa(tokenizer, q, a, fmt, max_length) for q, a in pairs[begin : begin + batch_size]]
         batch = {k: v.to(device) for k, v in pad_batch(chunk, tokenizer.pad_token_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        logits = (
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        )
         targets = batch["labels"][:, 1:]
         mask = targets.ne(-100)
         nll = torch.nn.functional.cross_entropy(
@@ -70,7 +72,9 @@ def generate(
     device = next(model.parameters()).device
     stop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     for begin in range(0, len(questions), batch_size):
-        prompts = [{"input_ids": encode_prompt(tokenizer, q, fmt)} for q in questions[begin : begin + batch_size]]
+        prompts = [
+            {"input_ids": encode_prompt(tokenizer, q, fmt)} for q in questions[begin : begin + batch_size]
+        ]
         batch = {k: v.to(device) for k, v in pad_batch(prompts, tokenizer.pad_token_id, left=True).items()}
         output = model.generate(
             **batch,
@@ -103,7 +107,10 @@ class SentenceEmbedder:
         chunks = []
         for begin in range(0, len(texts), batch_size):
             batch = self.tokenizer(
-                list(texts[begin : begin + batch_size]), padding=True, truncation=True, max_length=256,
+                list(texts[begin : begin + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=256,
                 return_tensors="pt",
             )
             hidden = self.model(**batch).last_hidden_state
@@ -125,7 +132,9 @@ def load_embedder() -> tuple[SentenceEmbedder | None, str | None]:
         return None, f"sentence embedder in {folder} failed to load: {error}"
 
 
-def cosine_similarities(embedder: SentenceEmbedder, texts: Sequence[str], references: Sequence[str]) -> list[float]:
+def cosine_similarities(
+    embedder: SentenceEmbedder, texts: Sequence[str], references: Sequence[str]
+) -> list[float]:
     """max(0, cos) between each text's embedding and its reference's (generation before unlearning)."""
     a, b = embedder.embed(texts), embedder.embed(references)
     return (a * b).sum(-1).clamp_min(0).tolist()
@@ -168,7 +177,9 @@ def evaluate_model(
         raw[name] = {
             "questions": questions,
             "answers": answers,
-            "answer_nll": answer_nlls(model, tokenizer, fmt, list(zip(questions, answers)), max_length, batch_size),
+            "answer_nll": answer_nlls(
+                model, tokenizer, fmt, list(zip(questions, answers)), max_length, batch_size
+            ),
             "paraphrased_nll": answer_nlls(
                 model, tokenizer, fmt, list(zip(questions, paraphrased)), max_length, batch_size
             ),
@@ -196,12 +207,19 @@ def set_metrics(
     """SPEC §4.2 values of one evaluation set; an absent value is ``None`` with ``"<name> (absent)"``."""
     forget = name == "forget"
     out: dict[str, Any] = {}
-    out["ROUGE"] = float(np.mean([M.rouge_l_recall(g, a) for g, a in zip(raw_set["generations"], raw_set["answers"])]))
+    out["ROUGE"] = float(
+        np.mean([M.rouge_l_recall(g, a) for g, a in zip(raw_set["generations"], raw_set["answers"])])
+    )
     if name in ("forget", "retain"):
         out["Probability"] = float(np.mean([M.probability(n) for n in raw_set["answer_nll"]]))
     else:
         out["Probability"] = float(
-            np.mean([M.normalized_probability(a, p) for a, p in zip(raw_set["answer_nll"], raw_set["perturbed_nll"])])
+            np.mean(
+                [
+                    M.normalized_probability(a, p)
+                    for a, p in zip(raw_set["answer_nll"], raw_set["perturbed_nll"])
+                ]
+            )
         )
     ratios = truth_ratios(raw_set)
     if forget:

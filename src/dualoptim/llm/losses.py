@@ -66,7 +66,9 @@ def sequence_nll(model: nn.Module, part: dict[str, Tensor]) -> Tensor:
 
 def _reference(reference: nn.Module | None, name: str) -> nn.Module:
     if reference is None:
-        raise ValueError(f"the {name} loss needs a reference model (a frozen copy of the model before unlearning)")
+        raise ValueError(
+            f"the {name} loss needs a reference model (a frozen copy of the model before unlearning)"
+        )
     return reference
 
 
@@ -130,9 +132,17 @@ def kl_to_reference(model, batch, reference=None, beta=0.1):
     r"""KL: KL(p_ref ‖ p_θ) averaged over the attended positions of the retain inputs."""
     ref = _reference(reference, "KL")
     part = batch["retain"]
-    log_p = model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits.float().log_softmax(-1)
+    log_p = (
+        model(input_ids=part["input_ids"], attention_mask=part["attention_mask"])
+        .logits.float()
+        .log_softmax(-1)
+    )
     with torch.no_grad():
-        log_ref = ref(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits.float().log_softmax(-1)
+        log_ref = (
+            ref(input_ids=part["input_ids"], attention_mask=part["attention_mask"])
+            .logits.float()
+            .log_softmax(-1)
+        )
     kl = (log_ref.exp() * (log_ref - log_p)).sum(-1)
     mask = part["attention_mask"].to(kl.dtype)
     return (kl * mask).sum() / mask.sum().clamp_min(1)
@@ -197,4 +207,6 @@ class UnlearningLoss:
         return self.forget_coeff * FORGET_LOSSES.get(self.parts[0])(model, batch, reference, self.beta)
 
     def retain(self, model: nn.Module, batch: Batch, reference: Any = None) -> Tensor:
-        return self.regularization_coeff * RETAIN_LOSSES.get(self.parts[1])(model, batch, reference, self.beta)
+        return self.regularization_coeff * RETAIN_LOSSES.get(self.parts[1])(
+            model, batch, reference, self.beta
+        )

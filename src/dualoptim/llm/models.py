@@ -144,7 +144,9 @@ def finetune(
     return {"epoch_losses": epoch_losses, "seconds": time.perf_counter() - start, "rows": len(rows)}
 
 
-def _length_buckets(encoded: list[dict[str, list[int]]], batch_size: int, rng: random.Random) -> list[list[int]]:
+def _length_buckets(
+    encoded: list[dict[str, list[int]]], batch_size: int, rng: random.Random
+) -> list[list[int]]:
     """Shuffled batches of rows of similar length: far less compute spent on padding."""
     order = list(range(len(encoded)))
     rng.shuffle(order)
@@ -163,7 +165,9 @@ def answer_only_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> t
     Equal to :func:`dualoptim.llm.losses.mean_nll`; several times cheaper for a tiny model whose
     cost is the vocabulary projection. Needs a model with ``.model`` (decoder) and ``.lm_head``.
     """
-    hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = model.model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
     targets = batch["labels"][:, 1:]
     mask = targets.ne(-100)
     logits = model.lm_head(hidden[:, :-1][mask]).float()
@@ -180,7 +184,9 @@ def tiny_tokenizer(texts: list[str], config: TinyModelConfig, cache_dir: Path) -
     """The TOFU BPE tokenizer, trained once and cached."""
     from transformers import AutoTokenizer
 
-    folder = cache_dir / f"tofu-tiny-tokenizer-{cache_key(vocab=config.vocab_size, n=len(texts), t=texts[:5])}"
+    folder = (
+        cache_dir / f"tofu-tiny-tokenizer-{cache_key(vocab=config.vocab_size, n=len(texts), t=texts[:5])}"
+    )
     if (folder / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(folder)
     tokenizer = train_tokenizer(texts, config.vocab_size)
@@ -207,7 +213,9 @@ def tiny_model(
 
     # the exact token ids trained on (rows, format, tokenizer, max_length) define the data part of the key
     encoded = encode_rows(tokenizer, rows, fmt, max_length, kind)
-    data_hash = hashlib.sha256(json.dumps(sorted(e["input_ids"] + [-1] + e["labels"] for e in encoded)).encode())
+    data_hash = hashlib.sha256(
+        json.dumps(sorted(e["input_ids"] + [-1] + e["labels"] for e in encoded)).encode()
+    )
     key = cache_key(config=asdict(config), seed=seed, data=data_hash.hexdigest())
     folder = cache_dir / f"tofu-tiny-{kind}-{key}"
     log_path = folder / "finetune_log.json"
@@ -216,7 +224,9 @@ def tiny_model(
         model.eval()
         return model, {**json.loads(log_path.read_text()), "cached": True, "path": str(folder)}
     model = build_tiny_llama(config, tokenizer, seed)
-    log = finetune(model, tokenizer, rows, fmt, config, max_length, seed, progress, desc=f"train {kind} model")
+    log = finetune(
+        model, tokenizer, rows, fmt, config, max_length, seed, progress, desc=f"train {kind} model"
+    )
     model.save_pretrained(folder)
     from dualoptim.io import write_json_atomic
 
@@ -224,7 +234,9 @@ def tiny_model(
     return model, {**log, "cached": False, "path": str(folder)}
 
 
-def load_pretrained(name_or_path: str, dtype: str = "float32", pad_token: str | None = None) -> tuple[Any, Any]:
+def load_pretrained(
+    name_or_path: str, dtype: str = "float32", pad_token: str | None = None
+) -> tuple[Any, Any]:
     """A causal LM and its tokenizer from the hub or from a local ``save_pretrained`` folder.
 
     ``pad_token``: ``"eos"`` to pad with the eos token (Llama and Phi tokenizers have no pad

@@ -8,8 +8,14 @@ from typing import Any
 import numpy as np
 
 COLUMNS = ("UFE", "TFE", "MU", "OVR", "Forget Quality", "Model Utility")
-DETAIL = ("forget/ROUGE", "forget/Probability", "forget/Truth Ratio", "retain/ROUGE", "retain/Probability",
-          "retain/Truth Ratio")
+DETAIL = (
+    "forget/ROUGE",
+    "forget/Probability",
+    "forget/Truth Ratio",
+    "retain/ROUGE",
+    "retain/Probability",
+    "retain/Truth Ratio",
+)
 
 
 def _cell(metric: dict[str, float] | None, percent: bool) -> str:
@@ -34,9 +40,18 @@ def render_table(results: dict[str, Any]) -> str:
     for row in results["rows"]:
         cells = [_cell(row["metrics"].get(name), name != "Forget Quality") for name in COLUMNS]
         stopped = f" (stopped on {len(row['stopped'])} task(s))" if row.get("stopped") else ""
-        lines.append(f"| {row['loss']} | {row['optimizer']}{stopped} | " + " | ".join(cells) + f" | {row['seconds']:.0f} |")
-    lines += ["", "Per-set values (percent):", "", "| Loss | Optimizer | " + " | ".join(DETAIL) + " |",
-              "|---|---|" + "---|" * len(DETAIL)]
+        lines.append(
+            f"| {row['loss']} | {row['optimizer']}{stopped} | "
+            + " | ".join(cells)
+            + f" | {row['seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "Per-set values (percent):",
+        "",
+        "| Loss | Optimizer | " + " | ".join(DETAIL) + " |",
+        "|---|---|" + "---|" * len(DETAIL),
+    ]
     for row in results["rows"]:
         cells = [_cell(row["metrics"].get(name), True) for name in DETAIL]
         lines.append(f"| {row['loss']} | {row['optimizer']} | " + " | ".join(cells) + " |")

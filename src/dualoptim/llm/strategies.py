@@ -77,8 +77,14 @@ def dual_8bit(params, s: OptimizerSettings) -> torch.optim.Optimizer:
 @STRATEGIES.register("dual+-8bit")
 def dual_plus_8bit(params, s: OptimizerSettings) -> torch.optim.Optimizer:
     return DualOptimPlus(
-        params, lr=s.lr, forget_lr=s.forget_lr, betas=s.plus_betas, eps=s.eps, weight_decay=s.weight_decay,
-        quantize_base=True, quantize_delta=True,
+        params,
+        lr=s.lr,
+        forget_lr=s.forget_lr,
+        betas=s.plus_betas,
+        eps=s.eps,
+        weight_decay=s.weight_decay,
+        quantize_base=True,
+        quantize_delta=True,
     )
 
 

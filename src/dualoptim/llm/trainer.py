@@ -122,9 +122,9 @@ class UnlearningTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         objective = self.current_objective()
         if objective == "joint":
-            loss = self.unlearning_loss.forget(model, inputs, self.reference_model) + self.unlearning_loss.retain(
+            loss = self.unlearning_loss.forget(
                 model, inputs, self.reference_model
-            )
+            ) + self.unlearning_loss.retain(model, inputs, self.reference_model)
         else:
             # the optimizer must know whose gradients its next step() applies
             set_objective(self.optimizer, objective)
@@ -169,6 +169,8 @@ class TrajectoryCallback(TrainerCallback):
             self._record(0, model)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if model is not None and (state.global_step % self.every == 0 or state.global_step == state.max_steps):
+        if model is not None and (
+            state.global_step % self.every == 0 or state.global_step == state.max_steps
+        ):
             if not self.history or self.history[-1]["step"] != state.global_step:
                 self._record(state.global_step, model)

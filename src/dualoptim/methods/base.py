@@ -66,7 +66,9 @@ def build_method(name: str, options: dict[str, Any] | None = None) -> Method:
     valid = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(options) - valid)
     if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r} for method {name}; valid: {', '.join(sorted(valid)) or 'none'}")
+        raise ValueError(
+            f"unknown option {unknown[0]!r} for method {name}; valid: {', '.join(sorted(valid)) or 'none'}"
+        )
     return cls(**options)
 
 

@@ -24,7 +24,9 @@ class RandomLabel(Method):
     def forget_loss(self, model: nn.Module, batch: Batch, progress: float) -> Tensor:
         images, _ = batch
         logits = model(images)
-        random_labels = torch.randint(0, logits.shape[1], (len(images),), generator=self.generator).to(logits.device)
+        random_labels = torch.randint(0, logits.shape[1], (len(images),), generator=self.generator).to(
+            logits.device
+        )
         return F.cross_entropy(logits, random_labels)
 
     def retain_loss(self, model: nn.Module, batch: Batch, progress: float) -> Tensor:

@@ -29,20 +29,27 @@ class SalUn(Method):
         from dualoptim.unlearn.masks import saliency_mask
 
         if self.saliency not in ("forget", "forget-minus-retain"):
-            raise ValueError(f"SalUn saliency must be 'forget' or 'forget-minus-retain', got {self.saliency!r}")
+            raise ValueError(
+                f"SalUn saliency must be 'forget' or 'forget-minus-retain', got {self.saliency!r}"
+            )
         self.generator = generator
         forget = subsample(forget, self.mask_examples, generator)
-        retain = subsample(retain, self.mask_examples, generator) if self.saliency == "forget-minus-retain" else None
+        retain = (
+            subsample(retain, self.mask_examples, generator)
+            if self.saliency == "forget-minus-retain"
+            else None
+        )
         mask = saliency_mask(model, forget, retain, ratio=self.mask_ratio)
         self.forget_mask = self.retain_mask = mask
 
     def forget_loss(self, model: nn.Module, batch: Batch, progress: float) -> Tensor:
         images, _ = batch
         logits = model(images)
-        random_labels = torch.randint(0, logits.shape[1], (len(images),), generator=self.generator).to(logits.device)
+        random_labels = torch.randint(0, logits.shape[1], (len(images),), generator=self.generator).to(
+            logits.device
+        )
         return F.cross_entropy(logits, random_labels)
 
     def retain_loss(self, model: nn.Module, batch: Batch, progress: float) -> Tensor:
         images, labels = batch
         return F.cross_entropy(model(images), labels)
-

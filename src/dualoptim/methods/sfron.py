@@ -60,4 +60,3 @@ class SFRon(Method):
     def retain_loss(self, model: nn.Module, batch: Batch, progress: float) -> Tensor:
         images, labels = batch
         return F.cross_entropy(model(images), labels)
-

@@ -41,7 +41,10 @@ def predict_probs(model: nn.Module, images: Tensor, batch_size: int = 1024) -> T
     was_training = model.training
     model.eval()
     try:
-        outputs = [torch.softmax(model(images[i : i + batch_size]).float(), dim=1) for i in range(0, len(images), batch_size)]
+        outputs = [
+            torch.softmax(model(images[i : i + batch_size]).float(), dim=1)
+            for i in range(0, len(images), batch_size)
+        ]
     finally:
         model.train(was_training)
     return torch.cat(outputs) if outputs else torch.empty(0)
@@ -107,7 +110,10 @@ def evaluate(
 
     Each argument is an (images, labels) pair.
     """
-    probs = {name: predict_probs(model, images) for name, (images, _) in (("forget", forget), ("retain", retain), ("test", test))}
+    probs = {
+        name: predict_probs(model, images)
+        for name, (images, _) in (("forget", forget), ("retain", retain), ("test", test))
+    }
     metrics = {
         "FA": accuracy(probs["forget"], forget[1]),
         "RA": accuracy(probs["retain"], retain[1]),
@@ -115,5 +121,7 @@ def evaluate(
         "MIA": mia_entropy(entropy(probs["retain"]), entropy(probs["test"]), entropy(probs["forget"])),
     }
     if svc:
-        metrics["MIA-SVC"] = mia_svc(probs["retain"], retain[1], probs["test"], test[1], probs["forget"], forget[1])
+        metrics["MIA-SVC"] = mia_svc(
+            probs["retain"], retain[1], probs["test"], test[1], probs["forget"], forget[1]
+        )
     return metrics

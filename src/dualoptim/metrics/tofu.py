@@ -107,7 +107,9 @@ def truth_ratio_score(ratios: Sequence[float], convention: str) -> float:
         return float(np.mean(np.minimum(r, 1.0 / r)))
     if convention == "forget-closer-look":
         return float(1.0 - np.mean(np.minimum(r, 1.0 / r)))
-    raise ValueError(f"unknown truth ratio convention {convention!r}; valid: retain, forget, forget-closer-look")
+    raise ValueError(
+        f"unknown truth ratio convention {convention!r}; valid: retain, forget, forget-closer-look"
+    )
 
 
 def forget_quality(unlearned_ratios: Sequence[float], retain_model_ratios: Sequence[float]) -> float:
@@ -162,7 +164,9 @@ class Aggregate:
         return {"value": self.value, "used": self.used, "absent": self.absent}
 
 
-def _split(values: Mapping[str, float | None], reasons: Mapping[str, str]) -> tuple[dict[str, float], dict[str, str]]:
+def _split(
+    values: Mapping[str, float | None], reasons: Mapping[str, str]
+) -> tuple[dict[str, float], dict[str, str]]:
     present = {k: float(v) for k, v in values.items() if v is not None}
     absent = {k: reasons.get(k, "not computed") for k, v in values.items() if v is None}
     return present, absent
@@ -179,7 +183,14 @@ def _aggregate(kind: str, values: Mapping[str, float | None], reasons: Mapping[s
 
 SETS = ("retain", "real_authors", "world_facts")
 TOFU_UTILITY = ("ROUGE", "Probability", "Truth Ratio")
-CLOSER_LOOK_UTILITY = ("ROUGE", "Probability", "Truth Ratio", "Token Entropy", "Cosine Similarity", "Entailment")
+CLOSER_LOOK_UTILITY = (
+    "ROUGE",
+    "Probability",
+    "Truth Ratio",
+    "Token Entropy",
+    "Cosine Similarity",
+    "Entailment",
+)
 CLOSER_LOOK_FORGET = ("ROUGE", "Probability", "Truth Ratio (closer look)", "Cosine Similarity", "Entailment")
 
 

@@ -3,4 +3,12 @@
 from dualoptim.models.training import load_checkpoint, save_checkpoint, train_classifier
 from dualoptim.models.vision import MODELS, ResNet18, SmallCNN, build_model
 
-__all__ = ["MODELS", "ResNet18", "SmallCNN", "build_model", "load_checkpoint", "save_checkpoint", "train_classifier"]
+__all__ = [
+    "MODELS",
+    "ResNet18",
+    "SmallCNN",
+    "build_model",
+    "load_checkpoint",
+    "save_checkpoint",
+    "train_classifier",
+]

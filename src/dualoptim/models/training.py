@@ -38,7 +38,9 @@ def train_classifier(
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(labels) / batch_size)
     total = epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total))
+    )
     epochs_iter = range(epochs)
     if progress_bar:
         from tqdm.auto import tqdm
@@ -86,7 +88,9 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module) -> dict[str,
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"corrupt checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
+        raise ValueError(
+            f"corrupt checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0]}"
+        ) from None
     state_dict = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(state_dict, dict):
         raise ValueError(f"corrupt checkpoint {path}: expected a state dict, got {type(payload).__name__}")
@@ -94,5 +98,7 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module) -> dict[str,
         model.load_state_dict(state_dict)
     except RuntimeError as error:
         first = " ".join(str(error).split())[:300]
-        raise ValueError(f"checkpoint {path} does not match the model {type(model).__name__}: {first}") from None
+        raise ValueError(
+            f"checkpoint {path} does not match the model {type(model).__name__}: {first}"
+        ) from None
     return payload.get("meta", {}) if "state_dict" in payload else {}

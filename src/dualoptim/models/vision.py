@@ -26,7 +26,9 @@ class SmallCNN(nn.Module):
     unlearning: its running statistics are part of what the model remembers.
     """
 
-    def __init__(self, image_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, width: int = 16) -> None:
+    def __init__(
+        self, image_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, width: int = 16
+    ) -> None:
         super().__init__()
         in_channels, height, _ = image_shape
         stem_stride = 2 if height >= 16 else 1
@@ -76,7 +78,9 @@ class ResNet18(nn.Module):
     ``width`` is the number of channels of the first stage (64 in the standard network).
     """
 
-    def __init__(self, image_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10, width: int = 64) -> None:
+    def __init__(
+        self, image_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10, width: int = 64
+    ) -> None:
         super().__init__()
         in_channels = image_shape[0]
         self.stem = nn.Sequential(

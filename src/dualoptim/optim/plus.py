@@ -466,7 +466,7 @@ def _multi_tensor_dual_optim_plus(
     for i, param in enumerate(params):
         key = (param.device, param.dtype, base_steps[i].item(), delta_steps[i].item())
         groups.setdefault(key, []).append(i)
-    for (device, dtype, n, k), indices in groups.items():
+    for (device, _, n, k), indices in groups.items():
         flat = [i for i in indices if all(t[i].is_contiguous() for t in tensors)]
         if len(flat) < len(indices):  # strided tensors cannot be cut into flat chunks
             rest = [i for i in indices if i not in flat]
@@ -482,33 +482,28 @@ def _multi_tensor_dual_optim_plus(
         c_d2 = 1 / (1 - beta_delta2**k) if beta_delta2 < 1 else 0.0
         wave = WAVE_ELEMENTS if device.type == "cpu" else ACCELERATOR_WAVE_ELEMENTS
         wave = min(wave, sum(params[i].numel() for i in flat))
-        scratch = torch.empty(2, wave, device=device, dtype=dtype)
         for p, g, b1, b2, d1, d2 in _waves([[t[i] for i in flat] for t in tensors], wave):
-            sizes = [c.numel() for c in p]
-            m = list(scratch[0, : sum(sizes)].split(sizes))
-            v = list(scratch[1, : sum(sizes)].split(sizes))
             if weight_decay != 0:
                 torch._foreach_mul_(p, 1 - lr * weight_decay)
+            g2 = torch._foreach_mul(g, g) if c_b2 or c_d2 else None
             # Base moments first (eq. 4).
             if c_b1:
                 torch._foreach_lerp_(b1, g, 1 - beta_base1)
             if c_b2:
-                torch._foreach_mul_(b2, beta_base2)
-                torch._foreach_addcmul_(b2, g, g, 1 - beta_base2)
-            # Residuals against the bias-corrected base (eq. 5), without temporaries:
+                torch._foreach_lerp_(b2, g2, 1 - beta_base2)
+            # Residuals against the bias-corrected base (eq. 5), without more temporaries:
             # d1 <- lerp(d1, g, 1 - b) - (1 - b) c_b1 B1, and likewise for the second moment.
             if c_d1:
                 torch._foreach_lerp_(d1, g, 1 - beta_delta1)
                 if c_b1:
                     torch._foreach_add_(d1, b1, alpha=-(1 - beta_delta1) * c_b1)
             if c_d2:
-                torch._foreach_mul_(d2, beta_delta2)
-                torch._foreach_addcmul_(d2, g, g, 1 - beta_delta2)
+                torch._foreach_lerp_(d2, g2, 1 - beta_delta2)
                 if c_b2:
                     torch._foreach_add_(d2, b2, alpha=-(1 - beta_delta2) * c_b2)
-            # m = c_b1 B1 + c_d1 D1, v = c_b2 B2 + c_d2 D2, in the scratch buffers (eq. 6).
-            _combine(m, b1, c_b1, d1, c_d1)
-            _combine(v, b2, c_b2, d2, c_d2)
+            # m = c_b1 B1 + c_d1 D1, v = c_b2 B2 + c_d2 D2 (eq. 6).
+            m = _combine(b1, c_b1, d1, c_d1)
+            v = _combine(b2, c_b2, d2, c_d2)
             if has_base and has_delta:
                 torch._foreach_maximum_(v, torch._foreach_mul(m, m))
             torch._foreach_sqrt_(v)
@@ -516,20 +511,14 @@ def _multi_tensor_dual_optim_plus(
             torch._foreach_addcdiv_(p, m, v, -lr)
 
 
-def _combine(
-    out: list[Tensor], base: list[Tensor], c_base: float, delta: list[Tensor], c_delta: float
-) -> None:
-    """out <- c_base * base + c_delta * delta, skipping absent (c == 0) terms."""
+def _combine(base: list[Tensor], c_base: float, delta: list[Tensor], c_delta: float) -> list[Tensor]:
+    """New tensors ``c_base * base + c_delta * delta``, skipping absent (c == 0) terms."""
     if c_base:
-        torch._foreach_copy_(out, base)
-        torch._foreach_mul_(out, c_base)
+        out = torch._foreach_mul(base, c_base)
         if c_delta:
             torch._foreach_add_(out, delta, alpha=c_delta)
-    elif c_delta:
-        torch._foreach_copy_(out, delta)
-        torch._foreach_mul_(out, c_delta)
-    else:
-        torch._foreach_zero_(out)
+        return out
+    return torch._foreach_mul(delta, c_delta)  # c_delta == 0 too gives the zeros of an absent pair
 
 
 def _waves(tensor_lists: list[list[Tensor]], wave_elements: int):

@@ -30,7 +30,15 @@ def _header(fig, axes, title: str) -> None:
             legend.setdefault(label, handle)
     handles, labels = list(legend.values()), list(legend)
     fig.suptitle(title, y=1 - 0.08 / height, va="top", fontsize=10)
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.32 / height), ncol=len(labels), fontsize=9, frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1 - 0.32 / height),
+        ncol=len(labels),
+        fontsize=9,
+        frameon=False,
+    )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.62 / height))
 
 
@@ -46,7 +54,9 @@ def plot_stability(results: dict[str, Any], path: str | Path, methods: list[str]
     plt = _pyplot()
     methods = methods or _methods(results)
     reference = results["retrain"].get("curve_reference", {})
-    fig, axes = plt.subplots(len(methods), len(METRICS), figsize=(3.2 * len(METRICS), 2.3 * len(methods) + 0.7), squeeze=False)
+    fig, axes = plt.subplots(
+        len(methods), len(METRICS), figsize=(3.2 * len(METRICS), 2.3 * len(methods) + 0.7), squeeze=False
+    )
     for i, method in enumerate(methods):
         for row in results["rows"]:
             if row["method"] != method or not row.get("curves"):
@@ -57,7 +67,13 @@ def plot_stability(results: dict[str, Any], path: str | Path, methods: list[str]
                 mean, std = row["curves"][metric]["mean"], row["curves"][metric]["std"]
                 ax = axes[i][j]
                 ax.plot(progress, mean, color=color, label=row["optimizer"], lw=1.6)
-                ax.fill_between(progress, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color, alpha=0.2)
+                ax.fill_between(
+                    progress,
+                    [m - s for m, s in zip(mean, std)],
+                    [m + s for m, s in zip(mean, std)],
+                    color=color,
+                    alpha=0.2,
+                )
         for j, metric in enumerate(METRICS):
             ax = axes[i][j]
             if metric in reference:
@@ -80,7 +96,12 @@ def plot_grad_norms(results: dict[str, Any], path: str | Path, methods: list[str
     plt = _pyplot()
     methods = methods or _methods(results)
     strategies = list(dict.fromkeys(row["optimizer"] for row in results["rows"]))
-    fig, axes = plt.subplots(len(methods), len(strategies), figsize=(3.2 * len(strategies), 2.3 * len(methods) + 0.7), squeeze=False)
+    fig, axes = plt.subplots(
+        len(methods),
+        len(strategies),
+        figsize=(3.2 * len(strategies), 2.3 * len(methods) + 0.7),
+        squeeze=False,
+    )
     for row in results["rows"]:
         if row["method"] not in methods or not row.get("grad_norms"):
             continue
@@ -91,14 +112,22 @@ def plot_grad_norms(results: dict[str, Any], path: str | Path, methods: list[str
                 continue
             mean, std = series["mean"], series["std"]
             ax.plot(series["progress"], mean, color=color, label=side, lw=1.4)
-            ax.fill_between(series["progress"], [max(m - s, 1e-8) for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color, alpha=0.2)
+            ax.fill_between(
+                series["progress"],
+                [max(m - s, 1e-8) for m, s in zip(mean, std)],
+                [m + s for m, s in zip(mean, std)],
+                color=color,
+                alpha=0.2,
+            )
         ax.set_yscale("log")
         ax.set_title(f"{row['method']} / {row['optimizer']}", fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("fraction of the unlearning run", fontsize=8)
-    _header(fig, axes, "gradient norm of each objective (after masking, before clipping), mean ± std over seeds")
+    _header(
+        fig, axes, "gradient norm of each objective (after masking, before clipping), mean ± std over seeds"
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -25,11 +25,13 @@ def markdown_table(results: dict[str, Any]) -> str:
     if original:
         seconds = original.get("seconds")
         lines.append(
-            "| Original | – | " + " | ".join(_cell(original["metrics"][m], gap=False) for m in METRICS)
+            "| Original | – | "
+            + " | ".join(_cell(original["metrics"][m], gap=False) for m in METRICS)
             + f" | – | – | {'–' if seconds is None else f'{seconds:.1f}'} |"
         )
     lines.append(
-        "| Retrain | – | " + " | ".join(_cell(retrain["metrics"][m], gap=False) for m in METRICS)
+        "| Retrain | – | "
+        + " | ".join(_cell(retrain["metrics"][m], gap=False) for m in METRICS)
         + f" | 0.00 | {retrain['Std']:.2f} | {retrain['seconds']:.1f} |"
     )
     for row in results["rows"]:
@@ -37,7 +39,11 @@ def markdown_table(results: dict[str, Any]) -> str:
         if metrics is None:
             cells = ["failed"] * len(METRICS) + ["–", "–", "–"]
         else:
-            cells = [_cell(metrics[m]) for m in METRICS] + [f"{row['Gap']:.2f}", f"{row['Std']:.2f}", f"{row['seconds']:.1f}"]
+            cells = [_cell(metrics[m]) for m in METRICS] + [
+                f"{row['Gap']:.2f}",
+                f"{row['Std']:.2f}",
+                f"{row['seconds']:.1f}",
+            ]
         lines.append(f"| {row['method']} | {row['optimizer']} | " + " | ".join(cells) + " |")
     notes = [
         "",
@@ -51,5 +57,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         )
     for row in results["rows"]:
         for failure in row.get("failed", []):
-            notes.append(f"- {row['method']}/{row['optimizer']} seed {failure['seed']} stopped: {failure['reason']}")
+            notes.append(
+                f"- {row['method']}/{row['optimizer']} seed {failure['seed']} stopped: {failure['reason']}"
+            )
     return "\n".join(lines + notes) + "\n"

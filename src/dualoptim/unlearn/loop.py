@@ -105,7 +105,10 @@ def unlearn(
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, len(plan)) / len(plan)))
         )
-    streams = {Objective.FORGET: BatchStream(forget, batch_size, generator), Objective.RETAIN: BatchStream(retain, batch_size, generator)}
+    streams = {
+        Objective.FORGET: BatchStream(forget, batch_size, generator),
+        Objective.RETAIN: BatchStream(retain, batch_size, generator),
+    }
     losses = {Objective.FORGET: method.forget_loss, Objective.RETAIN: method.retain_loss}
     masks = {Objective.FORGET: method.forget_mask, Objective.RETAIN: method.retain_mask}
     clips = {Objective.FORGET: method.forget_clip, Objective.RETAIN: None}
@@ -134,12 +137,16 @@ def unlearn(
         for objective in objectives:
             loss = losses[objective](model, streams[objective].next(), progress)
             if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"{objective.value} loss became {loss.item()} at step {step} of {len(plan)}")
+                raise NonFiniteLoss(
+                    f"{objective.value} loss became {loss.item()} at step {step} of {len(plan)}"
+                )
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             grads = {name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(named, grads)}
             # Masked weights get no gradient from this objective (SalUn: both, SFRon: forget only).
             grads = mask_gradients(grads, masks[objective])
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()])).item()
+            norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g) for g in grads.values()])
+            ).item()
             log.grad_norms[objective.value].append(norm)
             log.grad_steps[objective.value].append(step)
             # SFRon clips the global norm of the forget gradient.

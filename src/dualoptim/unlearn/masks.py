@@ -16,7 +16,14 @@ from torch import Tensor, nn
 
 from dualoptim.methods.base import Batch, Mask
 
-__all__ = ["fisher_mask", "mask_gradients", "mean_gradient", "restore_frozen", "saliency_mask", "snapshot_frozen"]
+__all__ = [
+    "fisher_mask",
+    "mask_gradients",
+    "mean_gradient",
+    "restore_frozen",
+    "saliency_mask",
+    "snapshot_frozen",
+]
 
 
 def mean_gradient(model: nn.Module, data: Batch, batch_size: int = 256) -> dict[str, Tensor]:
@@ -80,7 +87,9 @@ def diagonal_fisher(model: nn.Module, data: Batch, batch_size: int = 128) -> dic
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
     try:
         for start in range(0, len(images), batch_size):
-            grads = per_example(params, images[start : start + batch_size], labels[start : start + batch_size])
+            grads = per_example(
+                params, images[start : start + batch_size], labels[start : start + batch_size]
+            )
             for name, g in grads.items():
                 fisher[name] += g.pow(2).sum(dim=0)
     finally:

@@ -27,7 +27,14 @@ from torch.optim import Optimizer
 from dualoptim.optim import AdamW8bit, DualOptim, DualOptimPlus, Objective, ObjectiveMixin
 from dualoptim.registry import Registry
 
-__all__ = ["STRATEGIES", "OptimizerSettings", "SharedState", "Strategy", "build_optimizer", "register_strategy"]
+__all__ = [
+    "STRATEGIES",
+    "OptimizerSettings",
+    "SharedState",
+    "Strategy",
+    "build_optimizer",
+    "register_strategy",
+]
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,9 @@ def register_strategy(name: str, *, joint: bool = False, rates_from: str | None 
     return decorator
 
 
-def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], settings: OptimizerSettings) -> Optimizer:
+def build_optimizer(
+    name: str, params: Iterable[torch.nn.Parameter], settings: OptimizerSettings
+) -> Optimizer:
     """The optimizer of strategy ``name`` over ``params``."""
     return STRATEGIES.get(name).build(list(params), settings)
 
@@ -85,7 +94,9 @@ class SharedState(ObjectiveMixin, Optimizer):
     :class:`~dualoptim.DualOptim`, so the same LR scheduler works for every strategy.
     """
 
-    def __init__(self, params: Iterable[Any], optimizer: Callable[[Any], Optimizer], forget_lr: float, retain_lr: float):
+    def __init__(
+        self, params: Iterable[Any], optimizer: Callable[[Any], Optimizer], forget_lr: float, retain_lr: float
+    ):
         params = list(params)
         for name, lr in (("forget_lr", forget_lr), ("retain_lr", retain_lr)):
             if not lr >= 0.0:
@@ -103,7 +114,11 @@ class SharedState(ObjectiveMixin, Optimizer):
             return self.inner.step(closure)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"state": {}, "param_groups": super().state_dict()["param_groups"], "inner": self.inner.state_dict()}
+        return {
+            "state": {},
+            "param_groups": super().state_dict()["param_groups"],
+            "inner": self.inner.state_dict(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
