@@ -140,10 +140,9 @@ def alternate(params: list, settings: OptimizerSettings) -> Optimizer:
     return SharedState(params, _sgd(settings, settings.retain_lr), settings.forget_lr, settings.retain_lr)
 
 
-@register_strategy("dual")
-def dual(params: list, settings: OptimizerSettings) -> Optimizer:
+def _dual(params: list, settings: OptimizerSettings, forget_optimizer: Callable[..., Optimizer]) -> Optimizer:
     forget = partial(
-        torch.optim.AdamW,
+        forget_optimizer,
         lr=settings.forget_lr,
         betas=settings.forget_betas,
         eps=settings.eps,
@@ -152,8 +151,7 @@ def dual(params: list, settings: OptimizerSettings) -> Optimizer:
     return DualOptim(params, forget=forget, retain=_sgd(settings, settings.retain_lr))
 
 
-@register_strategy("dual+")
-def dual_plus(params: list, settings: OptimizerSettings) -> Optimizer:
+def _dual_plus(params: list, settings: OptimizerSettings, quantize: bool) -> Optimizer:
     return DualOptimPlus(
         params,
         lr=settings.retain_lr,
@@ -161,32 +159,28 @@ def dual_plus(params: list, settings: OptimizerSettings) -> Optimizer:
         betas=settings.plus_betas,
         eps=settings.eps,
         weight_decay=settings.plus_weight_decay,
+        quantize_base=quantize,
+        quantize_delta=quantize,
     )
+
+
+@register_strategy("dual")
+def dual(params: list, settings: OptimizerSettings) -> Optimizer:
+    return _dual(params, settings, torch.optim.AdamW)
+
+
+@register_strategy("dual+")
+def dual_plus(params: list, settings: OptimizerSettings) -> Optimizer:
+    return _dual_plus(params, settings, quantize=False)
 
 
 @register_strategy("dual-8bit", rates_from="dual")
 def dual_8bit(params: list, settings: OptimizerSettings) -> Optimizer:
     # The forget side's Adam moments in 8 bits; the retain side is SGD, whose single momentum
     # buffer stays float32 (the 8-bit rows of the papers quantise Adam states).
-    forget = partial(
-        AdamW8bit,
-        lr=settings.forget_lr,
-        betas=settings.forget_betas,
-        eps=settings.eps,
-        weight_decay=settings.forget_weight_decay,
-    )
-    return DualOptim(params, forget=forget, retain=_sgd(settings, settings.retain_lr))
+    return _dual(params, settings, AdamW8bit)
 
 
 @register_strategy("dual+-8bit", rates_from="dual+")
 def dual_plus_8bit(params: list, settings: OptimizerSettings) -> Optimizer:
-    return DualOptimPlus(
-        params,
-        lr=settings.retain_lr,
-        forget_lr=settings.forget_lr,
-        betas=settings.plus_betas,
-        eps=settings.eps,
-        weight_decay=settings.plus_weight_decay,
-        quantize_base=True,
-        quantize_delta=True,
-    )
+    return _dual_plus(params, settings, quantize=True)
