@@ -149,7 +149,8 @@ class UnlearnConfig:
 class BenchConfig:
     methods: list[str] = _help("methods to run", factory=lambda: list(ALL))
     optimizers: list[str] = _help(
-        "strategies to run each method with", factory=lambda: ["joint", "alternate", "dual", "dual+"]
+        "strategies to run each method with",
+        factory=lambda: ["joint", "alternate", "dual", "dual+", "dual-8bit", "dual+-8bit"],
     )
     seeds: list[int] = _help(
         "seeds: each decides a forget set, a retrained reference and the unlearning randomness",
