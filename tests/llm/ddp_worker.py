@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 def main(out: Path) -> None:
     from transformers import TrainingArguments
 
+    from dualoptim.errors import NonFiniteLoss
     from dualoptim.llm.data import (
         QAFormat,
         TofuSource,
@@ -28,8 +29,9 @@ def main(out: Path) -> None:
     )
     from dualoptim.llm.losses import FORGET_LOSSES, UnlearningLoss
     from dualoptim.llm.models import TinyModelConfig, build_tiny_llama, train_tokenizer
-    from dualoptim.llm.strategies import OptimizerSettings
-    from dualoptim.llm.trainer import AlternationSchedule, NonFiniteLossError, UnlearningTrainer
+    from dualoptim.llm.trainer import UnlearningTrainer
+    from dualoptim.schedule import Schedule
+    from dualoptim.strategies import OptimizerSettings
     from tests.llm._tofu_fixture import write_tofu
 
     torch.set_num_threads(1)
@@ -49,8 +51,8 @@ def main(out: Path) -> None:
     trainer = UnlearningTrainer(
         model=model, args=args, train_dataset=UnlearningDataset(tokenizer, split, QAFormat(), 64),
         data_collator=UnlearningCollator(tokenizer.pad_token_id), loss=UnlearningLoss("ME+GD"),
-        strategy="dual", optimizer_settings=OptimizerSettings(lr=1e-3, forget_lr=2e-3),
-        schedule=AlternationSchedule(1, 2),
+        strategy="dual", optimizer_settings=OptimizerSettings(forget_lr=2e-3, retain_lr=1e-3, family="adamw"),
+        schedule=Schedule(1, 1, 2),
     )
     trainer.train()
     inner = trainer.optimizer.optimizer  # accelerate's wrapper -> DualOptim
@@ -78,12 +80,12 @@ def main(out: Path) -> None:
         model=trainer.model.module if hasattr(trainer.model, "module") else trainer.model,
         args=args, train_dataset=UnlearningDataset(tokenizer, split, QAFormat(), 64),
         data_collator=UnlearningCollator(tokenizer.pad_token_id),
-        loss=UnlearningLoss("NAN-ON-RANK-0+GD"), strategy="dual", optimizer_settings=OptimizerSettings(lr=1e-3),
+        loss=UnlearningLoss("NAN-ON-RANK-0+GD"), strategy="dual", optimizer_settings=OptimizerSettings(forget_lr=1e-3, retain_lr=1e-3, family="adamw"),
     )
     try:
         poisoned.train()
         outcome = "trained"
-    except NonFiniteLossError as error:
+    except NonFiniteLoss as error:
         outcome = str(error)
     (out / f"rank{rank}-nonfinite.txt").write_text(outcome)
 

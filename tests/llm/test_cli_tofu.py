@@ -5,7 +5,12 @@ import json
 import pytest
 
 from dualoptim.cli import main
-from dualoptim.llm.config import build_config, preset_names
+from dualoptim.config import load_config, preset_names
+from dualoptim.llm.config import TofuConfig, validate
+
+
+def build_config(preset, overrides=()):
+    return load_config(TofuConfig, "tofu", [preset], overrides)
 
 TINY = [
     "--set", "model.tiny.vocab_size=300", "--set", "model.tiny.hidden_size=32",
@@ -28,15 +33,17 @@ def test_tofu_end_to_end_and_resume(tofu_dir, tmp_path, cache, capsys):
             "IDK+AP", "--strategies", "joint", "dual+", "--out", str(out), *TINY]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert '"steps": 4' in printed  # the effective config is printed
+    assert "steps: 4" in printed and "# effective configuration" in printed
     results = json.loads((out / "results.json").read_text())
-    rows = {(r["loss"], r["optimizer"]): r for r in results["rows"]}
+    assert list(results)[:6] == ["task", "config", "environment", "command", "rows", "seconds"]
+    assert results["task"] == "tofu" and results["std"] == "sample std (ddof 1)"
+    rows = {(r["loss"], r["strategy"]): r for r in results["rows"]}
     assert set(rows) == {("target", "-"), ("retain model", "-"), ("ME+GD", "joint"), ("ME+GD", "dual+"),
                          ("IDK+AP", "joint"), ("IDK+AP", "dual+")}
     row = rows[("ME+GD", "dual+")]
     for name in ("UFE", "TFE", "MU", "OVR", "Forget Quality", "Model Utility"):
         assert set(row["metrics"][name]) == {"mean", "std"}
-    assert set(row["tasks"]) == {"1", "2"}
+    assert [(r["task"], r["seed"]) for r in row["runs"]] == [("1", 0), ("2", 0)]
     assert row["seconds"] > 0
     assert row["metrics"]["forget/Entailment"] is None
     assert "NLI" in row["absent"]["forget/Entailment"]
@@ -46,13 +53,13 @@ def test_tofu_end_to_end_and_resume(tofu_dir, tmp_path, cache, capsys):
     assert row["aggregates"]["OVR"]["used"] == ["MU", "UFE"]
     assert rows[("IDK+AP", "joint")]["aggregates"]["OVR"]["used"] == ["MU", "TFE"]
     assert "world_facts/ROUGE" in row["aggregates"]["Model Utility"]["absent"]
-    assert [p["step"] for p in row["history"]["1"]] == [0, 2, 4]
+    assert [p["step"] for p in row["runs"][0]["history"]] == [0, 2, 4]
     table = (out / "table.md").read_text()
     assert "| ME+GD | dual+ |" in table and "Forget Quality" in table
     assert (out / "tofu_curves.png").stat().st_size > 1000
-    assert json.loads((out / "config.json").read_text())["unlearn"]["steps"] == 4
+    assert "steps: 4" in (out / "config.yaml").read_text()
     # resume: finished runs are not recomputed
-    done = out / "tasks" / "task1" / "MEplusGD__dualplus.json"
+    done = out / "runs" / "task1" / "MEplusGD__dualplus__seed0.json"
     stamp = done.stat().st_mtime_ns
     assert main(argv) == 0
     assert done.stat().st_mtime_ns == stamp
@@ -64,8 +71,8 @@ def test_non_finite_loss_is_recorded(tofu_dir, tmp_path, cache):
             "--set", "unlearn.lr=1e30", "--set", "unlearn.forget_lr=1e30", "--out", str(out), *TINY]
     assert main(argv) == 0
     row = next(r for r in json.loads((out / "results.json").read_text())["rows"] if r["loss"] == "GA+GD")
-    assert "non-finite" in row["stopped"]["1"]
-    assert "stopped on 1 task" in (out / "table.md").read_text()
+    assert "non-finite" in row["stopped"][0]["reason"] and row["stopped"][0]["task"] == "1"
+    assert "stopped on 1 run" in (out / "table.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -75,8 +82,9 @@ def test_non_finite_loss_is_recorded(tofu_dir, tmp_path, cache):
         (["--strategies", "adam"], "unknown strategy 'adam'"),
         (["--split", "forget02"], "unknown split 'forget02'"),
         (["--tasks", "42"], "unknown task '42' for split 'forget10'"),
-        (["--set", "unlearn.stepz=3"], "unknown key config.unlearn.stepz"),
-        (["--set", "unlearn.steps=many"], "config.unlearn.steps must be a number, got 'many'"),
+        (["--set", "unlearn.stepz=3"], "unknown config key 'unlearn.stepz'; valid: batch_size, beta,"),
+        (["--set", "unlearn.steps=many"], "config key 'unlearn.steps' must be int, got 'many'"),
+        (["--seeds", "0,one"], "--seeds expects ints, got 'one'"),
         (["--preset", "tofu-huge"], "unknown preset 'tofu-huge'"),
         (["--set", "model.kind=pretrained", "--set", "model.name_or_path=/no/such/model"],
          "model path '/no/such/model' does not exist"),
@@ -93,9 +101,10 @@ def test_missing_data_folder_is_named(tmp_path, cache, capsys):
     assert "TOFU data folder" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("preset", preset_names())
+@pytest.mark.parametrize("preset", preset_names("tofu"))
 def test_every_preset_is_valid(preset):
     config = build_config(preset)
+    validate(config)
     assert config.strategies == ["joint", "alternate", "dual", "dual+"]
 
 
@@ -114,6 +123,7 @@ def test_gpu_preset_runs_on_a_local_save_pretrained_model(tofu_dir, model, token
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     row = next(r for r in results["rows"] if r["loss"] == "NPO+GD")
+    assert row["metrics"]["OVR"]["std"] is None  # one run: no std, never a fake 0
     # all three utility sets are evaluated here, and Forget Quality is absent with its reason
     assert len(row["aggregates"]["Model Utility"]["used"]) == 9
     assert row["metrics"]["Forget Quality"] is None
@@ -122,21 +132,27 @@ def test_gpu_preset_runs_on_a_local_save_pretrained_model(tofu_dir, model, token
 
 
 def test_overrides_merge_into_nested_preset_sections():
-    config = build_config("tofu-tiny", {"model": {"tiny": {"epochs": 1}}, "unlearn": {"steps": 3}})
+    config = build_config("tofu-tiny", ["model.tiny.epochs=1", "unlearn.steps=3"])
     assert config.model.tiny.epochs == 1
     assert config.model.tiny.hidden_size == 128  # the preset's value survives
     assert config.unlearn.steps == 3 and config.unlearn.lr == 1e-3
 
 
-def test_resuming_with_another_config_is_refused(tofu_dir, tmp_path, cache, capsys):
+def test_resuming_with_another_config_reruns_and_keeps_the_old_record(tofu_dir, tmp_path, cache):
     out = tmp_path / "out"
     argv = ["tofu", "--data", str(tofu_dir), "--tasks", "1", "--losses", "GA+GD", "--strategies", "dual",
             "--out", str(out), *TINY]
     assert main(argv) == 0
-    assert main([*argv, "--set", "unlearn.lr=0.5"]) == 2
-    assert "holds results of a different config (sections unlearn differ)" in capsys.readouterr().err
-    # adding a strategy is a legitimate resume
+    record = out / "runs" / "task1" / "GAplusGD__dual__seed0.json"
+    first = json.loads(record.read_text())
+    # adding a strategy is a resume: the finished run is not recomputed
     assert main([*argv, "--strategies", "dual", "joint"]) == 0
+    assert json.loads(record.read_text()) == first
+    # another learning rate is another run: recomputed, and the old record is kept aside
+    assert main([*argv, "--set", "unlearn.lr=0.5"]) == 0
+    assert json.loads(record.read_text())["key"] != first["key"]
+    kept = out / "runs" / "superseded" / "task1" / f"GAplusGD__dual__seed0-{first['key']}.json"
+    assert json.loads(kept.read_text()) == first
 
 
 def test_interrupted_run_resumes_from_its_trainer_checkpoint(tofu_dir, tmp_path, cache, monkeypatch):
@@ -155,11 +171,11 @@ def test_interrupted_run_resumes_from_its_trainer_checkpoint(tofu_dir, tmp_path,
     monkeypatch.setattr(UnlearningTrainer, "compute_loss", interrupted)
     with pytest.raises(KeyboardInterrupt):
         main(argv)
-    run_dir = out / "tasks" / "task1" / "checkpoints-GAplusGD__dualplus"
+    (run_dir,) = (out / "checkpoints").glob("task1__GAplusGD__dualplus__seed0-*")
     assert (run_dir / "checkpoint-2" / "optimizer.pt").is_file()
     monkeypatch.setattr(UnlearningTrainer, "compute_loss", original)
     assert main(argv) == 0
-    record = json.loads((out / "tasks" / "task1" / "GAplusGD__dualplus.json").read_text())
+    record = json.loads((out / "runs" / "task1" / "GAplusGD__dualplus__seed0.json").read_text())
     # only steps 3 and 4 (both retain steps of the 1:5 pattern) ran after the resume
     assert record["optimizer_steps"] == {"forget": 0, "retain": 2, "joint": 0}
     assert not run_dir.exists()

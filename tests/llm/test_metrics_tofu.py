@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from dualoptim.metrics import tofu as M
+from dualoptim.llm import metrics as M
 
 
 def test_lcs_length_classic_example():

@@ -10,10 +10,12 @@ import pytest
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
+from dualoptim.errors import NonFiniteLoss
 from dualoptim.llm.data import QAFormat, TofuSource, UnlearningCollator, UnlearningDataset, load_split
 from dualoptim.llm.losses import UnlearningLoss
-from dualoptim.llm.strategies import STRATEGIES, OptimizerSettings
-from dualoptim.llm.trainer import AlternationSchedule, NonFiniteLossError, UnlearningTrainer
+from dualoptim.llm.trainer import UnlearningTrainer
+from dualoptim.schedule import Schedule
+from dualoptim.strategies import STRATEGIES, OptimizerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,8 +36,8 @@ def _trainer(model, tokenizer, tofu_dir, tmp_path, strategy="dual", loss="ME+GD"
         model=model, args=_args(tmp_path, **overrides),
         train_dataset=UnlearningDataset(tokenizer, split, QAFormat(), 64),
         data_collator=UnlearningCollator(tokenizer.pad_token_id), loss=UnlearningLoss(loss),
-        strategy=strategy, optimizer_settings=OptimizerSettings(lr=1e-3, forget_lr=2e-3),
-        schedule=AlternationSchedule(*schedule),
+        strategy=strategy, optimizer_settings=OptimizerSettings(forget_lr=2e-3, retain_lr=1e-3, family="adamw"),
+        schedule=Schedule(1, *schedule),
     )
 
 
@@ -44,11 +46,11 @@ def _inner(optimizer):
 
 
 def test_schedule_pattern():
-    schedule = AlternationSchedule(1, 5)
-    assert [schedule.objective(s) for s in range(7)] == ["forget"] + ["retain"] * 5 + ["forget"]
-    assert [AlternationSchedule(2, 1).objective(s) for s in range(4)] == ["forget", "forget", "retain", "forget"]
-    with pytest.raises(ValueError, match="forget_freq >= 1"):
-        AlternationSchedule(0, 5)
+    schedule = Schedule(1, 1, 5)
+    assert [schedule.objective_at(s).value for s in range(7)] == ["forget"] + ["retain"] * 5 + ["forget"]
+    assert [Schedule(1, 2, 1).objective_at(s).value for s in range(4)] == ["forget", "forget", "retain", "forget"]
+    with pytest.raises(ValueError, match="needs fixed forget_steps and retain_steps"):
+        Schedule(1, None, 5).objective_at(0)
 
 
 def test_accumulated_micro_batches_never_mix_objectives(model, tokenizer, tofu_dir, tmp_path):
@@ -65,7 +67,8 @@ def test_joint_steps_the_sum(model, tokenizer, tofu_dir, tmp_path):
     trainer = _trainer(model, tokenizer, tofu_dir, tmp_path, strategy="joint", max_steps=3)
     trainer.train()
     assert [o for _, o in trainer.objective_log] == ["joint"] * 6
-    assert {float(s["step"]) for s in _inner(trainer.optimizer).state.values()} == {3.0}
+    shared = _inner(trainer.optimizer)  # SharedState: one AdamW for both objectives
+    assert {float(s["step"]) for s in shared.inner.state.values()} == {3.0}
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES.names())
@@ -116,7 +119,7 @@ def test_non_finite_loss_stops_with_a_reason(model, tokenizer, tofu_dir, tmp_pat
     with torch.no_grad():
         model.lm_head.weight.fill_(float("nan"))
     trainer = _trainer(model, tokenizer, tofu_dir, tmp_path)
-    with pytest.raises(NonFiniteLossError, match="non-finite forget loss nan \\(ME\\+GD, dual\\) at optimizer step 0"):
+    with pytest.raises(NonFiniteLoss, match="non-finite forget loss nan \\(ME\\+GD, dual\\) at optimizer step 0"):
         trainer.train()
 
 
@@ -145,9 +148,9 @@ def test_two_processes_hold_identical_weights(tmp_path):
         assert torch.equal(value, ranks[1]["weights"][name]), name
     # every process took the same objective at every step, and every micro-batch of a step (with
     # gradient accumulation, on 6 items per process) served the objective of that step
-    schedule = AlternationSchedule(1, 2)
+    schedule = Schedule(1, 1, 2)
     assert ranks[0]["objectives"] == ranks[1]["objectives"]
-    assert all(objective == schedule.objective(step) for step, objective in ranks[0]["objectives"])
+    assert all(objective == schedule.objective_at(step).value for step, objective in ranks[0]["objectives"])
     assert sorted({step for step, _ in ranks[0]["objectives"]}) == list(range(6))
     assert ranks[0]["forget_steps"] == 2 and ranks[0]["retain_steps"] == 4
     assert ranks[0]["initial"] is not None

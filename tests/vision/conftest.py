@@ -30,7 +30,7 @@ def tiny_bench_yaml(tmp_path_factory, model_cache):
     path.write_text(
         f"""
 methods: [GA, SFRon]
-optimizers: [alternate, dual]
+strategies: [alternate, dual]
 seeds: [0, 1]
 cache_dir: {model_cache}
 train: {{epochs: 2}}

@@ -1,38 +1,41 @@
 import pytest
 import torch
 
-from dualoptim.benchmark.config import (
-    BenchConfig,
-    config_from_dict,
-    config_to_dict,
-    load_preset,
-    preset_names,
-)
-from dualoptim.benchmark.runner import schedule_for, settings_for, validate
-from dualoptim.unlearn import Schedule
+from dualoptim.config import from_dict, load_config, preset_names, to_dict
+from dualoptim.schedule import Schedule
+from dualoptim.vision.benchmark import resolve_schedule, resolve_settings, validate
+from dualoptim.vision.config import VisionConfig
+
+
+def load_preset(*names):
+    return load_config(VisionConfig, "vision", names)
+
+
+def config_from_dict(cls, data, base=None):
+    return from_dict(cls, data, base=base)
 
 
 def test_presets_ship_and_validate():
-    assert {"digits", "fashion-mnist", "cifar10-resnet18"} <= set(preset_names())
-    for name in preset_names():
+    assert {"digits", "fashion-mnist", "cifar10-resnet18"} <= set(preset_names("vision"))
+    for name in preset_names("vision"):
         validate(load_preset(name))
     # The digits preset spells out the embedded default.
-    assert config_to_dict(load_preset("digits")) == config_to_dict(BenchConfig())
+    assert to_dict(load_preset("digits")) == to_dict(VisionConfig())
 
 
 def test_resolution_of_schedules_and_learning_rates():
     config = load_preset("fashion-mnist")
-    assert schedule_for(config, "RL") == Schedule(5, None, 32)
-    assert schedule_for(config, "SFRon") == Schedule(40, 1, 5)  # SFRon's published 1:5 ratio
-    config = config_from_dict(BenchConfig, {"unlearn": {"methods": {"SCRUB": {"forget_lr": {"dual": 7e-4}}}}}, base=config)
-    assert settings_for(config, "SCRUB", "dual").forget_lr == 7e-4
-    assert settings_for(config, "RL", "dual").forget_lr == config.unlearn.optim.forget_lr["dual"]
-    assert settings_for(config, "SCRUB", "dual").retain_lr == 0.01
+    assert resolve_schedule(config, "RL") == Schedule(5, None, 32)
+    assert resolve_schedule(config, "SFRon") == Schedule(40, 1, 5)  # SFRon's published 1:5 ratio
+    config = config_from_dict(VisionConfig, {"unlearn": {"methods": {"SCRUB": {"forget_lr": {"dual": 7e-4}}}}}, base=config)
+    assert resolve_settings(config, "SCRUB", "dual").forget_lr == 7e-4
+    assert resolve_settings(config, "RL", "dual").forget_lr == config.unlearn.optim.forget_lr["dual"]
+    assert resolve_settings(config, "SCRUB", "dual").retain_lr == 0.01
     # 8-bit strategies use the rates of their float32 twin unless given their own.
-    assert settings_for(config, "SCRUB", "dual-8bit") == settings_for(config, "SCRUB", "dual")
-    assert settings_for(config, "SFRon", "dual+-8bit") == settings_for(config, "SFRon", "dual+")
-    config = config_from_dict(BenchConfig, {"unlearn": {"optim": {"forget_lr": {"dual+-8bit": 5e-4}}}}, base=config)
-    assert settings_for(config, "RL", "dual+-8bit").forget_lr == 5e-4
+    assert resolve_settings(config, "SCRUB", "dual-8bit") == resolve_settings(config, "SCRUB", "dual")
+    assert resolve_settings(config, "SFRon", "dual+-8bit") == resolve_settings(config, "SFRon", "dual+")
+    config = config_from_dict(VisionConfig, {"unlearn": {"optim": {"forget_lr": {"dual+-8bit": 5e-4}}}}, base=config)
+    assert resolve_settings(config, "RL", "dual+-8bit").forget_lr == 5e-4
 
 
 def test_layered_presets_override_key_by_key(tmp_path):
@@ -55,14 +58,14 @@ def test_layered_presets_override_key_by_key(tmp_path):
 )
 def test_bad_config_keys_are_named(data, message):
     with pytest.raises(ValueError, match=message):
-        config_from_dict(BenchConfig, data)
+        config_from_dict(VisionConfig, data)
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
         ({"methods": ["GA", "Forgetron"]}, r"unknown method 'Forgetron'; valid: "),
-        ({"optimizers": ["dual", "quad"]}, r"unknown strategy 'quad'; valid: joint, alternate, dual, dual\+"),
+        ({"strategies": ["dual", "quad"]}, r"unknown strategy 'quad'; valid: joint, alternate, dual, dual\+"),
         ({"methods": ["Retrain"]}, r"method 'Retrain' is the retrained reference"),
         ({"data": {"dataset": "imagenet"}}, r"unknown dataset 'imagenet'; valid: digits"),
         ({"unlearn": {"methods": {"SCRUB": {"options": {"beta": 1}}}}}, r"unknown option 'beta' for method SCRUB"),
@@ -74,7 +77,7 @@ def test_bad_config_keys_are_named(data, message):
 )
 def test_validate_names_the_bad_value(data, message):
     with pytest.raises(ValueError, match=message):
-        validate(config_from_dict(BenchConfig, data))
+        validate(config_from_dict(VisionConfig, data))
 
 
 def test_unknown_preset():
@@ -83,7 +86,7 @@ def test_unknown_preset():
 
 
 def test_tofu_presets_are_not_classification_presets():
-    assert not any(name.startswith("tofu") for name in preset_names())
+    assert not any(name.startswith("tofu") for name in preset_names("vision"))
     with pytest.raises(ValueError, match=r"unknown preset 'tofu-tiny'; valid: cifar10-resnet18, digits, fashion-mnist"):
         load_preset("tofu-tiny")
 
@@ -91,4 +94,4 @@ def test_tofu_presets_are_not_classification_presets():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cuda_without_cuda_is_a_clear_error():
     with pytest.raises(ValueError, match=r"device 'cuda' requested but CUDA is not available"):
-        validate(config_from_dict(BenchConfig, {"device": "cuda"}))
+        validate(config_from_dict(VisionConfig, {"device": "cuda"}))

@@ -4,9 +4,8 @@ import struct
 import pytest
 import torch
 
-from dualoptim.data import load_dataset
-from dualoptim.data.datasets import _read_idx
 from dualoptim.paths import default_data_root
+from dualoptim.vision.datasets import _read_idx, load_dataset
 
 
 def test_digits_is_embedded_and_normalised():

@@ -6,9 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dualoptim.methods import Method, build_method
+from dualoptim.errors import NonFiniteLoss
 from dualoptim.optim import Objective
-from dualoptim.unlearn import NonFiniteLoss, OptimizerSettings, Schedule, plan_steps, unlearn
+from dualoptim.schedule import Schedule, plan_steps
+from dualoptim.strategies import OptimizerSettings
+from dualoptim.vision.loop import unlearn
+from dualoptim.vision.methods import Method, build_method
 
 
 @dataclass

@@ -4,15 +4,17 @@ import pytest
 import torch
 from torch import nn
 
-from dualoptim.methods import build_method
-from dualoptim.unlearn import STRATEGIES, OptimizerSettings, Schedule, unlearn
-from dualoptim.unlearn.masks import (
+from dualoptim.schedule import Schedule
+from dualoptim.strategies import STRATEGIES, OptimizerSettings
+from dualoptim.vision.loop import unlearn
+from dualoptim.vision.masks import (
     diagonal_fisher,
     fisher_mask,
     mean_gradient,
     saliency_mask,
     snapshot_frozen,
 )
+from dualoptim.vision.methods import build_method
 
 
 def test_saliency_mask_keeps_the_top_half_by_mean_forget_gradient(task):

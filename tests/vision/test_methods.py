@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dualoptim.methods import METHODS, build_method
-from dualoptim.methods.sfron import SFRon
+from dualoptim.vision.methods import METHODS, build_method
+from dualoptim.vision.methods.sfron import SFRon
 from tests.vision.helpers import TinyNet
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from dualoptim.metrics.aggregate import gap, mean_std, std_score, summarize
-from dualoptim.metrics.classification import accuracy, entropy, evaluate, mia_entropy, mia_svc
+from dualoptim.metrics.mia import entropy, mia_entropy, mia_svc
+from dualoptim.vision.metrics import accuracy, evaluate
 
 
 def test_accuracy_and_entropy_by_hand():

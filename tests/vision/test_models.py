@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from dualoptim.models import build_model, load_checkpoint, save_checkpoint
+from dualoptim.vision.models import build_model
+from dualoptim.vision.training import load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize(("arch", "shape", "width"), [("small-cnn", (1, 8, 8), 8), ("small-cnn", (1, 28, 28), 8), ("resnet18", (3, 32, 32), 4)])

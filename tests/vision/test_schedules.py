@@ -1,7 +1,7 @@
 import pytest
 
 from dualoptim.optim import Objective
-from dualoptim.unlearn import Schedule, plan_steps
+from dualoptim.schedule import Schedule, plan_steps
 
 F, R = (Objective.FORGET,), (Objective.RETAIN,)
 

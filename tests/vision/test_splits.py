@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dualoptim.data import make_split, read_indices
+from dualoptim.vision.splits import make_split, read_indices
 
 LABELS = torch.arange(100) % 10
 

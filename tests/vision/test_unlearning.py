@@ -4,8 +4,10 @@ import copy
 
 import pytest
 
-from dualoptim.methods import METHODS, build_method
-from dualoptim.unlearn import STRATEGIES, OptimizerSettings, Schedule, unlearn
+from dualoptim.schedule import Schedule
+from dualoptim.strategies import STRATEGIES, OptimizerSettings
+from dualoptim.vision.loop import unlearn
+from dualoptim.vision.methods import METHODS, build_method
 from tests.vision.helpers import accuracy
 
 # (forget lr, retain lr) per strategy; a joint step uses the retain lr.

@@ -1,22 +1,33 @@
-"""Typed configuration of a TOFU run: the single source of options.
+"""The options of the TOFU task, as typed dataclasses (:mod:`dualoptim.config`).
 
-YAML presets (``src/dualoptim/configs/tofu-*.yaml``) and ``--set section.key=value`` overrides
-only change these defaults; an unknown key is an error that names it.
+Presets in ``dualoptim/configs/tofu/`` (``tofu-tiny``, ``tofu-phi15``, ``tofu-llama2-7b``) override
+these defaults; ``--set section.key=value`` overrides both.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
+from dualoptim.config import option
 from dualoptim.llm.data import QAFormat
 from dualoptim.llm.models import TinyModelConfig
+from dualoptim.schedule import Schedule
+from dualoptim.strategies import OptimizerSettings
 
+__all__ = [
+    "EVAL_SETS",
+    "TASK",
+    "DataSection",
+    "ModelSection",
+    "TofuConfig",
+    "UnlearnSection",
+    "optimizer_settings",
+    "schedule",
+    "validate",
+]
+
+#: the task's name: its presets folder (``configs/tofu``) and results.json's ``task``
+TASK = "tofu"
 EVAL_SETS = ("forget", "retain", "real_authors", "world_facts")
 
 
@@ -24,209 +35,116 @@ EVAL_SETS = ("forget", "retain", "real_authors", "world_facts")
 class ModelSection:
     """Which model to unlearn."""
 
-    #: "tiny": build, train and cache the CPU stand-in; "pretrained": load ``name_or_path``
-    kind: str = "tiny"
-    #: hub id or local folder of the fine-tuned target model (kind "pretrained")
-    name_or_path: str | None = None
-    #: hub id or folder of a model fine-tuned without the forget rows, per split
-    #: (``{"forget10": "..."}``) for Forget Quality; a missing entry makes it absent
-    retain_model: dict[str, str] = field(default_factory=dict)
-    dtype: str = "float32"
-    #: pad with this token when the tokenizer has none ("eos" = the eos token); null = require one
-    pad_token: str | None = None
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    kind: str = option('"tiny": build, train and cache the CPU stand-in; "pretrained": load name_or_path', "tiny")
+    name_or_path: str | None = option("hub id or local folder of the fine-tuned target model (kind pretrained)", None)
+    retain_model: dict[str, str] = option(
+        "split -> hub id or folder of a model fine-tuned without the forget rows (Forget Quality); "
+        "a missing entry makes it absent",
+        factory=dict,
+    )
+    dtype: str = option("dtype the pretrained model is loaded in: float32 | bfloat16 | float16", "float32")
+    pad_token: str | None = option(
+        'pad with this token when the tokenizer has none ("eos": the eos token); null: require one', None
+    )
+    seed: int = option("seed of the tiny target and retain models' training", 0)
+    tiny: TinyModelConfig = option("the tiny Llama and its fine-tuning (kind tiny)", factory=TinyModelConfig)
 
 
 @dataclass
 class DataSection:
     """Where TOFU comes from and how its rows become tokens."""
 
-    #: "local" (a folder of TOFU's JSON files) or "hub" (locuslab/TOFU through ``datasets``)
-    source: str = "local"
-    #: the local folder; null = ``dualoptim.paths.default_data_root() / "tofu"``
-    path: str | None = None
-    split: str = "forget10"
-    format: QAFormat = field(default_factory=QAFormat)
-    max_length: int = 256
-    #: sets to evaluate; the tiny preset keeps forget and retain (it never saw real authors or world facts)
-    eval_sets: list[str] = field(default_factory=lambda: list(EVAL_SETS))
-    #: first N items of each evaluation set (TOFU: up to 300)
-    eval_size: int = 300
-    max_new_tokens: int = 200
-    eval_batch_size: int = 32
+    source: str = option('"local" (a folder of TOFU\'s JSON files) or "hub" (locuslab/TOFU through datasets)', "local")
+    path: str | None = option("the local TOFU folder (null: the data root's tofu/)", None)
+    split: str = option("forget split: forget01 | forget05 | forget10", "forget10")
+    format: QAFormat = option("how a question/answer pair becomes text", factory=QAFormat)
+    max_length: int = option("tokens per question + answer", 256)
+    eval_sets: list[str] = option(
+        "sets to evaluate: forget, retain, real_authors, world_facts", factory=lambda: list(EVAL_SETS)
+    )
+    eval_size: int = option("first N items of each evaluation set (TOFU: up to 300)", 300)
+    max_new_tokens: int = option("longest greedy generation", 200)
+    eval_batch_size: int = option("batch size of evaluation", 32)
 
 
 @dataclass
 class UnlearnSection:
     """The unlearning run: steps, batches, optimizer settings, alternation, loss weights."""
 
-    steps: int = 300
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 4
-    lr: float = 1e-5
-    forget_lr: float = 1e-5
-    betas: tuple[float, float] = (0.9, 0.95)
-    plus_betas: tuple[float, float, float, float] = (0.9, 0.95, 0.9, 0.95)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    forget_freq: int = 1
-    retain_freq: int = 5
-    forget_coeff: float = 1.0
-    regularization_coeff: float = 1.0
-    #: β of NPO, DPO and AP
-    beta: float = 0.1
-    lr_scheduler: str = "constant"
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    #: forget/retain Probability on a few items every N optimizer steps, for the plot
-    eval_every: int = 10
-    trajectory_size: int = 32
-    #: save a Trainer checkpoint every N steps (0 = never); a rerun resumes from the last one
-    save_steps: int = 0
-    bf16: bool = False
+    steps: int = option("optimizer steps", 300)
+    batch_size: int = option("rows per device per micro-batch", 8)
+    gradient_accumulation_steps: int = option("micro-batches per optimizer step", 4)
+    lr: float = option("retain learning rate (and the single rate of joint)", 1e-5)
+    forget_lr: float = option("forget learning rate", 1e-5)
+    family: str = option("the pre-training optimizer: adamw | adam | sgd (retain side, shared state)", "adamw")
+    betas: tuple[float, float] = option("AdamW betas of both sides", (0.9, 0.95))
+    plus_betas: tuple[float, float, float, float] = option(
+        "DualOptimPlus betas (delta1, delta2, base1, base2)", (0.9, 0.95, 0.9, 0.95)
+    )
+    eps: float = option("AdamW / DualOptimPlus eps", 1e-8)
+    weight_decay: float = option("decoupled weight decay of every optimizer", 0.0)
+    forget_steps: int = option("forget steps of the repeating alternation", 1)
+    retain_steps: int = option("retain steps of the repeating alternation", 5)
+    forget_coeff: float = option("weight of the forget loss", 1.0)
+    regularization_coeff: float = option("weight of the retain loss", 1.0)
+    beta: float = option("β of NPO, DPO and AP", 0.1)
+    lr_scheduler: str = option("transformers scheduler name: constant, linear, cosine, ...", "constant")
+    warmup_steps: int = option("learning-rate warm-up steps", 0)
+    max_grad_norm: float = option("gradient-norm clipping of every step", 1.0)
+    eval_every: int = option("forget/retain Probability on a few items every N optimizer steps (the plot)", 10)
+    trajectory_size: int = option("items of each set evaluated along the run", 32)
+    save_steps: int = option("save a Trainer checkpoint every N steps (0: never); a rerun resumes from it", 0)
+    bf16: bool = option("bf16 mixed precision (GPU)", False)
 
 
 @dataclass
 class TofuConfig:
-    """A whole ``dualoptim tofu`` run: every (task, loss, strategy) combination."""
+    """A whole ``dualoptim tofu`` run: every (task, loss, strategy, seed)."""
 
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
-    unlearn: UnlearnSection = field(default_factory=UnlearnSection)
-    losses: list[str] = field(default_factory=lambda: ["ME+GD", "IDK+GD"])
-    strategies: list[str] = field(default_factory=lambda: ["joint", "alternate", "dual", "dual+"])
-    #: forget task ids; they play the role of seeds (each is a different forget set)
-    tasks: list[str] = field(default_factory=lambda: ["1"])
-    seed: int = 0
-    #: torch CPU threads (null = torch's default)
-    threads: int | None = None
-
-
-def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
-    """Build dataclass ``cls`` from nested dicts; unknown keys and wrong types are errors."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown key {where}.{unknown[0]}; valid: {', '.join(sorted(names))}")
-    kwargs = {key: _convert(hints[key], value, f"{where}.{key}") for key, value in data.items()}
-    defaults = cls()
-    merged = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(cls)}
-    merged.update(kwargs)
-    return cls(**merged)
+    model: ModelSection = option("the model to unlearn", factory=ModelSection)
+    data: DataSection = option("TOFU data and evaluation", factory=DataSection)
+    unlearn: UnlearnSection = option("unlearning", factory=UnlearnSection)
+    losses: list[str] = option("FORGET+RETAIN loss combinations (the task's methods)", factory=lambda: ["ME+GD", "IDK+GD"])
+    strategies: list[str] = option(
+        "strategies to run each loss with", factory=lambda: ["joint", "alternate", "dual", "dual+"]
+    )
+    tasks: list[str] = option("forget task ids of the split (each a different forget set)", factory=lambda: ["1"])
+    seeds: list[int] = option("unlearning seeds (data order) run on every task", factory=lambda: [0])
+    cache_dir: str | None = option("cache of tiny models and tokenizers (default: dualoptim.paths.default_cache_dir())", None)
+    device: str = option("cpu | cuda | auto (cuda when available)", "auto")
+    threads: int | None = option("torch CPU threads (null: torch's default)", None)
 
 
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, where)
-    if origin in (list, tuple):
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list, got {value!r}")
-        if origin is tuple:
-            if len(args) != len(value):
-                raise ValueError(f"{where} needs {len(args)} values, got {value!r}")
-            return tuple(_convert(a, v, where) for a, v in zip(args, value))
-        return [_convert(args[0], v, where) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{where} must be a mapping, got {value!r}")
-        return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if hint is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        if not isinstance(value, bool):
-            raise ValueError(f"{where} must be true or false, got {value!r}")
-        return value
-    if hint in (int, float):
-        try:
-            number = hint(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where} must be a number, got {value!r}") from None
-        if hint is int and float(value) != number:
-            raise ValueError(f"{where} must be an integer, got {value!r}")
-        return number
-    if hint is str:
-        return str(value)
-    return value
+def optimizer_settings(config: TofuConfig) -> OptimizerSettings:
+    """The strategies' settings: AdamW on both sides (the LLM setting of the papers)."""
+    u = config.unlearn
+    return OptimizerSettings(
+        forget_lr=u.forget_lr,
+        retain_lr=u.lr,
+        family=u.family,
+        betas=tuple(u.betas),
+        weight_decay=u.weight_decay,
+        forget_betas=tuple(u.betas),
+        forget_weight_decay=u.weight_decay,
+        eps=u.eps,
+        plus_betas=tuple(u.plus_betas),
+        plus_weight_decay=u.weight_decay,
+    )
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    """The effective config as plain JSON-able data."""
-    return dataclasses.asdict(config)
-
-
-def preset_names() -> list[str]:
-    folder = resources.files("dualoptim") / "configs"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.startswith("tofu-"))
-
-
-def load_preset(name: str) -> dict[str, Any]:
-    """The overrides of an embedded preset (``tofu-tiny``) or of a YAML file path."""
-    import yaml
-
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {name!r} does not exist")
-        text = path.read_text(encoding="utf-8")
-    else:
-        if name not in preset_names():
-            raise ValueError(f"unknown preset {name!r}; valid: {', '.join(preset_names())}")
-        text = (resources.files("dualoptim") / "configs" / f"{name}.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text) or {}
-
-
-def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """``"unlearn.steps=60"`` -> ``data["unlearn"]["steps"] = 60`` (value parsed as YAML)."""
-    import yaml
-
-    if "=" not in assignment:
-        raise ValueError(f"--set needs KEY=VALUE, got {assignment!r}")
-    key, raw = assignment.split("=", 1)
-    parts = key.strip().split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"--set {key}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
-
-
-def build_config(preset: str | None, overrides: dict[str, Any] | None = None) -> TofuConfig:
-    """Defaults <- preset <- overrides (nested dicts), validated."""
-    data: dict[str, Any] = _merge(load_preset(preset) if preset else {}, overrides or {})
-    config = from_dict(TofuConfig, data)
-    validate(config)
-    return config
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Nested dict merge: sections merge key by key, other values replace."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+def schedule(config: TofuConfig) -> Schedule:
+    """The repeating forget:retain alternation of the Trainer (one outer iteration per period)."""
+    u = config.unlearn
+    period = u.forget_steps + u.retain_steps
+    return Schedule(max(1, -(-u.steps // max(period, 1))), u.forget_steps, u.retain_steps)
 
 
 def validate(config: TofuConfig) -> None:
     """Catch bad names and values before hours of compute."""
+    from dualoptim.devices import resolve_device
     from dualoptim.llm.data import SPLITS
     from dualoptim.llm.losses import parse_loss
-    from dualoptim.llm.strategies import STRATEGIES
+    from dualoptim.strategies import STRATEGIES
 
     for loss in config.losses:
         parse_loss(loss)
@@ -247,6 +165,15 @@ def validate(config: TofuConfig) -> None:
         raise ValueError("data.eval_sets must include 'forget'")
     if not config.tasks:
         raise ValueError("tasks must name at least one forget task")
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {config.seeds}")
     for key in ("steps", "batch_size", "gradient_accumulation_steps", "eval_every"):
         if getattr(config.unlearn, key) < 1:
             raise ValueError(f"unlearn.{key} must be >= 1, got {getattr(config.unlearn, key)}")
+    if config.unlearn.forget_steps < 1 or config.unlearn.retain_steps < 0:
+        raise ValueError(
+            "the alternation needs unlearn.forget_steps >= 1 and unlearn.retain_steps >= 0, got "
+            f"{config.unlearn.forget_steps}:{config.unlearn.retain_steps}"
+        )
+    optimizer_settings(config)
+    resolve_device(config.device)

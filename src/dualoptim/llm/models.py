@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from dualoptim.config import option
 from dualoptim.llm.data import QAFormat, check_tokenizer, encode_rows, pad_batch
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -33,18 +34,17 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>",
 class TinyModelConfig:
     """Size of the tiny Llama and how it is fine-tuned on TOFU."""
 
-    vocab_size: int = 2048
-    hidden_size: int = 64
-    intermediate_size: int = 172
-    num_layers: int = 2
-    num_heads: int = 4
-    max_position_embeddings: int = 256
-    #: fine-tuning of the target and retain models
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 50
+    vocab_size: int = option("BPE vocabulary size of the tokenizer trained on the TOFU text", 2048)
+    hidden_size: int = option("hidden size of the Llama", 64)
+    intermediate_size: int = option("MLP size of the Llama", 172)
+    num_layers: int = option("transformer layers", 2)
+    num_heads: int = option("attention heads", 4)
+    max_position_embeddings: int = option("longest sequence the model takes", 256)
+    epochs: int = option("fine-tuning epochs of the target and retain models", 20)
+    batch_size: int = option("fine-tuning batch size", 32)
+    lr: float = option("fine-tuning AdamW learning rate (cosine decay after warm-up)", 3e-3)
+    weight_decay: float = option("fine-tuning AdamW weight decay", 0.0)
+    warmup_steps: int = option("fine-tuning warm-up steps", 50)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:

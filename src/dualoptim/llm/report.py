@@ -7,6 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from dualoptim.io import write_text_atomic
+from dualoptim.reports.plots import STRATEGY_COLORS, band, pyplot, save
+from dualoptim.reports.tables import mean_std_cell
+
+__all__ = ["plot_curves", "render_table", "write_report"]
+
 COLUMNS = ("UFE", "TFE", "MU", "OVR", "Forget Quality", "Model Utility")
 DETAIL = (
     "forget/ROUGE",
@@ -18,30 +24,44 @@ DETAIL = (
 )
 
 
+def _strategy(row: dict[str, Any]) -> str:
+    """A row's strategy; files written before the shared vocabulary call it ``optimizer``."""
+    return row["strategy"] if "strategy" in row else row["optimizer"]
+
+
 def _cell(metric: dict[str, float] | None, percent: bool) -> str:
     if metric is None:
         return "absent"
     if percent:
-        return f"{100 * metric['mean']:.2f} ± {100 * metric['std']:.2f}"
-    return f"{metric['mean']:.2e} ± {metric['std']:.1e}"
+        return mean_std_cell(metric["mean"], metric["std"], scale=100)
+    text = f"{metric['mean']:.2e}"
+    return text if metric["std"] is None else f"{text} ± {metric['std']:.1e}"
+
+
+def _histories(row: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    if "runs" in row:
+        return [run["history"] for run in row["runs"] if run.get("history")]
+    return [h for h in row.get("history", {}).values() if h]  # before the shared envelope
 
 
 def render_table(results: dict[str, Any]) -> str:
     """Rows loss × strategy (after the target and retain-model references); mean ± std over tasks."""
     lines = [
-        f"# TOFU {results['split']}, tasks {', '.join(results['tasks'])}",
+        f"# TOFU {results['split']}, tasks {', '.join(results['tasks'])}"
+        + (f", seeds {', '.join(str(s) for s in results['seeds'])}" if results.get("seeds") else ""),
         "",
-        "Mean ± std over tasks (each task a different forget set). Percent, except Forget Quality "
+        f"Mean ± {results.get('std', 'population std (ddof 0)')} over the runs of each row (tasks x seeds; "
+        "each task a different forget set). Percent, except Forget Quality "
         "(a KS-test p-value). OVR uses TFE for targeted forget losses (IDK, DPO), UFE otherwise.",
         "",
-        "| Loss | Optimizer | " + " | ".join(COLUMNS) + " | seconds |",
+        "| Loss | Strategy | " + " | ".join(COLUMNS) + " | seconds |",
         "|---|---|" + "---|" * len(COLUMNS) + "---|",
     ]
     for row in results["rows"]:
         cells = [_cell(row["metrics"].get(name), name != "Forget Quality") for name in COLUMNS]
-        stopped = f" (stopped on {len(row['stopped'])} task(s))" if row.get("stopped") else ""
+        stopped = f" (stopped on {len(row['stopped'])} run(s))" if row.get("stopped") else ""
         lines.append(
-            f"| {row['loss']} | {row['optimizer']}{stopped} | "
+            f"| {row['loss']} | {_strategy(row)}{stopped} | "
             + " | ".join(cells)
             + f" | {row['seconds']:.0f} |"
         )
@@ -49,12 +69,12 @@ def render_table(results: dict[str, Any]) -> str:
         "",
         "Per-set values (percent):",
         "",
-        "| Loss | Optimizer | " + " | ".join(DETAIL) + " |",
+        "| Loss | Strategy | " + " | ".join(DETAIL) + " |",
         "|---|---|" + "---|" * len(DETAIL),
     ]
     for row in results["rows"]:
         cells = [_cell(row["metrics"].get(name), True) for name in DETAIL]
-        lines.append(f"| {row['loss']} | {row['optimizer']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['loss']} | {_strategy(row)} | " + " | ".join(cells) + " |")
     absent = {}
     for row in results["rows"]:
         absent.update(row.get("absent", {}))
@@ -80,19 +100,15 @@ def _number(value: float | None) -> float:
 
 def plot_curves(results: dict[str, Any], path: Path) -> Path:
     """Forget and retain Probability along the run: one panel row per loss, one line per strategy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in results["rows"] if r["optimizer"] != "-"]
+    plt = pyplot()
+    rows = [r for r in results["rows"] if _strategy(r) != "-"]
     losses = list(dict.fromkeys(r["loss"] for r in rows)) or ["-"]
     fig, axes = plt.subplots(len(losses), 2, figsize=(10, 3.4 * len(losses)), squeeze=False)
     for i, loss in enumerate(losses):
         for j, side in enumerate(("forget", "retain")):
             ax = axes[i][j]
             for row in (r for r in rows if r["loss"] == loss):
-                curves = [h for h in row["history"].values() if h]
+                curves = _histories(row)
                 if not curves:
                     continue
                 steps = [point["step"] for point in curves[0]]
@@ -101,16 +117,19 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path:
                     [[_number(p.get(f"{side}/Probability")) for p in c[:length]] for c in curves], dtype=float
                 )
                 mean, std = values.mean(0), values.std(0)
-                ax.plot(steps[:length], mean, label=row["optimizer"])
-                ax.fill_between(steps[:length], mean - std, mean + std, alpha=0.2)
+                band(ax, steps[:length], list(mean), list(std), label=_strategy(row),
+                     color=STRATEGY_COLORS.get(_strategy(row)))  # fmt: skip
             ax.set_title(f"{loss}: {side} Probability")
             ax.set_xlabel("optimizer step")
             ax.set_ylabel("P(answer)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle(f"TOFU {results['split']}: mean ± std over tasks {', '.join(results['tasks'])}")
+    fig.suptitle(f"TOFU {results['split']}: mean ± std (ddof 0) over the runs, tasks {', '.join(results['tasks'])}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
+
+
+def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
+    """Write ``table.md`` and ``tofu_curves.png`` into ``out``."""
+    out = Path(out)
+    return [write_text_atomic(out / "table.md", render_table(results)), plot_curves(results, out / "tofu_curves.png")]

@@ -2,7 +2,7 @@
 
 :class:`UnlearningTrainer` is a ``Trainer`` whose training items pair a forget row with a retain
 row (:class:`dualoptim.llm.data.UnlearningDataset`). Which half an optimizer step uses is a
-function of the optimizer step count alone (:class:`AlternationSchedule`), so
+function of the optimizer step count alone (:meth:`dualoptim.schedule.Schedule.objective_at`), so
 
 * every micro-batch accumulated into one optimizer step serves the same objective (the research
   code mixed forget and retain micro-batches under multi-GPU);
@@ -19,7 +19,8 @@ Example::
         model=model, args=TrainingArguments("out", max_steps=300, per_device_train_batch_size=8),
         train_dataset=UnlearningDataset(tokenizer, split, QAFormat(), max_length=256),
         data_collator=UnlearningCollator(tokenizer.pad_token_id),
-        loss=UnlearningLoss("ME+GD"), strategy="dual", optimizer_settings=OptimizerSettings(lr=1e-5),
+        loss=UnlearningLoss("ME+GD"), strategy="dual",
+        optimizer_settings=OptimizerSettings(forget_lr=1e-5, retain_lr=1e-5, family="adamw"),
     )
     trainer.train()
 """
@@ -28,36 +29,28 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
 
+from dualoptim.errors import NonFiniteLoss
 from dualoptim.llm.losses import UnlearningLoss
-from dualoptim.llm.strategies import OptimizerSettings, build_optimizer, is_joint, set_objective
+from dualoptim.schedule import Schedule
+from dualoptim.strategies import (
+    STRATEGIES,
+    OptimizerSettings,
+    build_optimizer,
+    joint_forget_weight,
+    set_objective,
+)
 
+__all__ = ["UnlearningTrainer", "TrajectoryCallback", "frozen_copy"]
 
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite; the run stops and the reason is recorded."""
-
-
-@dataclass(frozen=True)
-class AlternationSchedule:
-    """``forget_freq`` forget steps, then ``retain_freq`` retain steps, repeated (default 1:5)."""
-
-    forget_freq: int = 1
-    retain_freq: int = 5
-
-    def __post_init__(self) -> None:
-        if self.forget_freq < 1 or self.retain_freq < 0:
-            raise ValueError(
-                f"alternation needs forget_freq >= 1 and retain_freq >= 0, got {self.forget_freq}:{self.retain_freq}"
-            )
-
-    def objective(self, step: int) -> str:
-        """Objective of optimizer step ``step`` (0-based)."""
-        return "forget" if step % (self.forget_freq + self.retain_freq) < self.forget_freq else "retain"
+#: the LLM papers' defaults: AdamW on both sides at lr 1e-5, one forget step per five retain steps
+DEFAULT_SETTINGS = OptimizerSettings(forget_lr=1e-5, retain_lr=1e-5, family="adamw", betas=(0.9, 0.95),
+                                     weight_decay=0.0, forget_betas=(0.9, 0.95), forget_weight_decay=0.0)  # fmt: skip
+DEFAULT_SCHEDULE = Schedule(1, forget_steps=1, retain_steps=5)
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -73,10 +66,11 @@ class UnlearningTrainer(Trainer):
 
     Args (on top of ``Trainer``'s):
         loss: the forget + retain losses and their weights.
-        strategy: a name from :data:`dualoptim.llm.strategies.STRATEGIES` (``joint``, ``alternate``,
+        strategy: a name from :data:`dualoptim.strategies.STRATEGIES` (``joint``, ``alternate``,
             ``dual``, ``dual+``, ...). Ignored when ``optimizers=(opt, sched)`` is passed.
         optimizer_settings: learning rates, betas, eps, weight decay of the strategy's optimizer.
-        schedule: forget:retain step frequencies of the alternating strategies.
+        schedule: the forget:retain pattern of the alternating strategies (its ``forget_steps``
+            and ``retain_steps``; default 1:5).
         reference_model: frozen model for NPO/DPO/KL; made with :func:`frozen_copy` when the loss
             needs one and none is given.
     """
@@ -87,15 +81,15 @@ class UnlearningTrainer(Trainer):
         loss: UnlearningLoss,
         strategy: str = "dual",
         optimizer_settings: OptimizerSettings | None = None,
-        schedule: AlternationSchedule | None = None,
+        schedule: Schedule | None = None,
         reference_model: torch.nn.Module | None = None,
         **kwargs: Any,
     ) -> None:
         self.unlearning_loss = loss
-        self.joint = is_joint(strategy)
+        self.joint = STRATEGIES.get(strategy).joint
         self.strategy = strategy
-        self.optimizer_settings = optimizer_settings or OptimizerSettings()
-        self.schedule = schedule or AlternationSchedule()
+        self.optimizer_settings = optimizer_settings or DEFAULT_SETTINGS
+        self.schedule = schedule or DEFAULT_SCHEDULE
         super().__init__(*args, **kwargs)
         # the paired items are not model inputs: the Trainer must not drop their columns
         self.args.remove_unused_columns = False
@@ -117,12 +111,15 @@ class UnlearningTrainer(Trainer):
 
     def current_objective(self) -> str:
         """``"joint"``, or the schedule's objective at the current optimizer step."""
-        return "joint" if self.joint else self.schedule.objective(self.state.global_step)
+        return "joint" if self.joint else self.schedule.objective_at(self.state.global_step).value
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         objective = self.current_objective()
         if objective == "joint":
-            loss = self.unlearning_loss.forget(
+            # one step on L_r + (eta_f / eta_r) L_f, taken with the retain learning rate
+            set_objective(self.optimizer, "retain")
+            weight = joint_forget_weight(self.optimizer_settings)
+            loss = weight * self.unlearning_loss.forget(
                 model, inputs, self.reference_model
             ) + self.unlearning_loss.retain(model, inputs, self.reference_model)
         else:
@@ -137,7 +134,7 @@ class UnlearningTrainer(Trainer):
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
         if finite.item() == 0:
             value = loss.item() if not torch.isfinite(loss) else "on another process"
-            raise NonFiniteLossError(
+            raise NonFiniteLoss(
                 f"non-finite {objective} loss {value} ({self.unlearning_loss.name}, {self.strategy}) "
                 f"at optimizer step {self.state.global_step}"
             )

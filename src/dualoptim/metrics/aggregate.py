@@ -1,4 +1,8 @@
-"""Mean ± std over seeds and the papers' Gap and Std scores (SPEC §4.1).
+"""Mean ± std over seeds (or tasks) and the papers' Gap and Std scores (``docs/design.md`` §4.1, §4.3).
+
+The one place every task aggregates. The standard deviation convention is an argument because
+the papers differ: the image-classification tables use the population std (``ddof=0``), the LLM
+papers' scripts the sample std (``ddof=1``); every table names the one it prints.
 
 For metrics :math:`M \\in \\{FA, RA, TA, MIA\\}` measured over seeds :math:`s` and retrain reference
 means :math:`M^*`:
@@ -13,17 +17,27 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["METRICS", "gap", "mean_std", "std_score", "summarize"]
+__all__ = ["METRICS", "STD_NAMES", "gap", "mean_std", "std_score", "summarize"]
 
 METRICS = ("FA", "RA", "TA", "MIA")
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and population standard deviation (ddof = 0), as the papers report over seeds."""
+def mean_std(values: Sequence[float], ddof: int = 0) -> tuple[float, float | None]:
+    """Mean and standard deviation with ``ddof`` delta degrees of freedom (0: population, 1: sample).
+
+    The std is None when it is undefined (fewer than ``ddof + 1`` values): a single task has no spread.
+    """
     if not values:
         raise ValueError("mean and std of no values are undefined")
+    if ddof not in (0, 1):
+        raise ValueError(f"ddof must be 0 (population std) or 1 (sample std), got {ddof!r}")
     mean = math.fsum(values) / len(values)
-    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+    if len(values) <= ddof:
+        return mean, None
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - ddof))
+
+
+STD_NAMES = {0: "population std (ddof 0)", 1: "sample std (ddof 1)"}
 
 
 def gap(means: Mapping[str, float], reference: Mapping[str, float]) -> float:

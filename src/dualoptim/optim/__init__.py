@@ -1,10 +1,15 @@
-"""The optimizers: DualOptim (one state per objective) and DualOptim+ (shared base + residuals),
-with block-wise 8-bit states (``AdamW8bit``, ``DualOptimPlus(quantize_base=..., quantize_delta=...)``)."""
+"""The optimizers: DualOptim (one state per objective), DualOptim+ (shared base + residuals) and
+SharedState (one state, a learning rate per objective: the ``alternate`` baseline), with block-wise
+8-bit states (``AdamW8bit``, ``DualOptimPlus(quantize_base=..., quantize_delta=...)``).
+
+This package imports nothing but torch.
+"""
 
 from dualoptim.optim._objective import Objective, ObjectiveMixin
 from dualoptim.optim.adam8bit import AdamW8bit, float_state_dict
 from dualoptim.optim.dual import DualOptim
 from dualoptim.optim.plus import DualOptimPlus, dual_optim_plus
+from dualoptim.optim.shared import SharedState
 
 __all__ = [
     "AdamW8bit",
@@ -12,6 +17,7 @@ __all__ = [
     "DualOptimPlus",
     "Objective",
     "ObjectiveMixin",
+    "SharedState",
     "dual_optim_plus",
     "float_state_dict",
 ]

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from dualoptim.optim._objective import Objective
+
 
 def as_param_groups(params: Iterable[Any], owner: str) -> list[dict[str, Any]]:
     """Normalise ``params`` (tensors or param-group dicts) to a non-empty list of group dicts.
@@ -40,3 +42,14 @@ def as_param_groups(params: Iterable[Any], owner: str) -> list[dict[str, Any]]:
                 f"{type(item).__name__}"
             )
     return [{"params": items}]
+
+
+def objective_lr(group: dict[str, Any], objective: Objective) -> float:
+    """The learning rate of ``objective``: ``lr`` for retain; for forget ``forget_lr`` scaled by
+    whatever a scheduler did to ``lr`` since construction."""
+    if objective is Objective.RETAIN:
+        return group["lr"]
+    initial = group.get("initial_lr", group["lr"])
+    if initial == 0:
+        return group["forget_lr"]
+    return group["forget_lr"] * group["lr"] / initial

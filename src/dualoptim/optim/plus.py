@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from dualoptim.optim._objective import Objective, ObjectiveMixin
-from dualoptim.optim._params import as_param_groups
+from dualoptim.optim._params import as_param_groups, objective_lr
 from dualoptim.optim.quant import (
     LOW_PRECISION,
     chunk_elements,
@@ -190,7 +190,7 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                 delta.append(state[objective.value])
             for param, base_state, delta_state, label in quantized:
                 _quantized_dual_optim_plus(
-                    param, param.grad, base_state, delta_state, label=label, lr=_objective_lr(group, objective),
+                    param, param.grad, base_state, delta_state, label=label, lr=objective_lr(group, objective),
                     betas=tuple(group["betas"]), eps=group["eps"], weight_decay=group["weight_decay"],
                 )  # fmt: skip
             if not params:
@@ -204,7 +204,7 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                 delta_steps=[s["step"] for s in delta],
                 delta_exp_avgs=[s["exp_avg"] for s in delta],
                 delta_exp_avg_sqs=[s["exp_avg_sq"] for s in delta],
-                lr=_objective_lr(group, objective),
+                lr=objective_lr(group, objective),
                 betas=tuple(group["betas"]),
                 eps=group["eps"],
                 weight_decay=group["weight_decay"],
@@ -314,17 +314,6 @@ def _quantized_dual_optim_plus(
         values.copy_(values.to(dtype).mul_(1 - lr * weight_decay).addcdiv_(m, v.sqrt_().add_(eps), value=-lr))
     if not param.is_contiguous():
         param.copy_(flat_param.view(param.shape))
-
-
-def _objective_lr(group: dict[str, Any], objective: Objective) -> float:
-    """The learning rate of ``objective``: ``lr`` for retain; for forget ``forget_lr`` scaled by
-    whatever a scheduler did to ``lr`` since construction."""
-    if objective is Objective.RETAIN:
-        return group["lr"]
-    initial = group.get("initial_lr", group["lr"])
-    if initial == 0:
-        return group["forget_lr"]
-    return group["forget_lr"] * group["lr"] / initial
 
 
 def _validate_hyperparameters(options: dict[str, Any], owner: str) -> None:

@@ -1,18 +1,26 @@
-"""results.json -> PNG plots: metrics along the unlearning run (stability) and gradient norms."""
+"""PNG plots without a display, and the mean ± std band every stability figure draws."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dualoptim.metrics.aggregate import METRICS
+__all__ = ["STRATEGY_COLORS", "band", "pyplot", "save"]
 
-__all__ = ["plot_grad_norms", "plot_stability"]
+#: one colour per strategy in every figure of every task
+STRATEGY_COLORS = {
+    "joint": "tab:gray",
+    "alternate": "tab:orange",
+    "dual": "tab:blue",
+    "dual+": "tab:green",
+    "dual-8bit": "tab:cyan",
+    "dual+-8bit": "tab:olive",
+}
 
-_COLORS = {"joint": "tab:gray", "alternate": "tab:orange", "dual": "tab:blue", "dual+": "tab:green"}
 
-
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no screen)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,113 +29,30 @@ def _pyplot():
     return plt
 
 
-def _header(fig, axes, title: str) -> None:
-    """Title and legend in a strip of fixed height above the panels."""
-    height = fig.get_size_inches()[1]
-    legend = {}
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    handles, labels = list(legend.values()), list(legend)
-    fig.suptitle(title, y=1 - 0.08 / height, va="top", fontsize=10)
-    fig.legend(
-        handles,
-        labels,
-        loc="upper center",
-        bbox_to_anchor=(0.5, 1 - 0.32 / height),
-        ncol=len(labels),
-        fontsize=9,
-        frameon=False,
-    )
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.62 / height))
+def band(
+    ax: Any,
+    x: Sequence[float],
+    mean: Sequence[float | None],
+    std: Sequence[float | None],
+    *,
+    label: str,
+    color: str | None = None,
+    floor: float | None = None,
+) -> None:
+    """A line at ``mean`` with a shaded ± ``std`` band (missing values are gaps, not zeros)."""
+    nan = float("nan")
+    mean = [nan if m is None else m for m in mean]
+    std = [0.0 if s is None else s for s in std]
+    low = [m - s for m, s in zip(mean, std)]
+    if floor is not None:
+        low = [max(v, floor) for v in low]
+    ax.plot(x, mean, color=color, label=label, lw=1.5)
+    ax.fill_between(x, low, [m + s for m, s in zip(mean, std)], color=color, alpha=0.2)
 
 
-def _methods(results: dict[str, Any]) -> list[str]:
-    return list(dict.fromkeys(row["method"] for row in results["rows"] if row.get("curves")))
-
-
-def plot_stability(results: dict[str, Any], path: str | Path, methods: list[str] | None = None) -> Path:
-    """FA/RA/TA/MIA along the run, mean ± std band over seeds, one line per strategy (the papers' figure).
-
-    The dashed line is the retrained reference measured on the same evaluation subsets.
-    """
-    plt = _pyplot()
-    methods = methods or _methods(results)
-    reference = results["retrain"].get("curve_reference", {})
-    fig, axes = plt.subplots(
-        len(methods), len(METRICS), figsize=(3.2 * len(METRICS), 2.3 * len(methods) + 0.7), squeeze=False
-    )
-    for i, method in enumerate(methods):
-        for row in results["rows"]:
-            if row["method"] != method or not row.get("curves"):
-                continue
-            progress = row["curves"]["progress"]
-            color = _COLORS.get(row["optimizer"])
-            for j, metric in enumerate(METRICS):
-                mean, std = row["curves"][metric]["mean"], row["curves"][metric]["std"]
-                ax = axes[i][j]
-                ax.plot(progress, mean, color=color, label=row["optimizer"], lw=1.6)
-                ax.fill_between(
-                    progress,
-                    [m - s for m, s in zip(mean, std)],
-                    [m + s for m, s in zip(mean, std)],
-                    color=color,
-                    alpha=0.2,
-                )
-        for j, metric in enumerate(METRICS):
-            ax = axes[i][j]
-            if metric in reference:
-                ax.axhline(reference[metric], color="black", ls="--", lw=1, label="retrain")
-            ax.set_title(f"{method}: {metric}", fontsize=9)
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
-            if i == len(methods) - 1:
-                ax.set_xlabel("fraction of the unlearning run", fontsize=8)
-    _header(fig, axes, f"{results.get('dataset', '')}: metrics (%) along unlearning, mean ± std over seeds")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_grad_norms(results: dict[str, Any], path: str | Path, methods: list[str] | None = None) -> Path:
-    """Forget vs retain gradient norms over the run, mean ± std band over seeds, one panel per (method, strategy)."""
-    plt = _pyplot()
-    methods = methods or _methods(results)
-    strategies = list(dict.fromkeys(row["optimizer"] for row in results["rows"]))
-    fig, axes = plt.subplots(
-        len(methods),
-        len(strategies),
-        figsize=(3.2 * len(strategies), 2.3 * len(methods) + 0.7),
-        squeeze=False,
-    )
-    for row in results["rows"]:
-        if row["method"] not in methods or not row.get("grad_norms"):
-            continue
-        ax = axes[methods.index(row["method"])][strategies.index(row["optimizer"])]
-        for side, color in (("forget", "tab:red"), ("retain", "tab:blue")):
-            series = row["grad_norms"].get(side)
-            if not series:
-                continue
-            mean, std = series["mean"], series["std"]
-            ax.plot(series["progress"], mean, color=color, label=side, lw=1.4)
-            ax.fill_between(
-                series["progress"],
-                [max(m - s, 1e-8) for m, s in zip(mean, std)],
-                [m + s for m, s in zip(mean, std)],
-                color=color,
-                alpha=0.2,
-            )
-        ax.set_yscale("log")
-        ax.set_title(f"{row['method']} / {row['optimizer']}", fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in axes[-1]:
-        ax.set_xlabel("fraction of the unlearning run", fontsize=8)
-    _header(
-        fig, axes, "gradient norm of each objective (after masking, before clipping), mean ± std over seeds"
-    )
+def save(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (folders made as needed) and close it."""
+    plt = pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

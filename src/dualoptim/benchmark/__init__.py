@@ -1,1 +1,0 @@
-"""The multi-seed image-classification benchmark (config, runner, learning-rate sweep)."""

@@ -1,0 +1,63 @@
+"""The ``dualoptim`` command line: ``main(argv) -> int``.
+
+Each subcommand lives in its own module here with ``add_arguments(parser)`` and
+``run(args) -> int``, and a module docstring whose first line is its help. Modules import their
+task inside ``run`` so that ``dualoptim --help`` stays fast. The CLI is the one layer above the
+tasks: it imports them; nothing imports it. Bad input of any command ends in one line
+``dualoptim <command>: error: ...`` and exit status 2 (:mod:`dualoptim.cli.common`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dualoptim.cli.common import OneLineParser, fail
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+# subcommand -> module, in the order users meet them.
+COMMANDS: dict[str, str] = {
+    "bench": "dualoptim.cli.bench",
+    "tofu": "dualoptim.cli.tofu",
+    "sweep": "dualoptim.cli.sweep",
+    "report": "dualoptim.cli.report",
+    "strategies": "dualoptim.cli.strategies",
+    "presets": "dualoptim.cli.presets",
+    "config": "dualoptim.cli.configkeys",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="dualoptim", description="Stable machine unlearning with dual optimizers.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        help_line = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else None
+        sub = subparsers.add_parser(
+            name, help=help_line, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run, _name=name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a one-line usage error (2)
+        return int(stop.code or 0)
+    if not hasattr(args, "_run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+        # bad input (a name, a path, a value): one clear line instead of a traceback
+        return fail(args._name, error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""List every configuration key of a task (what --set and presets may change), with type, default and help."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task", help="vision or tofu")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from dualoptim.config import describe
+
+    if args.task == "vision":
+        from dualoptim.vision.config import VisionConfig as cls
+    elif args.task == "tofu":
+        from dualoptim.llm.config import TofuConfig as cls
+    else:
+        raise ValueError(f"unknown task {args.task!r}; valid: tofu, vision")
+    for key in describe(cls):
+        if key.type == "section":
+            print(f"{key.key}:  {key.help}")
+        else:
+            print(f"  {key.key} ({key.type}, default {json.dumps(key.default)}): {key.help}")
+    return 0

@@ -1,0 +1,41 @@
+"""Regenerate table.md and the PNG plots of a results folder from its results.json (any task)."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", help="folder holding results.json (written by dualoptim bench or dualoptim tofu)")
+
+
+def _task(results: object, path: str) -> str:
+    """The task of a results file; files written before the shared envelope name it ``benchmark``."""
+    if isinstance(results, dict) and "rows" in results:
+        task = results.get("task") or {"image-classification": "vision"}.get(results.get("benchmark"), results.get("benchmark"))
+        if task in ("vision", "tofu"):
+            return task
+    raise ValueError(f"{path} is not a results file of dualoptim bench or dualoptim tofu (no task and rows)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dualoptim.io import read_json
+
+    path = Path(args.dir) / "results.json"
+    results = read_json(path)
+    if _task(results, str(path)) == "vision":
+        from dualoptim.vision.report import markdown_table, write_report
+
+        written = write_report(results, args.dir)
+        print(markdown_table(results))
+    else:
+        from dualoptim.llm.report import write_report
+
+        written = write_report(results, args.dir)
+        print(Path(written[0]).read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0

@@ -1,0 +1,59 @@
+"""Unlearn TOFU authors from an LLM with each loss x strategy, evaluate, and tabulate.
+
+Example: dualoptim tofu --preset tofu-tiny --methods ME+GD,IDK+GD --strategies dual,dual+ --tasks 1,2,3
+The effective config is printed and saved as config.yaml; results land in results.json, table.md
+and tofu_curves.png. Rerunning with the same --out resumes: finished runs are not recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from dualoptim.cli.common import Flag, add_run_arguments
+
+__all__ = ["TOFU_FLAGS", "add_arguments", "run"]
+
+#: command-line flag (argparse dest) -> TOFU config key
+TOFU_FLAGS = {
+    "methods": Flag("losses"),
+    "strategies": Flag("strategies"),
+    "seeds": Flag("seeds", int),
+    "tasks": Flag("tasks"),
+    "split": Flag("data.split", is_list=False),
+    "data": Flag("data.path", is_list=False),
+    "hub": Flag("data.source", is_list=False),
+    "cache_dir": Flag("cache_dir", is_list=False),
+    "device": Flag("device", is_list=False),
+    "threads": Flag("threads", is_list=False),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_arguments(
+        parser, task="tofu", out="out/tofu",
+        methods_help="FORGET+RETAIN losses, e.g. ME+GD,IDK+AP,NPO+GD (also --losses; default: the preset's)",
+    )  # fmt: skip
+    parser.set_defaults(preset=None)
+    parser.add_argument("--losses", dest="methods", nargs="+", metavar="NAME", help=argparse.SUPPRESS)
+    parser.add_argument("--tasks", nargs="+", metavar="T", help="forget task ids, e.g. 1,2,3 (default: the preset's)")
+    parser.add_argument("--split", help="forget01, forget05 or forget10")
+    parser.add_argument(
+        "--hub", action="store_const", const="hub", default=None, help="load TOFU from the hub (needs dualoptim[hub])"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from dualoptim.cli.common import command_line, config_from_args, print_config
+    from dualoptim.llm.benchmark import run_benchmark
+    from dualoptim.llm.config import TASK, TofuConfig
+
+    if args.preset is None:
+        args.preset = ["tofu-tiny"]  # the CPU preset unless another is named
+    config = config_from_args(args, TofuConfig, TASK, TOFU_FLAGS)
+    print_config(config)
+    results = run_benchmark(config, args.out, progress=not args.no_progress, command=command_line("tofu", args))
+    from pathlib import Path
+
+    print((Path(args.out) / "table.md").read_text(encoding="utf-8"))
+    print(f"results: {Path(args.out) / 'results.json'} ({results['seconds']:.0f} s)")
+    return 0

@@ -1,1 +1,0 @@
-"""Subcommands of the ``dualoptim`` CLI (see ``dualoptim.cli``)."""

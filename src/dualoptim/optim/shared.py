@@ -1,0 +1,138 @@
+"""SharedState: one optimizer state for both objectives, a learning rate per objective (``alternate``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from dualoptim.optim._objective import Objective, ObjectiveMixin
+from dualoptim.optim._params import as_param_groups, objective_lr
+
+__all__ = ["SharedState"]
+
+OptimizerFactory = Callable[[Any], Optimizer]
+
+#: The pre-training optimizer of an image classifier: SGD with momentum 0.9, weight decay 5e-4.
+DEFAULT_OPTIMIZER = partial(torch.optim.SGD, lr=1e-2, momentum=0.9, weight_decay=5e-4)
+
+#: Options of the outer groups that are not handed to the inner optimizer.
+_OUTER_KEYS = ("lr", "forget_lr", "initial_lr")
+
+
+class SharedState(ObjectiveMixin, Optimizer):
+    r"""One inner optimizer, hence one state, stepping both objectives, each with its own learning rate.
+
+    The baseline every DualOptim comparison needs (the ``alternate`` strategy): forget and retain
+    steps alternate over a single state :math:`s`,
+
+    .. math::
+        \theta_{t+1} = \mathrm{Inner}(\theta_t, \nabla L_o;\ s,\ \eta_o), \qquad o \in \{f, r\},
+
+    so with momentum :math:`m_{f,t} = \alpha m_{r,t-1} + g_{f,t}` and
+    :math:`m_{r,t} = \alpha m_{f,t} + g_{r,t}`: the mixing of statistics that DualOptim removes.
+    Only the learning rate differs between the objectives.
+
+    Args:
+        params: tensors or param-group dicts; a group may set its own ``lr`` and ``forget_lr`` and
+            any option of the inner optimizer (``weight_decay``, ``momentum``, ...).
+        optimizer: callable mapping param groups to the inner ``torch.optim.Optimizer`` (default
+            SGD with momentum 0.9 and weight decay 5e-4). Its own ``lr`` is replaced at every step.
+        lr: retain learning rate :math:`\eta_r` (default 1e-2).
+        forget_lr: forget learning rate :math:`\eta_f` (default: ``lr``).
+
+    A stock LR scheduler on this optimizer drives ``lr``; the forget rate follows in proportion,
+    :math:`\eta_f \cdot lr / lr_{initial}`, exactly as in :class:`~dualoptim.DualOptimPlus`.
+    The state dtype follows the inner optimizer.
+
+    Example::
+
+        opt = SharedState(model.parameters(), partial(torch.optim.SGD, momentum=0.9), lr=1e-2, forget_lr=1e-3)
+        loss_f.backward(); opt.step(objective="forget"); opt.zero_grad()
+        loss_r.backward(); opt.step(objective="retain"); opt.zero_grad()
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        optimizer: OptimizerFactory | None = None,
+        lr: float = 1e-2,
+        forget_lr: float | None = None,
+    ) -> None:
+        forget_lr = lr if forget_lr is None else forget_lr
+        for name, value in (("lr", lr), ("forget_lr", forget_lr)):
+            _check_lr(name, value, "SharedState")
+        factory = optimizer or DEFAULT_OPTIMIZER
+        if not callable(factory):
+            raise TypeError(f"SharedState optimizer= must be a callable returning an Optimizer, got {factory!r}")
+        groups = as_param_groups(params, "SharedState")
+        self.inner: Optimizer = factory([_inner_group(g) for g in groups])
+        if not isinstance(self.inner, Optimizer):
+            raise TypeError(
+                f"SharedState optimizer= factory must return a torch.optim.Optimizer, got {type(self.inner).__name__}"
+            )
+        self._inner_ready = False
+        super().__init__([_outer_group(g) for g in groups], defaults={"lr": lr, "forget_lr": forget_lr})
+        self._inner_ready = True
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the outer learning rates and, with its other options, to the inner optimizer."""
+        if self._inner_ready:
+            (group,) = as_param_groups([param_group], "SharedState")
+            self.inner.add_param_group(_inner_group(group))
+            param_group = _outer_group(group)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if "forget_lr" not in param_group and "lr" in param_group:
+            group["forget_lr"] = param_group["lr"]  # a group overriding lr alone: one rate for both
+        index = len(self.param_groups) - 1
+        for name in ("lr", "forget_lr"):
+            _check_lr(name, group[name], f"SharedState param group {index}")
+        group.setdefault("initial_lr", group["lr"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None, objective: str | Objective | None = None):
+        """Step the shared inner optimizer with the learning rate of ``objective``."""
+        objective = self._resolve_objective(objective)
+        for outer, inner in zip(self.param_groups, self.inner.param_groups):
+            inner["lr"] = objective_lr(outer, objective)
+        with torch.enable_grad():
+            return self.inner.step(closure)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Outer groups (the two learning rates), the inner optimizer's state dict, the current objective."""
+        return {
+            "state": {},
+            "param_groups": super().state_dict()["param_groups"],
+            "inner": self.inner.state_dict(),
+            "objective": None if self._objective is None else self._objective.value,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        missing = [key for key in ("param_groups", "inner") if key not in state_dict]
+        if missing:
+            raise ValueError(f"not a SharedState state dict: missing keys {missing}")
+        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        self.inner.load_state_dict(state_dict["inner"])
+        objective = state_dict.get("objective")
+        self._objective = None if objective is None else Objective.parse(objective)
+
+    def __repr__(self) -> str:
+        rates = ", ".join(f"lr={g['lr']}, forget_lr={g['forget_lr']}" for g in self.param_groups)
+        return f"SharedState({rates},\n  inner={self.inner!r}\n)"
+
+
+def _check_lr(name: str, value: Any, owner: str) -> None:
+    if isinstance(value, torch.Tensor) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{owner}: invalid {name} {value!r}, expected a float >= 0")
+
+
+def _inner_group(group: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if k == "params" else v) for k, v in group.items() if k not in _OUTER_KEYS}
+
+
+def _outer_group(group: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in group.items() if k == "params" or k in _OUTER_KEYS}

@@ -1,0 +1,220 @@
+"""How the forget and retain objectives are optimised: the one strategy registry of every task.
+
+A strategy turns :class:`OptimizerSettings` into an optimizer whose ``step(objective=...)`` the
+task's loop calls for every step, so no loop ever branches on a strategy name
+(``docs/design.md`` §1-§2):
+
+- ``joint``: one shared state, one step on :math:`L_r + (\\eta_f/\\eta_r) L_f` with lr
+  :math:`\\eta_r` (the loop adds the losses; see :func:`joint_forget_weight`).
+- ``alternate``: one shared state (:class:`~dualoptim.SharedState`) stepping forget and retain
+  objectives in turn, each with its own learning rate: the methods' published optimizer.
+- ``dual``: :class:`~dualoptim.DualOptim`, Adam(W) for the forget objective and the task's
+  pre-training optimizer for the retain objective, each with its own state.
+- ``dual+``: :class:`~dualoptim.DualOptimPlus`, a shared base Adam state plus per-objective residuals.
+- ``dual-8bit``, ``dual+-8bit``: the same with block-wise 8-bit Adam moments.
+
+A task chooses its optimizer family through :attr:`OptimizerSettings.family`: ``sgd`` for image
+classifiers (SGD with momentum, as they are pre-trained), ``adamw`` for LLMs, ``adam`` for
+diffusion models. To add a strategy, register a builder ``(params, settings) -> Optimizer`` with
+``@register_strategy(name, description=...)``; the test suite then runs it on every task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from dualoptim.optim import AdamW8bit, DualOptim, DualOptimPlus, SharedState
+from dualoptim.registry import Registry
+
+__all__ = [
+    "FAMILIES",
+    "STRATEGIES",
+    "OptimizerSettings",
+    "Strategy",
+    "build_optimizer",
+    "joint_forget_weight",
+    "register_strategy",
+    "set_objective",
+]
+
+#: optimizer families a task may pre-train with: the retain side of ``dual`` and the single state
+#: of ``joint``/``alternate`` use it; the forget side of ``dual`` is always adaptive.
+FAMILIES = ("sgd", "adamw", "adam")
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """Everything a strategy needs to build its optimizer, for any task.
+
+    Defaults are the papers' image-classification settings (``docs/design.md`` §2.2).
+    """
+
+    forget_lr: float
+    retain_lr: float
+    #: the task's pre-training optimizer: sgd | adamw | adam
+    family: str = "sgd"
+    #: SGD momentum (family sgd)
+    momentum: float = 0.9
+    #: Adam(W) betas of the retain side and of the shared state (families adamw, adam)
+    betas: tuple[float, float] = (0.9, 0.999)
+    #: weight decay of the retain side and of the shared state (SGD: L2; AdamW: decoupled)
+    weight_decay: float = 5e-4
+    #: Adam(W) betas of the forget side of dual
+    forget_betas: tuple[float, float] = (0.9, 0.999)
+    #: weight decay of the forget side of dual (AdamW: decoupled; Adam: L2)
+    forget_weight_decay: float = 0.05
+    eps: float = 1e-8
+    #: DualOptimPlus betas (delta first, delta second, base first, base second)
+    plus_betas: tuple[float, float, float, float] = (0.9, 0.95, 0.9, 0.95)
+    plus_weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown optimizer family {self.family!r}; valid: {', '.join(FAMILIES)}")
+        for name in ("forget_lr", "retain_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A named way to build the unlearning optimizer."""
+
+    name: str
+    build: Callable[[list[torch.nn.Parameter], OptimizerSettings], Optimizer]
+    #: steps once on L_f + L_r instead of alternating forget and retain steps
+    joint: bool = False
+    #: a strategy without learning rates of its own in a config uses this one's (8-bit variants
+    #: reuse the rates tuned for their float32 twin)
+    rates_from: str | None = None
+    description: str = ""
+
+
+STRATEGIES = Registry[Strategy]("strategy")
+
+
+def register_strategy(
+    name: str, *, description: str, joint: bool = False, rates_from: str | None = None
+) -> Callable:
+    """Decorator registering an optimizer builder ``(params, settings) -> Optimizer`` as a strategy."""
+
+    def decorator(build: Callable) -> Callable:
+        STRATEGIES.register(name)(Strategy(name, build, joint, rates_from, description))
+        return build
+
+    return decorator
+
+
+def build_optimizer(name: str, params: Iterable[Any], settings: OptimizerSettings) -> Optimizer:
+    """The optimizer of strategy ``name`` over ``params`` (an error listing the valid names when unknown)."""
+    return STRATEGIES.get(name).build(list(params), settings)
+
+
+def joint_forget_weight(settings: OptimizerSettings) -> float:
+    r"""Weight of :math:`L_f` in a joint step, :math:`\eta_f / \eta_r`.
+
+    A joint step sums both objectives and is taken with the retain learning rate, so scaling the
+    forget gradient by :math:`\eta_f/\eta_r` makes it honour both rates: with SGD the step is
+    exactly :math:`\eta_f g_f + \eta_r g_r`; with equal rates it is the plain sum of the papers.
+    """
+    return settings.forget_lr / settings.retain_lr
+
+
+def set_objective(optimizer: Any, objective: str) -> None:
+    """Tell ``optimizer`` which objective its next ``step()`` serves.
+
+    Looks through wrappers (accelerate's ``AcceleratedOptimizer`` keeps the real one in ``.optimizer``).
+    """
+    while not hasattr(optimizer, "set_objective") and hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer
+    if not hasattr(optimizer, "set_objective"):
+        raise TypeError(f"{type(optimizer).__name__} has no set_objective: not a strategy's optimizer")
+    optimizer.set_objective(objective)
+
+
+# -- builders ------------------------------------------------------------------------------------
+
+
+def _retain_factory(settings: OptimizerSettings, quantized: bool = False) -> Callable[[Any], Optimizer]:
+    """The pre-training optimizer of the task (its lr is set by the caller or by SharedState)."""
+    s = settings
+    if s.family == "sgd":
+        # There is no 8-bit SGD momentum: the 8-bit rows of the papers quantise Adam states only.
+        return partial(torch.optim.SGD, lr=s.retain_lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    adam = AdamW8bit if quantized else (torch.optim.AdamW if s.family == "adamw" else torch.optim.Adam)
+    return partial(adam, lr=s.retain_lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay)
+
+
+def _forget_factory(settings: OptimizerSettings, quantized: bool = False) -> Callable[[Any], Optimizer]:
+    """Adaptive for forgetting: AdamW (Adam for the adam family), 8-bit on request."""
+    s = settings
+    adam = AdamW8bit if quantized else (torch.optim.Adam if s.family == "adam" else torch.optim.AdamW)
+    return partial(adam, lr=s.forget_lr, betas=s.forget_betas, eps=s.eps, weight_decay=s.forget_weight_decay)
+
+
+def _shared(params: list, settings: OptimizerSettings) -> Optimizer:
+    return SharedState(params, _retain_factory(settings), lr=settings.retain_lr, forget_lr=settings.forget_lr)
+
+
+def _dual(params: list, settings: OptimizerSettings, quantized: bool) -> Optimizer:
+    return DualOptim(
+        params, forget=_forget_factory(settings, quantized), retain=_retain_factory(settings, quantized)
+    )
+
+
+def _dual_plus(params: list, settings: OptimizerSettings, quantized: bool) -> Optimizer:
+    return DualOptimPlus(
+        params,
+        lr=settings.retain_lr,
+        forget_lr=settings.forget_lr,
+        betas=settings.plus_betas,
+        eps=settings.eps,
+        weight_decay=settings.plus_weight_decay,
+        quantize_base=quantized,
+        quantize_delta=quantized,
+    )
+
+
+@register_strategy(
+    "joint", joint=True, description="one shared state, one step on L_r + (forget_lr/lr) L_f per iteration"
+)
+def joint(params: list, settings: OptimizerSettings) -> Optimizer:
+    return _shared(params, settings)
+
+
+@register_strategy(
+    "alternate", description="one shared state stepping forget and retain in turn, a learning rate each"
+)
+def alternate(params: list, settings: OptimizerSettings) -> Optimizer:
+    return _shared(params, settings)
+
+
+@register_strategy(
+    "dual", description="DualOptim: Adam(W) state for forget, the pre-training optimizer's for retain"
+)
+def dual(params: list, settings: OptimizerSettings) -> Optimizer:
+    return _dual(params, settings, quantized=False)
+
+
+@register_strategy("dual+", description="DualOptim+: a shared base Adam state plus a residual state per objective")
+def dual_plus(params: list, settings: OptimizerSettings) -> Optimizer:
+    return _dual_plus(params, settings, quantized=False)
+
+
+@register_strategy(
+    "dual-8bit", rates_from="dual", description="dual with block-wise 8-bit Adam moments (SGD momentum stays float32)"
+)
+def dual_8bit(params: list, settings: OptimizerSettings) -> Optimizer:
+    return _dual(params, settings, quantized=True)
+
+
+@register_strategy("dual+-8bit", rates_from="dual+", description="dual+ with block-wise 8-bit base and residual moments")
+def dual_plus_8bit(params: list, settings: OptimizerSettings) -> Optimizer:
+    return _dual_plus(params, settings, quantized=True)

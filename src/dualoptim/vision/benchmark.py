@@ -1,0 +1,436 @@
+"""The multi-seed image-classification benchmark: original, retrained references, unlearning runs.
+
+Layout of an output folder (the run store of :mod:`dualoptim.runs`)::
+
+    config.yaml                          the effective configuration
+    runs/Retrain__seed<S>.json           the retrained reference and the original model on seed S's split
+    runs/<method>__<strategy>__seed<S>.json   one finished unlearning run
+    results.json                         the results envelope (:mod:`dualoptim.vision.results`)
+
+Each run is resolved once into a frozen :class:`RunSpec` (settings, schedule, key) before any
+work starts. Trained originals and retrains are cached under ``cache_dir/vision`` by a hash of
+everything that determines them, so reruns and other output folders reuse them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dualoptim.config import to_dict
+from dualoptim.devices import resolve_device, set_threads
+from dualoptim.errors import NonFiniteLoss
+from dualoptim.io import write_text_atomic
+from dualoptim.paths import default_cache_dir
+from dualoptim.runs import RunStore, environment, slug, stable_hash
+from dualoptim.schedule import Schedule
+from dualoptim.strategies import STRATEGIES, OptimizerSettings
+from dualoptim.vision.config import MethodConfig, VisionConfig
+from dualoptim.vision.datasets import DATASETS, ImageData, load_dataset
+from dualoptim.vision.loop import unlearn
+from dualoptim.vision.methods import METHODS, build_method
+from dualoptim.vision.metrics import evaluate
+from dualoptim.vision.models import MODELS, build_model
+from dualoptim.vision.splits import Split, make_split, read_indices
+from dualoptim.vision.training import load_checkpoint, save_checkpoint, train_classifier
+from dualoptim.vision.types import Batch
+
+__all__ = ["Benchmark", "RunSpec", "resolve_schedule", "resolve_settings", "run_benchmark", "validate"]
+
+_CACHE_VERSION = 1
+_GRAD_BINS = 100
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One unlearning run, resolved once: what runs, with which settings, and the key of its record."""
+
+    method: str
+    strategy: str
+    seed: int
+    options: dict[str, Any]
+    settings: OptimizerSettings
+    schedule: Schedule
+    #: the record's name in the run store
+    name: str
+    #: hash of everything that determines the run's result
+    key: str
+
+
+def _method_config(config: VisionConfig, method: str) -> MethodConfig:
+    return config.unlearn.methods.get(method, MethodConfig())
+
+
+def resolve_schedule(config: VisionConfig, method: str) -> Schedule:
+    """Global schedule < the method's published defaults < the per-method config."""
+    resolved = dataclasses.asdict(config.unlearn.schedule)
+    resolved.update(METHODS.get(method).schedule_defaults)
+    specific = dataclasses.asdict(_method_config(config, method).schedule)
+    resolved.update({k: v for k, v in specific.items() if v is not None})
+    for key in ("forget_steps", "retain_steps"):
+        value = resolved[key]
+        if isinstance(value, str):
+            if value != "pass":
+                raise ValueError(f"{key} of {method} must be an integer or 'pass', got {value!r}")
+            resolved[key] = None
+    return Schedule(**resolved)
+
+
+def resolve_settings(config: VisionConfig, method: str, strategy: str) -> OptimizerSettings:
+    """Learning rates (per-method override < per-strategy default < the twin's for 8-bit) and the rest."""
+    optim = config.unlearn.optim
+    overrides = _method_config(config, method)
+    twin = STRATEGIES.get(strategy).rates_from
+    rates = {}
+    for side, defaults, specific in (
+        ("forget_lr", optim.forget_lr, overrides.forget_lr),
+        ("retain_lr", optim.retain_lr, overrides.retain_lr),
+    ):
+        value = specific.get(strategy, defaults.get(strategy))
+        if value is None and twin is not None:
+            value = specific.get(twin, defaults.get(twin))
+        if value is None:
+            raise ValueError(f"no {side} for strategy {strategy!r} (set unlearn.optim.{side}.{strategy})")
+        if not value > 0:
+            raise ValueError(f"{side} of {method}/{strategy} must be > 0, got {value}")
+        rates[side] = value
+    return OptimizerSettings(
+        **rates,
+        family=optim.family,
+        momentum=optim.momentum,
+        weight_decay=optim.weight_decay,
+        forget_betas=tuple(optim.forget_betas),
+        forget_weight_decay=optim.forget_weight_decay,
+        plus_betas=tuple(optim.plus_betas),
+        plus_weight_decay=optim.plus_weight_decay,
+    )
+
+
+def validate(config: VisionConfig) -> None:
+    """Fail early, with the bad value named, before any training starts."""
+    for name in config.methods:
+        if METHODS.get(name).from_scratch:
+            raise ValueError(
+                f"method {name!r} is the retrained reference every run is compared with; do not list it"
+            )
+    for name in config.strategies:
+        STRATEGIES.get(name)
+    DATASETS.get(config.data.dataset)
+    MODELS.get(config.model.arch)
+    resolve_device(config.device)
+    if not config.seeds:
+        raise ValueError("no seeds given")
+    if len(set(config.seeds)) != len(config.seeds):
+        raise ValueError(f"duplicated seeds: {config.seeds}")
+    if config.threads is not None and config.threads < 1:
+        raise ValueError(f"threads must be >= 1, got {config.threads}")
+    for name in config.unlearn.methods:
+        METHODS.get(name)
+    for name in config.methods:
+        build_method(name, _method_config(config, name).options)
+        resolve_schedule(config, name)
+        for strategy in config.strategies:
+            resolve_settings(config, name, strategy)
+
+
+@dataclass
+class SeedData:
+    """One seed's forget/retain split as tensors, and the fixed subsets used for curve evaluations."""
+
+    split: Split
+    forget: Batch
+    retain: Batch
+    test: Batch
+    curve_sets: tuple[Batch, Batch, Batch]
+
+    @property
+    def sets(self) -> tuple[Batch, Batch, Batch]:
+        return self.forget, self.retain, self.test
+
+
+class Benchmark:
+    """Everything a benchmark needs, built once: data, the original model, cached retrains."""
+
+    def __init__(
+        self, config: VisionConfig, *, progress_bar: bool = True, log: Callable[[str], None] = print
+    ) -> None:
+        validate(config)
+        set_threads(config.threads)
+        self.config = config
+        self.progress_bar = progress_bar
+        self.log = log
+        self.cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+        self.device = resolve_device(config.device)
+        self.data = self._load_data()
+        # Splits are indices, made for every seed now so that a bad forget set fails before any
+        # training; the tensors of one seed at a time live on the device (seed_data).
+        self.splits = {seed: self._split(seed) for seed in config.seeds}
+        self._current: tuple[int, SeedData] | None = None
+        self.original, self.original_meta = self._original()
+
+    # -- data and models ----------------------------------------------------------------------------
+    def _load_data(self) -> ImageData:
+        cfg = self.config.data
+        data = load_dataset(cfg.dataset, cfg.root)
+        # Fixed subsets (seed 12345), independent of the run seeds, so every run sees the same sets.
+        generator = torch.Generator().manual_seed(12345)
+        for split, limit in (("train", cfg.train_subset), ("test", cfg.test_subset)):
+            if limit is None:
+                continue
+            x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+            if not 0 < limit <= len(y):
+                raise ValueError(f"{split}_subset must be in [1, {len(y)}], got {limit}")
+            chosen = torch.sort(torch.randperm(len(y), generator=generator)[:limit]).values
+            setattr(data, f"{split}_x", x[chosen])
+            setattr(data, f"{split}_y", y[chosen])
+        return data
+
+    def new_model(self) -> nn.Module:
+        model = build_model(
+            self.config.model.arch, self.data.image_shape, self.data.num_classes, self.config.model.width
+        )
+        return model.to(self.device)
+
+    def _model_key(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "v": _CACHE_VERSION,
+            "data": [cfg.data.dataset, cfg.data.train_subset],
+            "model": [cfg.model.arch, cfg.model.width],
+            "train": dataclasses.asdict(cfg.train),
+        }
+
+    def _train_cached(
+        self, kind: str, key: dict[str, Any], images: torch.Tensor, labels: torch.Tensor, seed: int
+    ) -> tuple[nn.Module, dict]:
+        path = self.cache / "vision" / f"{kind}-{stable_hash(key)}.pt"
+        model = self.new_model()
+        if path.is_file():
+            try:
+                return model, load_checkpoint(path, model)
+            except ValueError as error:
+                self.log(f"retraining: {error}")
+        torch.manual_seed(seed)
+        model = self.new_model()
+        t = self.config.train
+        seconds = train_classifier(
+            model, images, labels, epochs=t.epochs, lr=t.lr, momentum=t.momentum,
+            weight_decay=t.weight_decay, batch_size=t.batch_size, seed=seed,
+            progress_bar=self.progress_bar, description=kind,
+        )  # fmt: skip
+        meta = {"seconds": seconds, "key": key, "examples": len(labels)}
+        save_checkpoint(path, model, meta)
+        return model, meta
+
+    def _original(self) -> tuple[nn.Module, dict]:
+        if self.config.model.checkpoint:
+            model = self.new_model()
+            meta = load_checkpoint(self.config.model.checkpoint, model)
+            return model, {**meta, "checkpoint": self.config.model.checkpoint}
+        images, labels = self.data.train_x.to(self.device), self.data.train_y.to(self.device)
+        return self._train_cached("original", self._model_key(), images, labels, self.config.train.seed)
+
+    def _split(self, seed: int) -> Split:
+        cfg = self.config.data
+        indices = read_indices(cfg.forget_indices) if cfg.forget == "indices" else None
+        return make_split(
+            self.data.train_y, cfg.forget, fraction=cfg.forget_fraction, count=cfg.forget_count,
+            forget_class=cfg.forget_class, indices=indices, seed=seed,
+        )  # fmt: skip
+
+    def seed_data(self, seed: int) -> SeedData:
+        """Seed ``seed``'s sets on the benchmark's device (kept until another seed is asked for)."""
+        if self._current is None or self._current[0] != seed:
+            self._current = (seed, self._seed_data(seed))
+        return self._current[1]
+
+    def _seed_data(self, seed: int) -> SeedData:
+        split = self.splits[seed]
+        # Splits are made on the CPU; the sets the runs use live on the benchmark's device.
+        x, y = self.data.train_x, self.data.train_y
+        forget = (x[split.forget].to(self.device), y[split.forget].to(self.device))
+        retain = (x[split.retain].to(self.device), y[split.retain].to(self.device))
+        test = (self.data.test_x.to(self.device), self.data.test_y.to(self.device))
+        generator = torch.Generator().manual_seed(seed)
+        limit = self.config.unlearn.curve_examples
+
+        def sub(pair: Batch) -> Batch:
+            if len(pair[1]) <= limit:
+                return pair
+            chosen = torch.randperm(len(pair[1]), generator=generator)[:limit]
+            return pair[0][chosen], pair[1][chosen]
+
+        return SeedData(split, forget, retain, test, (sub(forget), sub(retain), sub(test)))
+
+    def evaluate(self, model: nn.Module, sets: tuple[Batch, Batch, Batch]) -> dict[str, float]:
+        return evaluate(model, *sets, svc=self.config.unlearn.mia_svc)
+
+    # -- the runs, resolved once ------------------------------------------------------------------------
+    def _original_id(self) -> Any:
+        return self.original_meta.get("key", self.original_meta.get("checkpoint"))
+
+    def plan(self, seed: int) -> list[RunSpec]:
+        """Every (method, strategy) run of ``seed``, each resolved into a frozen :class:`RunSpec`."""
+        cfg = self.config
+        specs = []
+        for method in cfg.methods:
+            options = dict(_method_config(cfg, method).options)
+            schedule = resolve_schedule(cfg, method)
+            for strategy in cfg.strategies:
+                settings = resolve_settings(cfg, method, strategy)
+                key = stable_hash(
+                    {
+                        "original": self._original_id(),
+                        "forget": _forget_hash(self.splits[seed]),
+                        "seed": seed,
+                        "method": method,
+                        "options": options,
+                        "strategy": strategy,
+                        "schedule": dataclasses.asdict(schedule),
+                        "settings": dataclasses.asdict(settings),
+                        "batch_size": cfg.unlearn.batch_size,
+                        "curve": [cfg.unlearn.curve_points, cfg.unlearn.curve_examples],
+                        "svc": cfg.unlearn.mia_svc,
+                        "test": cfg.data.test_subset,
+                    }
+                )
+                name = f"{slug(method)}__{slug(strategy)}__seed{seed}"
+                specs.append(RunSpec(method, strategy, seed, options, settings, schedule, name, key))
+        return specs
+
+    def run_one(self, spec: RunSpec) -> dict[str, Any]:
+        """Unlearn one resolved run; a non-finite loss is recorded as the run's failure, not raised."""
+        data = self.seed_data(spec.seed)
+        method = build_method(spec.method, spec.options)
+        model = copy.deepcopy(self.original)
+        record: dict[str, Any] = {"method": spec.method, "strategy": spec.strategy, "seed": spec.seed}
+        try:
+            log = unlearn(
+                model, method, data.forget, data.retain, strategy=spec.strategy, settings=spec.settings,
+                schedule=spec.schedule, batch_size=self.config.unlearn.batch_size, seed=spec.seed,
+                evaluate=lambda m: self.evaluate(m, data.curve_sets),
+                eval_points=self.config.unlearn.curve_points, progress_bar=self.progress_bar,
+            )  # fmt: skip
+        except NonFiniteLoss as error:
+            return {**record, "status": "failed", "reason": str(error)}
+        return {
+            **record,
+            "status": "ok",
+            "metrics": self.evaluate(model, data.sets),
+            "seconds": log.seconds,
+            "steps": log.steps,
+            "curve": log.curve,
+            "grad_norms": {
+                side: _bin_norms(log.grad_steps[side], log.grad_norms[side], log.steps)
+                for side in ("forget", "retain")
+            },
+        }
+
+    def reference(self, seed: int, store: RunStore) -> dict[str, Any]:
+        """The retrained reference's and the original model's metrics on ``seed``'s split (stored)."""
+        data = self.seed_data(seed)
+        key = stable_hash(
+            {
+                "original": self._original_id(),
+                "retrain": self._model_key(),
+                "forget": _forget_hash(data.split),
+                "seed": seed,
+                "test": self.config.data.test_subset,
+                "svc": self.config.unlearn.mia_svc,
+                "curve": self.config.unlearn.curve_examples,
+            }
+        )
+
+        def retrain() -> dict[str, Any]:
+            retrain_key = {**self._model_key(), "forget": _forget_hash(data.split), "seed": seed}
+            model, meta = self._train_cached("retrain", retrain_key, *data.retain, seed)
+            return {
+                "status": "ok",
+                "seed": seed,
+                "metrics": self.evaluate(model, data.sets),
+                "seconds": meta["seconds"],
+                "curve_metrics": self.evaluate(model, data.curve_sets),
+                "original": self.evaluate(self.original, data.sets),
+                "forget_size": len(data.split.forget),
+                "retain_size": len(data.split.retain),
+            }
+
+        return store.get_or_run(f"Retrain__seed{seed}", key, retrain)[0]
+
+    # -- the whole benchmark ------------------------------------------------------------------------------
+    def run(self, out: str | os.PathLike[str], *, command: list[str] | None = None) -> dict[str, Any]:
+        """Run (or resume) every run into ``out``; return and write results.json."""
+        import yaml
+
+        from dualoptim.io import write_json_atomic
+        from dualoptim.vision.results import build_results
+
+        cfg = self.config
+        out = Path(out)
+        started = time.perf_counter()
+        env = environment(command)
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        store = RunStore(out / "runs")
+        plans = {seed: self.plan(seed) for seed in cfg.seeds}
+        bar = None
+        if self.progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=sum(1 + len(p) for p in plans.values()), desc="benchmark", unit="run")
+        references, runs = {}, []
+        for seed, specs in plans.items():
+            references[seed] = self.reference(seed, store)
+            if bar:
+                bar.update()
+            for spec in specs:
+                record, _ = store.get_or_run(spec.name, spec.key, lambda spec=spec: self.run_one(spec))
+                if record["status"] != "ok":
+                    self.log(f"{spec.method}/{spec.strategy} seed {seed} failed: {record['reason']}")
+                runs.append(record)
+                if bar:
+                    bar.set_postfix_str(f"{spec.method}/{spec.strategy} seed {seed}")
+                    bar.update()
+        if bar:
+            bar.close()
+        results = build_results(
+            cfg, references, runs, env, self.original_meta, seconds=time.perf_counter() - started
+        )
+        write_json_atomic(out / "results.json", results)
+        return results
+
+
+def _forget_hash(split: Split) -> str:
+    return stable_hash(split.forget.tolist())
+
+
+def _bin_norms(steps: list[int], norms: list[float], total: int) -> list[list[float]]:
+    """Mean gradient norm per bin of run progress: [[progress, norm], ...] (at most _GRAD_BINS rows)."""
+    if not norms:
+        return []
+    sums, counts = [0.0] * _GRAD_BINS, [0] * _GRAD_BINS
+    for step, norm in zip(steps, norms):
+        b = min(_GRAD_BINS - 1, step * _GRAD_BINS // total)
+        sums[b] += norm
+        counts[b] += 1
+    return [[(b + 0.5) / _GRAD_BINS, sums[b] / counts[b]] for b in range(_GRAD_BINS) if counts[b]]
+
+
+def run_benchmark(
+    config: VisionConfig,
+    out: str | os.PathLike[str],
+    *,
+    progress_bar: bool = True,
+    command: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run (or resume) the benchmark of ``config`` into ``out`` and return results.json's content."""
+    return Benchmark(config, progress_bar=progress_bar, log=log).run(out, command=command)

@@ -1,0 +1,178 @@
+"""The image-classification unlearning loop: one function for every method and every strategy."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from dualoptim.errors import NonFiniteLoss
+from dualoptim.optim import Objective
+from dualoptim.schedule import Schedule, plan_steps
+from dualoptim.strategies import STRATEGIES, OptimizerSettings, joint_forget_weight
+from dualoptim.vision.masks import mask_gradients, restore_frozen, snapshot_frozen
+from dualoptim.vision.methods.base import Method
+from dualoptim.vision.types import Batch
+
+__all__ = ["BatchStream", "RunLog", "unlearn"]
+
+
+@dataclass
+class RunLog:
+    """What one unlearning run did: time without evaluation, curves and gradient norms."""
+
+    steps: int
+    seconds: float = 0.0
+    #: evaluations along the run: {"progress": fraction of steps done, metric: value, ...}
+    curve: list[dict[str, float]] = field(default_factory=list)
+    #: per objective, the gradient norm (after masking, before clipping) of every step.
+    grad_norms: dict[str, list[float]] = field(default_factory=lambda: {"forget": [], "retain": []})
+    grad_steps: dict[str, list[int]] = field(default_factory=lambda: {"forget": [], "retain": []})
+
+
+class BatchStream:
+    """Endless shuffled mini-batches of one set; each pass is a fresh permutation from ``generator``."""
+
+    def __init__(self, data: Batch, batch_size: int, generator: torch.Generator) -> None:
+        self.images, self.labels = data
+        self.batch_size = batch_size
+        self.generator = generator
+        self._order: Tensor = torch.empty(0, dtype=torch.int64)
+        self._position = 0
+
+    def next(self) -> Batch:
+        if self._position >= len(self._order):
+            self._order = torch.randperm(len(self.labels), generator=self.generator)
+            self._position = 0
+        chosen = self._order[self._position : self._position + self.batch_size]
+        self._position += self.batch_size
+        return self.images[chosen], self.labels[chosen]
+
+
+def unlearn(
+    model: nn.Module,
+    method: Method,
+    forget: Batch,
+    retain: Batch,
+    *,
+    strategy: str,
+    settings: OptimizerSettings,
+    schedule: Schedule,
+    batch_size: int = 64,
+    seed: int = 0,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    eval_points: int = 0,
+    progress_bar: bool = False,
+) -> RunLog:
+    """Unlearn ``forget`` from ``model`` in place, keeping ``retain``; return the :class:`RunLog`.
+
+    ``evaluate`` (model -> metrics) is called ``eval_points`` times along the run plus once at the
+    end; its time is not counted in ``RunLog.seconds``. Raises :class:`NonFiniteLoss` when a
+    loss or the parameters stop being finite.
+    """
+    spec = STRATEGIES.get(strategy)
+    # One seed decides everything random in the run: batch order, random labels, mask subsets.
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    if method.from_scratch:
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    # Masks and teachers look at the model before it changes.
+    method.prepare(model, forget, retain, generator)
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    optimizer = spec.build(params, settings)
+    plan = plan_steps(
+        schedule,
+        forget_size=len(forget[1]),
+        retain_size=len(retain[1]),
+        batch_size=batch_size,
+        has_forget=method.has_forget,
+        has_retain=method.has_retain,
+        joint=spec.joint,
+    )
+    scheduler = None
+    if method.lr_schedule == "cosine":
+        # Outer lr of every strategy's optimizer scales both objectives' rates (SFRon's cosine decay).
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, len(plan)) / len(plan)))
+        )
+    streams = {
+        Objective.FORGET: BatchStream(forget, batch_size, generator),
+        Objective.RETAIN: BatchStream(retain, batch_size, generator),
+    }
+    losses = {Objective.FORGET: method.forget_loss, Objective.RETAIN: method.retain_loss}
+    masks = {Objective.FORGET: method.forget_mask, Objective.RETAIN: method.retain_mask}
+    clips = {Objective.FORGET: method.forget_clip, Objective.RETAIN: None}
+    forget_weight = joint_forget_weight(settings)
+    log = RunLog(steps=len(plan))
+    eval_at = {round(i * len(plan) / eval_points) for i in range(eval_points)} if eval_points else set()
+    eval_seconds = 0.0
+
+    def record(step: int) -> None:
+        nonlocal eval_seconds
+        tick = time.perf_counter()
+        log.curve.append({"progress": step / len(plan), **evaluate(model)})
+        eval_seconds += time.perf_counter() - tick
+
+    steps = range(len(plan))
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=f"{type(method).__name__}/{strategy}", leave=False, unit="step")
+    for step in steps:
+        if evaluate is not None and step in eval_at:
+            record(step)
+        objectives = plan[step]
+        progress = step / len(plan)
+        model.train()
+        total = [torch.zeros_like(p) for p in params]
+        for objective in objectives:
+            loss = losses[objective](model, streams[objective].next(), progress)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"{objective.value} loss became {loss.item()} at step {step} of {len(plan)}"
+                )
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            grads = {name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(named, grads)}
+            # Masked weights get no gradient from this objective (SalUn: both, SFRon: forget only).
+            grads = mask_gradients(grads, masks[objective])
+            norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g) for g in grads.values()])
+            ).item()
+            log.grad_norms[objective.value].append(norm)
+            log.grad_steps[objective.value].append(step)
+            # SFRon clips the global norm of the forget gradient.
+            if clips[objective] is not None and norm > clips[objective]:
+                grads = {name: g * (clips[objective] / norm) for name, g in grads.items()}
+            # Joint steps add L_f and L_r gradients here, so methods never add losses themselves;
+            # the forget gradient is weighted eta_f / eta_r so that a joint step honours both rates.
+            weight = forget_weight if objective is Objective.FORGET and len(objectives) > 1 else 1.0
+            for accumulated, g in zip(total, grads.values()):
+                accumulated.add_(g, alpha=weight)
+        for p, g in zip(params, total):
+            p.grad = g
+        # Weights frozen for this step's objectives are put back after the step: weight decay and
+        # momentum would otherwise still move them.
+        frozen = snapshot_frozen(model, [masks[o] for o in objectives])
+        # A joint step sums both losses and is stepped as its last objective (retain, or forget alone).
+        try:
+            optimizer.step(objective=objectives[-1])
+        except FloatingPointError as error:  # 8-bit states refuse non-finite gradients
+            raise NonFiniteLoss(f"non-finite gradient at step {step} of {len(plan)}: {error}") from None
+        restore_frozen(model, frozen)
+        if scheduler is not None:
+            scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if not all(torch.isfinite(p).all() for p in params):
+        raise NonFiniteLoss(f"parameters became non-finite during the {len(plan)} steps")
+    if evaluate is not None:
+        record(len(plan))
+    log.seconds = time.perf_counter() - start - eval_seconds
+    return log

@@ -1,0 +1,102 @@
+"""Image-classification figures from results.json: metrics along the run (stability) and gradient norms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dualoptim.metrics.aggregate import METRICS
+from dualoptim.reports.plots import STRATEGY_COLORS, band, pyplot, save
+from dualoptim.vision.results import strategy_of
+
+__all__ = ["plot_grad_norms", "plot_stability"]
+
+
+def _header(fig, axes, title: str) -> None:
+    """Title and legend in a strip of fixed height above the panels."""
+    height = fig.get_size_inches()[1]
+    legend = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
+    fig.suptitle(title, y=1 - 0.08 / height, va="top", fontsize=10)
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1 - 0.32 / height),
+        ncol=len(labels),
+        fontsize=9,
+        frameon=False,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.62 / height))
+
+
+def _methods(results: dict[str, Any]) -> list[str]:
+    return list(dict.fromkeys(row["method"] for row in results["rows"] if row.get("curves")))
+
+
+def plot_stability(results: dict[str, Any], path: str | Path, methods: list[str] | None = None) -> Path:
+    """FA/RA/TA/MIA along the run, mean ± std band over seeds, one line per strategy (the papers' figure).
+
+    The dashed line is the retrained reference measured on the same evaluation subsets.
+    """
+    plt = pyplot()
+    methods = methods or _methods(results)
+    reference = results["retrain"].get("curve_reference", {})
+    fig, axes = plt.subplots(
+        len(methods), len(METRICS), figsize=(3.2 * len(METRICS), 2.3 * len(methods) + 0.7), squeeze=False
+    )
+    for i, method in enumerate(methods):
+        for row in results["rows"]:
+            if row["method"] != method or not row.get("curves"):
+                continue
+            strategy = strategy_of(row)
+            for j, metric in enumerate(METRICS):
+                curve = row["curves"][metric]
+                band(axes[i][j], row["curves"]["progress"], curve["mean"], curve["std"],
+                     label=strategy, color=STRATEGY_COLORS.get(strategy))  # fmt: skip
+        for j, metric in enumerate(METRICS):
+            ax = axes[i][j]
+            if metric in reference:
+                ax.axhline(reference[metric], color="black", ls="--", lw=1, label="retrain")
+            ax.set_title(f"{method}: {metric}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            if i == len(methods) - 1:
+                ax.set_xlabel("fraction of the unlearning run", fontsize=8)
+    _header(fig, axes, f"{results.get('dataset', '')}: metrics (%) along unlearning, mean ± std over seeds")
+    return save(fig, path)
+
+
+def plot_grad_norms(results: dict[str, Any], path: str | Path, methods: list[str] | None = None) -> Path:
+    """Forget vs retain gradient norms over the run, mean ± std band over seeds, one panel per (method, strategy)."""
+    plt = pyplot()
+    methods = methods or _methods(results)
+    strategies = list(dict.fromkeys(strategy_of(row) for row in results["rows"]))
+    fig, axes = plt.subplots(
+        len(methods),
+        len(strategies),
+        figsize=(3.2 * len(strategies), 2.3 * len(methods) + 0.7),
+        squeeze=False,
+    )
+    for row in results["rows"]:
+        if row["method"] not in methods or not row.get("grad_norms"):
+            continue
+        ax = axes[methods.index(row["method"])][strategies.index(strategy_of(row))]
+        for side, color in (("forget", "tab:red"), ("retain", "tab:blue")):
+            series = row["grad_norms"].get(side)
+            if not series:
+                continue
+            band(ax, series["progress"], series["mean"], series["std"], label=side, color=color, floor=1e-8)
+        ax.set_yscale("log")
+        ax.set_title(f"{row['method']} / {strategy_of(row)}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("fraction of the unlearning run", fontsize=8)
+    _header(
+        fig, axes, "gradient norm of each objective (after masking, before clipping), mean ± std over seeds"
+    )
+    return save(fig, path)
