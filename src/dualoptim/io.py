@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+__all__ = ["read_json", "write_json_atomic", "write_text_atomic"]
+
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``.

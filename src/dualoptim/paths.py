@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = ["default_cache_dir", "default_data_root"]
+
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 

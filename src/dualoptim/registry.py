@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+__all__ = ["Registry"]
+
 T = TypeVar("T")
 
 

@@ -42,7 +42,7 @@ def test_mean_std_is_population():
 
 
 def test_sfron_row_of_spec_gives_gap_051_std_233():
-    # SPEC §4.1: SFRon on CIFAR-10 against the retrain reference.
+    # docs/design.md §4.1: SFRon on CIFAR-10 against the retrain reference.
     means = {"FA": 94.67, "RA": 99.83, "TA": 93.98, "MIA": 77.80}
     stds = {"FA": 3.03, "RA": 0.13, "TA": 0.56, "MIA": 5.61}
     reference = {"FA": 94.61, "RA": 100.00, "TA": 94.25, "MIA": 76.26}

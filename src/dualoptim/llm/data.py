@@ -24,6 +24,8 @@ import torch
 
 from dualoptim.config import option
 
+__all__ = ["EVAL_FILES", "HUB_ID", "IGNORE_INDEX", "QAFormat", "REQUIRED_FILES", "SPLITS", "TofuSource", "TofuSplit", "UnlearningCollator", "UnlearningDataset", "all_rows", "answer_token_count", "check_tokenizer", "encode_prompt", "encode_qa", "encode_rows", "load_split", "pad_batch", "task_ids"]
+
 SPLITS = ("forget01", "forget05", "forget10")
 #: files the local folder must hold (the hub has the same names as configs).
 REQUIRED_FILES = ("forget10.json", "retain10.json", "idontknow.jsonl")

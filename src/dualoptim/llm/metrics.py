@@ -1,4 +1,4 @@
-r"""TOFU metrics (SPEC §4.2): ROUGE-L recall, Probability, Truth Ratio, Forget Quality, Model
+r"""TOFU metrics (``docs/design.md`` §4.2): ROUGE-L recall, Probability, Truth Ratio, Forget Quality, Model
 Utility, and the "closer look" aggregates (Token Entropy, Cosine Similarity, MU, UFE, TFE, OVR).
 
 Everything here is a plain function of numbers and strings, so each is unit-tested against hand-

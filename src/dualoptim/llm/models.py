@@ -27,6 +27,8 @@ import torch
 from dualoptim.config import option
 from dualoptim.llm.data import QAFormat, check_tokenizer, encode_rows, pad_batch
 
+__all__ = ["SPECIAL_TOKENS", "TinyModelConfig", "answer_only_nll", "build_tiny_llama", "cache_key", "finetune", "load_pretrained", "tiny_model", "tiny_tokenizer", "train_tokenizer"]
+
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
 
