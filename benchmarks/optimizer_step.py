@@ -12,10 +12,7 @@ forget step and five retain steps, the LLM schedule.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from dualoptim import AdamW8bit, DualOptim, DualOptimPlus  # noqa: E402
 from dualoptim.io import write_json_atomic  # noqa: E402
+from dualoptim.runs import environment  # noqa: E402
 
 
 def resnet18_shapes(num_classes: int = 10) -> list[tuple[int, ...]]:
@@ -131,25 +129,6 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return total
 
 
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -204,14 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     report = {
-        "env": {
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "commit": git_commit(),
-            "torch": torch.__version__,
-            "cpu": cpu_name(),
-            "cores": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "python": platform.python_version(),
+        # the provenance block of every result of this project (dualoptim.runs.environment)
+        "environment": environment(["python", *sys.argv]),
+        "setup": {
             "params": num_params,
             "tensors": len(params),
             "timed_steps_per_variant": args.rounds * args.steps,
