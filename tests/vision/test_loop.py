@@ -1,4 +1,5 @@
 import copy
+import math
 import time
 from dataclasses import dataclass
 
@@ -56,8 +57,33 @@ def test_forget_gradient_is_clipped_to_its_global_norm(task):
     settings = OptimizerSettings(forget_lr=1.0, retain_lr=1.0, momentum=0.0, weight_decay=0.0)
     log = unlearn(model, Push(), task[1], task[2], strategy="alternate", settings=settings, schedule=Schedule(1, 1, 0))
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
-    assert log.grad_norms["forget"][0] > 1000  # recorded before clipping
+    # grad of 1000 * sum(theta) is 1000 everywhere: its norm, recorded before clipping, is 1000 sqrt(n)
+    assert log.grad_norms["forget"] == [pytest.approx(1000 * math.sqrt(before.numel()), rel=1e-5)]
     assert torch.linalg.vector_norm(after - before).item() == pytest.approx(7.0, rel=1e-4)
+    # plain SGD: the step is -lr * 7 * g / |g|, the same on every weight
+    torch.testing.assert_close(after - before, torch.full_like(before, -7.0 / math.sqrt(before.numel())))
+
+
+def test_sfron_clips_and_records_the_masked_forget_gradient(task):
+    """The forget gradient is masked before its norm is taken: the norm SFRon clips is that of
+    the gradient the weights really get, and the RunLog records it."""
+    before, forget, retain = task
+    model = copy.deepcopy(before)
+    method = build_method("SFRon", {"clip": 0.1})
+    settings = OptimizerSettings(forget_lr=0.5, retain_lr=0.5, momentum=0.0, weight_decay=0.0)
+    log = unlearn(model, method, forget, retain, strategy="alternate", settings=settings,
+                  schedule=Schedule(1, 1, 0), batch_size=len(forget[1]))  # one forget step on the whole set
+    reference = copy.deepcopy(before).train()
+    names, params = zip(*reference.named_parameters())
+    grads = torch.autograd.grad(method.forget_loss(reference, forget, 0.0), params)
+    masked = [g * method.forget_mask[n] for n, g in zip(names, grads)]
+    norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in masked])).item()
+    unmasked = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])).item()
+    assert unmasked > 1.1 * norm > 1.1 * 0.1  # the mask matters, and the clip is active
+    assert log.grad_norms["forget"] == [pytest.approx(norm, rel=1e-4)]
+    # plain SGD at lr 0.5: the step is -0.5 * clip * masked gradient / its norm
+    for (name, p), p0, g in zip(model.named_parameters(), before.parameters(), masked):
+        torch.testing.assert_close(p.detach() - p0, -0.5 * 0.1 * g / norm, rtol=1e-4, atol=1e-7, msg=name)
 
 
 def test_gradient_norms_follow_the_schedule_and_curves_exclude_their_time(task):

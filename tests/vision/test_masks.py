@@ -1,4 +1,6 @@
 import copy
+import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -6,11 +8,14 @@ from torch import nn
 
 from dualoptim.schedule import Schedule
 from dualoptim.strategies import STRATEGIES, OptimizerSettings
+from dualoptim.vision import loop
 from dualoptim.vision.loop import unlearn
 from dualoptim.vision.masks import (
     diagonal_fisher,
     fisher_mask,
+    mask_gradients,
     mean_gradient,
+    restore_frozen,
     saliency_mask,
     snapshot_frozen,
 )
@@ -63,15 +68,111 @@ def test_salun_mask_really_freezes_weights(task, strategy):
     assert frozen > 0 and moved > 0
 
 
-def test_gradient_masking_alone_does_not_freeze():
+def test_gradient_masking_alone_does_not_freeze_but_restoring_does():
     """Why the loop restores frozen weights: momentum and weight decay move masked weights."""
     weight = nn.Parameter(torch.ones(4))
-    mask = torch.tensor([True, True, False, False])
+    mask = {"weight": torch.tensor([True, True, False, False])}
     optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9, weight_decay=0.1)
-    for step in range(3):
-        weight.grad = torch.ones(4) if step == 0 else torch.ones(4) * mask  # an unmasked step before
-        optimizer.step()
-    assert not torch.equal(weight[2:].detach(), torch.ones(2))
+    weight.grad = torch.ones(4)  # an unmasked step before: momentum everywhere
+    optimizer.step()
+    module = nn.Module()
+    module.weight = weight
+    saved = snapshot_frozen(module, [mask])
+    before = weight.detach().clone()
+    weight.grad = mask_gradients({"weight": torch.ones(4)}, mask)["weight"]
+    optimizer.step()
+    assert not torch.equal(weight[2:].detach(), before[2:])  # the mask alone let them move
+    moved = weight.detach().clone()
+    restore_frozen(module, saved)
+    assert torch.equal(weight[2:].detach(), before[2:])  # put back exactly
+    assert torch.equal(weight[:2].detach(), moved[:2])  # the free weights keep their step
+
+
+def test_mask_gradients_zeroes_exactly_the_frozen_weights():
+    grads = {"a": torch.tensor([1.0, -2.0, 3.0]), "b": torch.tensor([[4.0, 5.0]])}
+    mask = {"a": torch.tensor([True, False, True])}
+    masked = mask_gradients(grads, mask)
+    assert masked["a"].tolist() == [1.0, 0.0, 3.0]
+    assert masked["b"].tolist() == [[4.0, 5.0]]  # a parameter the mask does not name is free
+    assert masked["a"] is not grads["a"] and grads["a"].tolist() == [1.0, -2.0, 3.0]  # no in-place change
+    assert mask_gradients(grads, None) is grads
+
+
+def capture_optimizer(monkeypatch, strategy):
+    """Run :func:`unlearn` with ``strategy``'s real optimizer, kept in the returned list for inspection."""
+    real = STRATEGIES.get(strategy)
+    built = []
+
+    def build(params, settings):
+        built.append(real.build(params, settings))
+        return built[-1]
+
+    monkeypatch.setattr(loop, "STRATEGIES", SimpleNamespace(get=lambda name: dataclasses.replace(real, build=build)))
+    return built
+
+
+#: every state tensor a forget step writes, per strategy (the float32 ones).
+FORGET_STATE = {
+    "alternate": lambda opt, p: [opt.inner.state[p]["momentum_buffer"]],
+    "dual": lambda opt, p: [opt.forget.state[p][k] for k in ("exp_avg", "exp_avg_sq")],
+    "dual+": lambda opt, p: [opt.state[p][part][k] for part in ("base", "forget") for k in ("exp_avg", "exp_avg_sq")],
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(FORGET_STATE))
+def test_sfron_forget_step_leaves_no_state_on_frozen_weights(task, strategy, monkeypatch):
+    """The forget gradient is masked before the optimizer sees it, not only the weights put back:
+    otherwise the frozen weights' moments hold forget gradients that later steps apply."""
+    before, forget, retain = task
+    model = copy.deepcopy(before)
+    method = build_method("SFRon")
+    built = capture_optimizer(monkeypatch, strategy)
+    # No L2 weight decay in a moment: then a frozen weight's state can only come from its gradient.
+    settings = OptimizerSettings(0.01, 0.01, weight_decay=0.0, plus_weight_decay=0.0)
+    unlearn(model, method, forget, retain, strategy=strategy, settings=settings, schedule=Schedule(1, 1, 0), batch_size=16)
+    (optimizer,) = built
+    frozen = free = 0
+    for name, p in model.named_parameters():
+        keep = method.forget_mask[name]
+        for state in FORGET_STATE[strategy](optimizer, p):
+            assert torch.count_nonzero(state[~keep]) == 0, f"{strategy}: forget state on frozen weights of {name}"
+            free += int(torch.count_nonzero(state[keep]))
+        frozen += int((~keep).sum())
+        assert torch.equal(p[~keep], dict(before.named_parameters())[name][~keep])
+    assert frozen > 0 and free > 0
+
+
+def gradient(model, loss_fn, data):
+    """{name: gradient} of ``loss_fn(model, data, 0.0)`` in training mode, on a copy of ``model``."""
+    model = copy.deepcopy(model).train()
+    names, params = zip(*model.named_parameters())
+    return dict(zip(names, torch.autograd.grad(loss_fn(model, data, 0.0), params)))
+
+
+def test_shared_momentum_carries_no_forget_gradient_into_frozen_weights(task):
+    """alternate + SFRon: a retain step after a forget step moves a frozen weight by its own retain
+    gradient only, and a free weight by the retain gradient plus the masked forget momentum."""
+    before, forget, retain = task
+    settings = OptimizerSettings(0.05, 0.1, momentum=0.9, weight_decay=0.0)
+    # Batches as large as the sets: every batch is the whole set (the losses are batch means).
+    run = {"strategy": "alternate", "settings": settings, "batch_size": 80}
+    after_forget = copy.deepcopy(before)
+    unlearn(after_forget, build_method("SFRon"), forget, retain, schedule=Schedule(1, 1, 0), **run)
+    model = copy.deepcopy(before)
+    method = build_method("SFRon")
+    unlearn(model, method, forget, retain, schedule=Schedule(1, 1, 1), **run)
+    g_forget = gradient(before, method.forget_loss, forget)
+    g_retain = gradient(after_forget, method.retain_loss, retain)
+    masked_norm = torch.linalg.vector_norm(torch.cat([(g * method.forget_mask[n]).flatten() for n, g in g_forget.items()]))
+    assert masked_norm < method.clip  # the forget step is not clipped here
+    retain_lr = 0.1 * 0.5  # SFRon's cosine learning rate at step 1 of 2
+    forget_on_frozen = 0.0
+    for (name, p), p1 in zip(model.named_parameters(), after_forget.parameters()):
+        keep = method.forget_mask[name]
+        momentum = 0.9 * g_forget[name] * keep + g_retain[name]
+        torch.testing.assert_close(p.detach(), p1.detach() - retain_lr * momentum, rtol=1e-5, atol=1e-6)
+        forget_on_frozen += g_forget[name][~keep].abs().sum().item()
+    assert forget_on_frozen > 0.1  # the mask does drop forget gradients here
 
 
 def test_sfron_mask_binds_forget_steps_only(task):
@@ -87,9 +188,20 @@ def test_sfron_mask_binds_forget_steps_only(task):
 
 
 def test_joint_step_freezes_what_both_masks_freeze():
+    torch.manual_seed(0)
     model = nn.Linear(2, 1, bias=False)
     forget = {"weight": torch.tensor([[True, False]])}
     retain = {"weight": torch.tensor([[False, False]])}
     frozen, _ = snapshot_frozen(model, [forget, retain])["weight"]
     assert frozen.tolist() == [[False, True]]
+    saved = snapshot_frozen(model, [forget, retain])
+    before = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)  # a step moves both weights; the snapshot is a copy, not a view
+    restore_frozen(model, saved)
+    assert torch.equal(model.weight[0, 1], before[0, 1])
+    assert torch.equal(model.weight[0, 0], before[0, 0] + 1.0)
+    # A weight only one mask freezes is free in a joint step; a parameter a mask omits is free.
+    assert snapshot_frozen(model, [forget, {"weight": torch.tensor([[True, True]])}]) == {}
+    assert snapshot_frozen(model, [{"other": torch.tensor([False])}]) == {}
     assert snapshot_frozen(model, [forget, None]) == {}

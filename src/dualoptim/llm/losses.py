@@ -1,4 +1,4 @@
-r"""TOFU unlearning losses (SPEC §3.2): forget losses and retain losses, combined by name.
+r"""TOFU unlearning losses (``docs/design.md`` §3.2): forget losses and retain losses, combined by name.
 
 A loss is a function ``(model, batch, reference, beta) -> scalar tensor`` where ``batch`` holds
 the padded parts ``"forget"``, ``"forget_idk"``, ``"retain"``, ``"retain_idk"`` (each with
@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dualoptim.registry import Registry
+
+__all__ = ["FORGET_LOSSES", "NEEDS_REFERENCE", "RETAIN_LOSSES", "TARGETED", "UnlearningLoss", "answer_logprobs", "answer_preference", "direct_preference", "gradient_ascent", "gradient_descent", "idk", "kl_to_reference", "maximum_entropy", "mean_nll", "negative_preference", "parse_loss", "sequence_nll"]
 
 Batch = dict[str, dict[str, Tensor]]
 LossFn = Callable[[nn.Module, Batch, "nn.Module | None", float], Tensor]
