@@ -32,6 +32,17 @@ class ObjectiveMixin:
     """
 
     _objective: Objective | None = None
+    #: Attributes beyond torch's defaults/state/param_groups that a copy or a pickle must keep.
+    _PICKLED_ATTRIBUTES: tuple[str, ...] = ("_objective",)
+
+    def __getstate__(self) -> dict:
+        # torch's Optimizer.__getstate__ keeps only defaults, state and param_groups, so
+        # copy.deepcopy or pickle would drop the objective and the inner optimizers of a wrapper.
+        state = super().__getstate__()  # type: ignore[misc]
+        state.update(
+            {name: self.__dict__[name] for name in self._PICKLED_ATTRIBUTES if name in self.__dict__}
+        )
+        return state
 
     def set_objective(self, objective: str | Objective) -> None:
         """Make ``objective`` the default for every following ``step()`` called without one."""

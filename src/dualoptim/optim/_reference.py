@@ -1,6 +1,6 @@
 """Slow, literal implementations of the update rules, for tests only.
 
-Every line is one equation of SPEC §2.3 written with fresh tensors and no in-place tricks, so
+Every line is one equation of ``docs/design.md`` §2.3 written with fresh tensors and no in-place tricks, so
 that the fast paths in ``plus.py`` can be compared against it step by step in float64.
 """
 

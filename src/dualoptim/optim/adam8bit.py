@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from dualoptim.optim._params import as_param_groups
+from dualoptim.optim._params import as_param_groups, check_non_negative
 from dualoptim.optim.quant import (
     ABSMAX_SUFFIX,
     Quantized,
@@ -66,16 +66,15 @@ class AdamW8bit(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
     ) -> None:
-        if not isinstance(lr, (int, float)) or lr < 0:
-            raise ValueError(f"AdamW8bit: invalid lr {lr!r}, expected a float >= 0")
-        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"AdamW8bit: invalid betas {betas!r}, expected two values in [0, 1)")
-        if eps < 0:
-            raise ValueError(f"AdamW8bit: invalid eps {eps!r}, expected a float >= 0")
-        if weight_decay < 0:
-            raise ValueError(f"AdamW8bit: invalid weight_decay {weight_decay!r}, expected a float >= 0")
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        _validate_options(defaults, "AdamW8bit")
+        defaults["betas"] = tuple(betas)
         super().__init__(as_param_groups(params, "AdamW8bit"), defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group, validating the options it overrides first (torch checks only the defaults)."""
+        _validate_options({**self.defaults, **param_group}, f"AdamW8bit param group {len(self.param_groups)}")
+        super().add_param_group(param_group)
 
     def _init_state(self, param: Tensor) -> dict[str, Tensor]:
         state = self.state[param]
@@ -123,6 +122,19 @@ class AdamW8bit(Optimizer):
                                    label=f"state of parameter {key!r}")
                 )  # fmt: skip
             self.state[param] = state
+
+
+def _validate_options(options: dict[str, Any], owner: str) -> None:
+    """A ``ValueError`` naming the first invalid option (NaN included: ``NaN < 0`` is False)."""
+    for name in ("lr", "eps", "weight_decay"):
+        check_non_negative(name, options[name], owner)
+    betas = options["betas"]
+    if (
+        not isinstance(betas, (tuple, list))
+        or len(betas) != 2
+        or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas)
+    ):
+        raise ValueError(f"{owner}: invalid betas {betas!r}, expected two values in [0, 1)")
 
 
 def float_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import torch
 from torch.optim import Optimizer
 
 from dualoptim.optim._objective import Objective, ObjectiveMixin
-from dualoptim.optim._params import as_param_groups
+from dualoptim.optim._params import as_param_groups, check_inner_group_options, load_unaliased
 
 __all__ = ["DualOptim"]
 
@@ -67,6 +67,8 @@ class DualOptim(ObjectiveMixin, Optimizer):
         loss_r.backward(); opt.step(objective="retain"); opt.zero_grad()
     """
 
+    _PICKLED_ATTRIBUTES = ("_objective", "forget", "retain", "_inner_ready")
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -74,6 +76,8 @@ class DualOptim(ObjectiveMixin, Optimizer):
         retain: OptimizerFactory | None = None,
     ) -> None:
         groups = as_param_groups(params, "DualOptim")
+        for index, group in enumerate(groups):
+            check_inner_group_options(group, f"DualOptim param group {index}")
         self.forget: Optimizer = _build(forget or DEFAULT_FORGET, groups, "forget")
         self.retain: Optimizer = _build(retain or DEFAULT_RETAIN, groups, "retain")
         self._inner_ready = False
@@ -127,6 +131,7 @@ class DualOptim(ObjectiveMixin, Optimizer):
         """Add a group to both inner optimizers (with its options) and to the outer multipliers."""
         if self._inner_ready:
             (group,) = as_param_groups([param_group], "DualOptim")
+            check_inner_group_options(group, f"DualOptim param group {len(self.param_groups)}")
             self.forget.add_param_group({**group, "params": list(group["params"])})
             self.retain.add_param_group({**group, "params": list(group["params"])})
             param_group = {"params": group["params"]}
@@ -148,8 +153,9 @@ class DualOptim(ObjectiveMixin, Optimizer):
         if missing:
             raise ValueError(f"not a DualOptim state dict: missing keys {missing}")
         super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
-        self.forget.load_state_dict(state_dict["forget"])
-        self.retain.load_state_dict(state_dict["retain"])
+        # Cloning what torch would share: a twin loaded from a live optimizer steps its own buffers.
+        load_unaliased(self.forget, state_dict["forget"])
+        load_unaliased(self.retain, state_dict["retain"])
         objective = state_dict.get("objective")
         self._objective = None if objective is None else Objective.parse(objective)
 
@@ -160,9 +166,16 @@ class DualOptim(ObjectiveMixin, Optimizer):
 def _build(factory: OptimizerFactory, groups: list[dict[str, Any]], side: str) -> Optimizer:
     if not callable(factory):
         raise TypeError(f"DualOptim {side}= must be a callable returning an Optimizer, got {factory!r}")
-    optimizer = factory([{**g, "params": list(g["params"])} for g in groups])
+    try:
+        optimizer = factory([{**g, "params": list(g["params"])} for g in groups])
+    except ValueError as error:  # torch's messages do not say which of the two optimizers failed
+        raise ValueError(f"DualOptim {side}= optimizer rejected its arguments: {error}") from error
     if not isinstance(optimizer, Optimizer):
         raise TypeError(
             f"DualOptim {side}= factory must return a torch.optim.Optimizer, got {type(optimizer).__name__}"
         )
+    # torch lets some invalid values through (SGD: ``lr < 0`` is False for NaN, and group overrides
+    # are never checked): the options the inner optimizer will actually use are checked here.
+    for index, group in enumerate(optimizer.param_groups):
+        check_inner_group_options(group, f"DualOptim {side}= optimizer, param group {index}")
     return optimizer

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from dualoptim.optim._objective import Objective, ObjectiveMixin
-from dualoptim.optim._params import as_param_groups, objective_lr
+from dualoptim.optim._params import as_param_groups, check_non_negative, objective_lr
 from dualoptim.optim.quant import (
     LOW_PRECISION,
     chunk_elements,
@@ -131,18 +131,26 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
         super().__init__(groups, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
+        # Validate the group as it will be before torch appends it: a refused group leaves the
+        # optimizer as it was.
+        options = {**self.defaults, **param_group}
         if "forget_lr" not in param_group and "lr" in param_group:
             # A group that overrides lr alone means the same rate for both objectives.
-            group["forget_lr"] = param_group["lr"]
-        _validate_hyperparameters(group, f"DualOptimPlus param group {len(self.param_groups) - 1}")
+            options["forget_lr"] = param_group["lr"]
+        _validate_hyperparameters(options, f"DualOptimPlus param group {len(self.param_groups)}")
+        params = param_group.get("params")
+        if params is not None and not isinstance(params, (Tensor, set)):  # torch refuses sets itself
+            params = list(params)  # an iterator is read once, here: torch gets the list
+            param_group = {**param_group, "params": params}
+        for param in [params] if isinstance(params, Tensor) else params or ():
+            if isinstance(param, Tensor) and param.is_sparse:
+                raise ValueError("DualOptimPlus does not support sparse parameters")
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        group["forget_lr"] = options["forget_lr"]
         # Schedulers set initial_lr themselves (setdefault); recording it here lets the forget rate
         # follow a scheduler attached later, and a manual change of lr before any scheduler.
         group.setdefault("initial_lr", group["lr"])
-        for param in group["params"]:
-            if param.is_sparse:
-                raise ValueError("DualOptimPlus does not support sparse parameters")
 
     def _init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, dict[str, Tensor]]:
         state = self.state[param]
@@ -190,7 +198,8 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                 delta.append(state[objective.value])
             for param, base_state, delta_state, label in quantized:
                 _quantized_dual_optim_plus(
-                    param, param.grad, base_state, delta_state, label=label, lr=objective_lr(group, objective),
+                    param, param.grad, base_state, delta_state, delta_part=objective.value, label=label,
+                    lr=objective_lr(group, objective),
                     betas=tuple(group["betas"]), eps=group["eps"], weight_decay=group["weight_decay"],
                 )  # fmt: skip
             if not params:
@@ -213,15 +222,26 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
             )
         return loss
 
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state dict plus the current objective (``None`` before any ``set_objective``),
+        so that a resumed run's ``step()`` without arguments steps the same objective, as with
+        :class:`~dualoptim.DualOptim` and :class:`~dualoptim.SharedState`."""
+        state_dict = super().state_dict()
+        state_dict["objective"] = None if self._objective is None else self._objective.value
+        return state_dict
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore groups and state exactly: state tensors keep their saved dtype (float32 state of
-        a bf16 parameter stays float32; torch's default loader would cast it to bf16).
+        """Restore groups, state and objective exactly: state tensors keep their saved dtype
+        (float32 state of a bf16 parameter stays float32; torch's default loader would cast it
+        to bf16).
 
         The state representation follows *this* optimizer's ``quantize_*`` switches: a float32
         state loads into an 8-bit optimizer (quantised) and an 8-bit one into a float32 optimizer
         (de-quantised); the saved groups' switches are ignored."""
         if "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError(f"not an optimizer state dict: keys {sorted(state_dict)}")
+        objective = state_dict.get("objective")  # absent from state dicts saved before it was kept
+        objective = None if objective is None else Objective.parse(objective)
         saved_state = state_dict["state"]
         switches = [(g["quantize_base"], g["quantize_delta"]) for g in self.param_groups]
         super().load_state_dict({**state_dict, "state": {}})
@@ -242,6 +262,7 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                 )
             group = group_of[id(param)]
             self.state[param] = {part: _load_part(value[part], param, part, key, group) for part in _PARTS}
+        self._objective = objective
 
 
 _PARTS = ("base", Objective.FORGET.value, Objective.RETAIN.value)
@@ -275,8 +296,8 @@ def _load_part(
 
 
 def _quantized_dual_optim_plus(
-    param: Tensor, grad: Tensor, base: dict[str, Tensor], delta: dict[str, Tensor], *, label: str,
-    lr: float, betas, eps: float, weight_decay: float,
+    param: Tensor, grad: Tensor, base: dict[str, Tensor], delta: dict[str, Tensor], *, delta_part: str,
+    label: str, lr: float, betas, eps: float, weight_decay: float,
 ) -> None:  # fmt: skip
     """One DualOptim+ step for a parameter with (some) 8-bit moments, chunk by chunk: de-quantise,
     apply :func:`_moments` in float32, re-quantise, then update the parameter."""
@@ -290,11 +311,13 @@ def _quantized_dual_optim_plus(
     n, k = base["step"].item(), delta["step"].item()
     flat_param = param.view(-1) if param.is_contiguous() else param.reshape(-1).clone()
     flat_grad = grad.reshape(-1)
-    moments = [  # (state part, moment, signed code, present)
-        (base, "exp_avg", True, beta_base1 < 1),
-        (base, "exp_avg_sq", False, beta_base2 < 1),
-        (delta, "exp_avg", True, beta_delta1 < 1),
-        (delta, "exp_avg_sq", True, beta_delta2 < 1),
+    # (state part, moment, signed code, present). The code comes from _signed, the one rule that
+    # _init_state and load_state_dict follow too: a state must be read with the code it was written in.
+    moments = [
+        (base, "exp_avg", _signed("base", "exp_avg"), beta_base1 < 1),
+        (base, "exp_avg_sq", _signed("base", "exp_avg_sq"), beta_base2 < 1),
+        (delta, "exp_avg", _signed(delta_part, "exp_avg"), beta_delta1 < 1),
+        (delta, "exp_avg_sq", _signed(delta_part, "exp_avg_sq"), beta_delta2 < 1),
     ]
     dtype = compute_dtype(param)
     chunk = chunk_elements(param.device)
@@ -317,10 +340,9 @@ def _quantized_dual_optim_plus(
 
 
 def _validate_hyperparameters(options: dict[str, Any], owner: str) -> None:
+    # check_non_negative refuses NaN too (``NaN < 0`` is False: a plain comparison let it through).
     for name in ("lr", "forget_lr"):
-        value = options[name]
-        if isinstance(value, Tensor) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{owner}: invalid {name} {value!r}, expected a float >= 0")
+        check_non_negative(name, options[name], owner)
     betas = options["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 4:
         raise ValueError(
@@ -331,10 +353,8 @@ def _validate_hyperparameters(options: dict[str, Any], owner: str) -> None:
             raise ValueError(
                 f"{owner}: invalid {name} {beta!r} in betas {tuple(betas)}, expected a value in [0, 1]"
             )
-    if not isinstance(options["eps"], (int, float)) or options["eps"] < 0:
-        raise ValueError(f"{owner}: invalid eps {options['eps']!r}, expected a float >= 0")
-    if not isinstance(options["weight_decay"], (int, float)) or options["weight_decay"] < 0:
-        raise ValueError(f"{owner}: invalid weight_decay {options['weight_decay']!r}, expected a float >= 0")
+    check_non_negative("eps", options["eps"], owner)
+    check_non_negative("weight_decay", options["weight_decay"], owner)
 
 
 def dual_optim_plus(

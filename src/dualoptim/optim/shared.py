@@ -10,7 +10,13 @@ import torch
 from torch.optim import Optimizer
 
 from dualoptim.optim._objective import Objective, ObjectiveMixin
-from dualoptim.optim._params import as_param_groups, objective_lr
+from dualoptim.optim._params import (
+    as_param_groups,
+    check_inner_group_options,
+    check_non_negative,
+    load_unaliased,
+    objective_lr,
+)
 
 __all__ = ["SharedState"]
 
@@ -55,6 +61,8 @@ class SharedState(ObjectiveMixin, Optimizer):
         loss_r.backward(); opt.step(objective="retain"); opt.zero_grad()
     """
 
+    _PICKLED_ATTRIBUTES = ("_objective", "inner", "_inner_ready")
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -64,16 +72,28 @@ class SharedState(ObjectiveMixin, Optimizer):
     ) -> None:
         forget_lr = lr if forget_lr is None else forget_lr
         for name, value in (("lr", lr), ("forget_lr", forget_lr)):
-            _check_lr(name, value, "SharedState")
+            check_non_negative(name, value, "SharedState")
         factory = optimizer or DEFAULT_OPTIMIZER
         if not callable(factory):
-            raise TypeError(f"SharedState optimizer= must be a callable returning an Optimizer, got {factory!r}")
+            raise TypeError(
+                f"SharedState optimizer= must be a callable returning an Optimizer, got {factory!r}"
+            )
         groups = as_param_groups(params, "SharedState")
-        self.inner: Optimizer = factory([_inner_group(g) for g in groups])
+        for index, group in enumerate(groups):
+            _check_group(group, index)
+        try:
+            self.inner: Optimizer = factory([_inner_group(g) for g in groups])
+        except ValueError as error:  # say whose arguments torch refused
+            raise ValueError(f"SharedState optimizer= rejected its arguments: {error}") from error
         if not isinstance(self.inner, Optimizer):
             raise TypeError(
                 f"SharedState optimizer= factory must return a torch.optim.Optimizer, got {type(self.inner).__name__}"
             )
+        # torch lets some invalid values through (SGD: ``weight_decay < 0`` is False for NaN); the
+        # inner lr is replaced at every step, so it is not checked.
+        for index, group in enumerate(self.inner.param_groups):
+            options = {k: v for k, v in group.items() if k != "lr"}
+            check_inner_group_options(options, f"SharedState optimizer=, param group {index}")
         self._inner_ready = False
         super().__init__([_outer_group(g) for g in groups], defaults={"lr": lr, "forget_lr": forget_lr})
         self._inner_ready = True
@@ -81,16 +101,18 @@ class SharedState(ObjectiveMixin, Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group to the outer learning rates and, with its other options, to the inner optimizer."""
         if self._inner_ready:
+            # Validate before the inner or the outer optimizer takes the group, so that a refused
+            # group leaves both as they were.
             (group,) = as_param_groups([param_group], "SharedState")
+            _check_group(group, len(self.param_groups))
             self.inner.add_param_group(_inner_group(group))
             param_group = _outer_group(group)
+        # Read before torch's add_param_group, which fills the defaults into this very dict.
+        lr_alone = "forget_lr" not in param_group and "lr" in param_group
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        if "forget_lr" not in param_group and "lr" in param_group:
-            group["forget_lr"] = param_group["lr"]  # a group overriding lr alone: one rate for both
-        index = len(self.param_groups) - 1
-        for name in ("lr", "forget_lr"):
-            _check_lr(name, group[name], f"SharedState param group {index}")
+        if lr_alone:
+            group["forget_lr"] = group["lr"]  # a group overriding lr alone: one rate for both
         group.setdefault("initial_lr", group["lr"])
 
     @torch.no_grad()
@@ -116,7 +138,7 @@ class SharedState(ObjectiveMixin, Optimizer):
         if missing:
             raise ValueError(f"not a SharedState state dict: missing keys {missing}")
         super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
-        self.inner.load_state_dict(state_dict["inner"])
+        load_unaliased(self.inner, state_dict["inner"])  # a twin loaded from a live one steps its own buffers
         objective = state_dict.get("objective")
         self._objective = None if objective is None else Objective.parse(objective)
 
@@ -125,9 +147,13 @@ class SharedState(ObjectiveMixin, Optimizer):
         return f"SharedState({rates},\n  inner={self.inner!r}\n)"
 
 
-def _check_lr(name: str, value: Any, owner: str) -> None:
-    if isinstance(value, torch.Tensor) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{owner}: invalid {name} {value!r}, expected a float >= 0")
+def _check_group(group: dict[str, Any], index: int) -> None:
+    """The outer rates a group overrides and the common options it passes to the inner optimizer."""
+    owner = f"SharedState param group {index}"
+    for name in ("lr", "forget_lr"):
+        if name in group:
+            check_non_negative(name, group[name], owner)
+    check_inner_group_options(_inner_group(group), owner)
 
 
 def _inner_group(group: dict[str, Any]) -> dict[str, Any]:
