@@ -142,9 +142,21 @@ def set_objective(optimizer: Any, objective: str) -> None:
 # -- builders ------------------------------------------------------------------------------------
 
 
+def _check_8bit_adam(settings: OptimizerSettings) -> None:
+    # AdamW8bit decays weights decoupled; Adam's weight decay is an L2 term of the gradient. With
+    # weight decay the 8-bit twin of an Adam-family optimizer would be another algorithm.
+    if settings.family == "adam" and (settings.weight_decay or settings.forget_weight_decay):
+        raise ValueError(
+            "8-bit strategies of the adam family need weight_decay = forget_weight_decay = 0 (AdamW8bit's "
+            f"decay is decoupled, Adam's is L2), got {settings.weight_decay} and {settings.forget_weight_decay}"
+        )
+
+
 def _retain_factory(settings: OptimizerSettings, quantized: bool = False) -> Callable[[Any], Optimizer]:
     """The pre-training optimizer of the task (its lr is set by the caller or by SharedState)."""
     s = settings
+    if quantized:
+        _check_8bit_adam(s)
     if s.family == "sgd":
         # There is no 8-bit SGD momentum: the 8-bit rows of the papers quantise Adam states only.
         return partial(torch.optim.SGD, lr=s.retain_lr, momentum=s.momentum, weight_decay=s.weight_decay)
@@ -155,6 +167,8 @@ def _retain_factory(settings: OptimizerSettings, quantized: bool = False) -> Cal
 def _forget_factory(settings: OptimizerSettings, quantized: bool = False) -> Callable[[Any], Optimizer]:
     """Adaptive for forgetting: AdamW (Adam for the adam family), 8-bit on request."""
     s = settings
+    if quantized:
+        _check_8bit_adam(s)
     adam = AdamW8bit if quantized else (torch.optim.Adam if s.family == "adam" else torch.optim.AdamW)
     return partial(adam, lr=s.forget_lr, betas=s.forget_betas, eps=s.eps, weight_decay=s.forget_weight_decay)
 

@@ -131,6 +131,8 @@ STRATEGY_GROUPS = {
 
 def make_strategy(name, family, params, lr=RETAIN_LR, forget_lr=FORGET_LR, weight_decay=WEIGHT_DECAY,
                   betas=None, eps=None) -> Optimizer:  # fmt: skip
+    if family == "adam" and name == "dual-8bit" and weight_decay > 0:
+        weight_decay = 0.0  # AdamW8bit's decay is decoupled, Adam's L2: refused with weight decay (tested below)
     fields: dict[str, Any] = dict(
         forget_lr=forget_lr, retain_lr=lr, family=family,
         weight_decay=weight_decay, forget_weight_decay=weight_decay, plus_weight_decay=weight_decay,
@@ -591,3 +593,9 @@ def test_plus_8bit_base_second_moment_keeps_the_unsigned_codes_resolution():
         previous = stored
     # The bound is tight for the unsigned code, and far below the signed code's error.
     assert unsigned_half_step * 0.9 < worst < 0.6 * signed_half_step
+
+
+def test_an_8bit_adam_family_strategy_with_weight_decay_is_refused():
+    settings = OptimizerSettings(forget_lr=FORGET_LR, retain_lr=RETAIN_LR, family="adam", weight_decay=0.01)
+    with pytest.raises(ValueError, match="8-bit strategies of the adam family need weight_decay"):
+        build_optimizer("dual-8bit", make_params(), settings)

@@ -171,3 +171,17 @@ def test_invalid_inputs_raise_clear_errors():
         dual.step(objective="retain")
     with pytest.raises(ValueError, match=r"missing keys \['forget', 'retain'\]"):
         dual.load_state_dict({"param_groups": []})
+
+
+def test_a_group_forget_lr_is_refused_instead_of_ignored():
+    import pytest
+    import torch
+
+    from dualoptim import DualOptim
+
+    param = torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="invalid option forget_lr; a DualOptim group's options apply to both"):
+        DualOptim([{"params": [param], "forget_lr": 1e-3}])
+    optimizer = DualOptim([torch.nn.Parameter(torch.zeros(2))])
+    with pytest.raises(ValueError, match="param group 1: invalid option forget_lr"):
+        optimizer.add_param_group({"params": [param], "forget_lr": 1e-3})

@@ -41,7 +41,9 @@ class Linear(Method):
 
 def _settings(strategy, family):
     rates = {"forget_lr": {strategy: FORGET_LR}, "retain_lr": {strategy: RETAIN_LR}}
-    config = from_dict(VisionConfig, {"unlearn": {"optim": {**rates, "family": family}}})
+    # no weight decay: the 8-bit strategies of the adam family refuse it (and at w = 0 it moves nothing)
+    optim = {**rates, "family": family, "weight_decay": 0.0, "forget_weight_decay": 0.0}
+    config = from_dict(VisionConfig, {"unlearn": {"optim": optim}})
     return resolve_settings(config, "Linear", strategy)
 
 

@@ -77,7 +77,7 @@ class DualOptim(ObjectiveMixin, Optimizer):
     ) -> None:
         groups = as_param_groups(params, "DualOptim")
         for index, group in enumerate(groups):
-            check_inner_group_options(group, f"DualOptim param group {index}")
+            _check_group(group, f"DualOptim param group {index}")
         self.forget: Optimizer = _build(forget or DEFAULT_FORGET, groups, "forget")
         self.retain: Optimizer = _build(retain or DEFAULT_RETAIN, groups, "retain")
         self._inner_ready = False
@@ -131,7 +131,7 @@ class DualOptim(ObjectiveMixin, Optimizer):
         """Add a group to both inner optimizers (with its options) and to the outer multipliers."""
         if self._inner_ready:
             (group,) = as_param_groups([param_group], "DualOptim")
-            check_inner_group_options(group, f"DualOptim param group {len(self.param_groups)}")
+            _check_group(group, f"DualOptim param group {len(self.param_groups)}")
             self.forget.add_param_group({**group, "params": list(group["params"])})
             self.retain.add_param_group({**group, "params": list(group["params"])})
             param_group = {"params": group["params"]}
@@ -161,6 +161,17 @@ class DualOptim(ObjectiveMixin, Optimizer):
 
     def __repr__(self) -> str:
         return f"DualOptim(\n  forget={self.forget!r},\n  retain={self.retain!r}\n)"
+
+
+def _check_group(group: dict[str, Any], owner: str) -> None:
+    # A group's options go to both inner optimizers alike; a per-objective rate would be
+    # ignored by torch without a word, so it is refused here.
+    if "forget_lr" in group:
+        raise ValueError(
+            f"{owner}: invalid option forget_lr; a DualOptim group's options apply to both objectives, "
+            "set the forget learning rate in the forget= factory"
+        )
+    check_inner_group_options(group, owner)
 
 
 def _build(factory: OptimizerFactory, groups: list[dict[str, Any]], side: str) -> Optimizer:
