@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dualoptim.io import read_json, write_json_atomic
+from dualoptim.io import read_json, write_json_atomic, write_text_atomic
 
-__all__ = ["ENVELOPE_KEYS", "RunStore", "environment", "envelope", "stable_hash", "slug"]
+__all__ = ["ENVELOPE_KEYS", "RunStore", "environment", "envelope", "open_output", "stable_hash", "slug"]
 
 #: the top level of every results.json, in this order; tasks add their own keys after these.
 ENVELOPE_KEYS = ("task", "config", "environment", "command", "rows", "seconds")
@@ -136,6 +136,17 @@ def environment(command: Sequence[str] | None = None) -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def open_output(
+    out: str | os.PathLike[str], config: dict[str, Any], command: Sequence[str] | None = None
+) -> tuple[RunStore, dict[str, Any]]:
+    """Start (or resume) a benchmark's output folder: write ``config.yaml``, return its run store and provenance."""
+    import yaml
+
+    out = Path(out)
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    return RunStore(out / "runs"), environment(command)
 
 
 def envelope(

@@ -58,6 +58,9 @@ def test_tofu_end_to_end_and_resume(tofu_dir, tmp_path, cache, capsys):
     assert "| ME+GD | dual+ |" in table and "Forget Quality" in table
     assert (out / "tofu_curves.png").stat().st_size > 1000
     assert "steps: 4" in (out / "config.yaml").read_text()
+    # the report command regenerates the table and the curves from results.json alone
+    (out / "table.md").unlink()
+    assert main(["report", str(out)]) == 0 and "| ME+GD | dual+ |" in (out / "table.md").read_text()
     # resume: finished runs are not recomputed
     done = out / "runs" / "task1" / "MEplusGD__dualplus__seed0.json"
     stamp = done.stat().st_mtime_ns

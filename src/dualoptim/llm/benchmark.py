@@ -28,7 +28,7 @@ import torch
 from dualoptim.config import to_dict
 from dualoptim.devices import resolve_device, set_threads
 from dualoptim.errors import NonFiniteLoss
-from dualoptim.io import write_json_atomic, write_text_atomic
+from dualoptim.io import write_json_atomic
 from dualoptim.llm import evaluate as E
 from dualoptim.llm import metrics as M
 from dualoptim.llm.config import TofuConfig, optimizer_settings, schedule, validate
@@ -42,7 +42,7 @@ from dualoptim.llm.data import (
 )
 from dualoptim.llm.losses import UnlearningLoss
 from dualoptim.paths import default_cache_dir
-from dualoptim.runs import RunStore, environment, slug, stable_hash
+from dualoptim.runs import open_output, slug, stable_hash
 from dualoptim.schedule import Schedule
 from dualoptim.strategies import OptimizerSettings
 
@@ -334,7 +334,6 @@ class TofuBenchmark:
     # -- the whole benchmark ------------------------------------------------------------------------------
     def run(self, out: str | Path, command: list[str] | None = None) -> dict[str, Any]:
         """Run (or resume) every run into ``out``; write results.json, table.md and the curves."""
-        import yaml
         from tqdm.auto import tqdm
 
         from dualoptim.llm.report import write_report
@@ -343,9 +342,7 @@ class TofuBenchmark:
         cfg = self.config
         out = Path(out)
         started = time.perf_counter()
-        env = environment(command)
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        store = RunStore(out / "runs")
+        store, env = open_output(out, to_dict(cfg), command)
         plans = {task: self.plan(task) for task in cfg.tasks}
         references, records = {}, []
         bar = tqdm(total=sum(len(p) for p in plans.values()), desc="tofu runs", disable=not self.progress)

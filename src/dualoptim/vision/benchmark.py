@@ -29,9 +29,8 @@ from torch import nn
 from dualoptim.config import to_dict
 from dualoptim.devices import resolve_device, set_threads
 from dualoptim.errors import NonFiniteLoss
-from dualoptim.io import write_text_atomic
 from dualoptim.paths import default_cache_dir
-from dualoptim.runs import RunStore, environment, slug, stable_hash
+from dualoptim.runs import RunStore, open_output, slug, stable_hash
 from dualoptim.schedule import Schedule
 from dualoptim.strategies import STRATEGIES, OptimizerSettings
 from dualoptim.vision.config import MethodConfig, VisionConfig
@@ -369,17 +368,13 @@ class Benchmark:
     # -- the whole benchmark ------------------------------------------------------------------------------
     def run(self, out: str | os.PathLike[str], *, command: list[str] | None = None) -> dict[str, Any]:
         """Run (or resume) every run into ``out``; return and write results.json."""
-        import yaml
-
         from dualoptim.io import write_json_atomic
         from dualoptim.vision.results import build_results
 
         cfg = self.config
         out = Path(out)
         started = time.perf_counter()
-        env = environment(command)
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        store = RunStore(out / "runs")
+        store, env = open_output(out, to_dict(cfg), command)
         plans = {seed: self.plan(seed) for seed in cfg.seeds}
         bar = None
         if self.progress_bar:
