@@ -113,7 +113,12 @@ def _cpu_name() -> str:
 
 
 def environment(command: Sequence[str] | None = None) -> dict[str, Any]:
-    """Provenance stored with every result: command, commit, versions, hardware, threads."""
+    """Provenance stored with every result: command, commit, versions, hardware, threads.
+
+    Benchmarks call it when they are built, before any long work, so that the commit and the
+    state of ``src/`` it records are those of the code that runs (edits made during an hour-long
+    run do not change what was imported).
+    """
     import torch
 
     root = Path(__file__).resolve().parents[2]
@@ -138,15 +143,13 @@ def environment(command: Sequence[str] | None = None) -> dict[str, Any]:
     }
 
 
-def open_output(
-    out: str | os.PathLike[str], config: dict[str, Any], command: Sequence[str] | None = None
-) -> tuple[RunStore, dict[str, Any]]:
-    """Start (or resume) a benchmark's output folder: write ``config.yaml``, return its run store and provenance."""
+def open_output(out: str | os.PathLike[str], config: dict[str, Any]) -> RunStore:
+    """Start (or resume) a benchmark's output folder: write ``config.yaml``, return its run store."""
     import yaml
 
     out = Path(out)
     write_text_atomic(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    return RunStore(out / "runs"), environment(command)
+    return RunStore(out / "runs")
 
 
 def envelope(

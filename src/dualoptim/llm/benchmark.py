@@ -42,7 +42,7 @@ from dualoptim.llm.data import (
 )
 from dualoptim.llm.losses import UnlearningLoss
 from dualoptim.paths import default_cache_dir
-from dualoptim.runs import open_output, slug, stable_hash
+from dualoptim.runs import environment, open_output, slug, stable_hash
 from dualoptim.schedule import Schedule
 from dualoptim.strategies import OptimizerSettings
 
@@ -138,10 +138,11 @@ class Scorer:
 class TofuBenchmark:
     """Everything a TOFU benchmark needs, built once: data source, target model, embedder."""
 
-    def __init__(self, config: TofuConfig, *, progress: bool = True) -> None:
+    def __init__(self, config: TofuConfig, *, progress: bool = True, command: list[str] | None = None) -> None:
         validate(config)
         set_threads(config.threads)
         self.config = config
+        self.started = environment(command)  # provenance of the code that runs, taken now
         self.progress = progress
         self.device = resolve_device(config.device)
         self.cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
@@ -332,7 +333,7 @@ class TofuBenchmark:
         return record
 
     # -- the whole benchmark ------------------------------------------------------------------------------
-    def run(self, out: str | Path, command: list[str] | None = None) -> dict[str, Any]:
+    def run(self, out: str | Path) -> dict[str, Any]:
         """Run (or resume) every run into ``out``; write results.json, table.md and the curves."""
         from tqdm.auto import tqdm
 
@@ -342,7 +343,7 @@ class TofuBenchmark:
         cfg = self.config
         out = Path(out)
         started = time.perf_counter()
-        store, env = open_output(out, to_dict(cfg), command)
+        store, env = open_output(out, to_dict(cfg)), self.started
         plans = {task: self.plan(task) for task in cfg.tasks}
         references, records = {}, []
         bar = tqdm(total=sum(len(p) for p in plans.values()), desc="tofu runs", disable=not self.progress)
@@ -371,4 +372,4 @@ def run_benchmark(
     config: TofuConfig, out: str | Path, progress: bool = True, command: list[str] | None = None
 ) -> dict[str, Any]:
     """Run (or resume) the whole benchmark into ``out`` and return ``results.json``'s content."""
-    return TofuBenchmark(config, progress=progress).run(out, command)
+    return TofuBenchmark(config, progress=progress, command=command).run(out)

@@ -30,7 +30,7 @@ from dualoptim.config import to_dict
 from dualoptim.devices import resolve_device, set_threads
 from dualoptim.errors import NonFiniteLoss
 from dualoptim.paths import default_cache_dir
-from dualoptim.runs import RunStore, open_output, slug, stable_hash
+from dualoptim.runs import RunStore, environment, open_output, slug, stable_hash
 from dualoptim.schedule import Schedule
 from dualoptim.strategies import STRATEGIES, OptimizerSettings
 from dualoptim.vision.config import MethodConfig, VisionConfig
@@ -160,11 +160,17 @@ class Benchmark:
     """Everything a benchmark needs, built once: data, the original model, cached retrains."""
 
     def __init__(
-        self, config: VisionConfig, *, progress_bar: bool = True, log: Callable[[str], None] = print
+        self,
+        config: VisionConfig,
+        *,
+        progress_bar: bool = True,
+        log: Callable[[str], None] = print,
+        command: list[str] | None = None,
     ) -> None:
         validate(config)
         set_threads(config.threads)
         self.config = config
+        self.started = environment(command)  # provenance of the code that runs, taken now
         self.progress_bar = progress_bar
         self.log = log
         self.cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
@@ -366,7 +372,7 @@ class Benchmark:
         return store.get_or_run(f"Retrain__seed{seed}", key, retrain)[0]
 
     # -- the whole benchmark ------------------------------------------------------------------------------
-    def run(self, out: str | os.PathLike[str], *, command: list[str] | None = None) -> dict[str, Any]:
+    def run(self, out: str | os.PathLike[str]) -> dict[str, Any]:
         """Run (or resume) every run into ``out``; return and write results.json."""
         from dualoptim.io import write_json_atomic
         from dualoptim.vision.results import build_results
@@ -374,7 +380,7 @@ class Benchmark:
         cfg = self.config
         out = Path(out)
         started = time.perf_counter()
-        store, env = open_output(out, to_dict(cfg), command)
+        store, env = open_output(out, to_dict(cfg)), self.started
         plans = {seed: self.plan(seed) for seed in cfg.seeds}
         bar = None
         if self.progress_bar:
@@ -428,4 +434,4 @@ def run_benchmark(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run (or resume) the benchmark of ``config`` into ``out`` and return results.json's content."""
-    return Benchmark(config, progress_bar=progress_bar, log=log).run(out, command=command)
+    return Benchmark(config, progress_bar=progress_bar, log=log, command=command).run(out)

@@ -55,10 +55,10 @@ def run_sweep(
         scaled = scaled_config(config, factor)
         log(f"sweep: forget learning rates x {factor:g}")
         if benchmark is None:
-            benchmark = Benchmark(scaled, progress_bar=progress_bar, log=log)
+            benchmark = Benchmark(scaled, progress_bar=progress_bar, log=log, command=command)
         else:
             benchmark.config = scaled  # same data and original model; only learning rates differ
-        results = benchmark.run(out / f"factor-{factor:g}", command=command)
+        results = benchmark.run(out / f"factor-{factor:g}")
         for row in results["rows"]:
             lr = resolve_settings(scaled, row["method"], row["strategy"]).forget_lr
             grid.setdefault(row["method"], {}).setdefault(row["strategy"], []).append(
