@@ -254,9 +254,13 @@ class KeyHelp:
     help: str
 
 
-def describe(cls: type, prefix: str = "") -> list[KeyHelp]:
-    """Every key of ``cls`` (nested sections flattened to dotted names), for ``dualoptim config``."""
-    instance = cls()
+def describe(cls: type, prefix: str = "", instance: Any = None) -> list[KeyHelp]:
+    """Every key of ``cls`` (nested sections flattened to dotted names), for ``dualoptim config``.
+
+    Defaults are those of the enclosing default (a section's factory may differ from its class's
+    own defaults: the vision default schedule is 3 passes, the class's fields are unset).
+    """
+    instance = cls() if instance is None else instance
     hints = typing.get_type_hints(cls)
     keys = []
     for f in dataclasses.fields(cls):
@@ -264,7 +268,7 @@ def describe(cls: type, prefix: str = "") -> list[KeyHelp]:
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
             keys.append(KeyHelp(name, "section", None, f.metadata.get("help", "")))
-            keys += describe(hint, f"{name}.")
+            keys += describe(hint, f"{name}.", getattr(instance, f.name))
         else:
             keys.append(KeyHelp(name, _type_name(hint), _plain(getattr(instance, f.name)), f.metadata.get("help", "")))
     return keys

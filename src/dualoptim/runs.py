@@ -15,9 +15,11 @@ so nothing finished is ever lost.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -29,6 +31,8 @@ from dualoptim.io import read_json, write_json_atomic, write_text_atomic
 
 __all__ = ["ENVELOPE_KEYS", "RunStore", "environment", "envelope", "open_output", "stable_hash", "slug"]
 
+#: packages whose versions every provenance block records when they are installed
+VERSIONED = ("numpy", "scipy", "scikit-learn", "transformers", "tokenizers", "accelerate", "datasets", "torchvision")
 #: the top level of every results.json, in this order; tasks add their own keys after these.
 ENVELOPE_KEYS = ("task", "config", "environment", "command", "rows", "seconds")
 
@@ -52,8 +56,11 @@ class RunStore:
     >>> store.put("SalUn__dual__seed0", key, {"metrics": ...})
     """
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], provenance: dict[str, Any] | None = None) -> None:
         self.folder = Path(folder)
+        #: stored in every record written, so that a resumed results.json still says which code
+        #: (commit, threads, CPU) made each run it reuses
+        self.provenance = provenance
 
     def path(self, name: str) -> Path:
         """Where record ``name`` lives; ``/`` in a name makes sub-folders (``task1/IDKplusGD__dual``)."""
@@ -83,6 +90,8 @@ class RunStore:
                 keep.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, keep)
         record = {**record, "key": key}
+        if self.provenance is not None:
+            record["provenance"] = self.provenance
         write_json_atomic(path, record)
         return record
 
@@ -125,12 +134,14 @@ def environment(command: Sequence[str] | None = None) -> dict[str, Any]:
     commit = _git(["rev-parse", "HEAD"], root)
     status = _git(["status", "--porcelain", "src"], root) if commit else None
     versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for package in ("transformers", "numpy", "sklearn"):
-        module = sys.modules.get(package)
-        if module is not None:
-            versions[package] = getattr(module, "__version__", None)
+    for package in VERSIONED:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not installed: no version to record
     return {
-        "command": " ".join(command) if command is not None else " ".join(["dualoptim", *sys.argv[1:]]),
+        # the command as typed; a library call records the Python command line that made it
+        "command": shlex.join(command) if command is not None else shlex.join([Path(sys.executable).name, *sys.argv]),
         "commit": commit,
         "uncommitted_changes": None if status is None else bool(status),
         "versions": versions,
@@ -143,13 +154,17 @@ def environment(command: Sequence[str] | None = None) -> dict[str, Any]:
     }
 
 
-def open_output(out: str | os.PathLike[str], config: dict[str, Any]) -> RunStore:
-    """Start (or resume) a benchmark's output folder: write ``config.yaml``, return its run store."""
+def open_output(out: str | os.PathLike[str], config: dict[str, Any], env: dict[str, Any]) -> RunStore:
+    """Start (or resume) a benchmark's output folder: write ``config.yaml``, return its run store.
+
+    Records the store writes carry the commit, threads and CPU of ``env`` (:func:`environment`).
+    """
     import yaml
 
     out = Path(out)
     write_text_atomic(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    return RunStore(out / "runs")
+    provenance = {k: env.get(k) for k in ("commit", "uncommitted_changes", "torch_threads", "cpu")}
+    return RunStore(out / "runs", provenance)
 
 
 def envelope(

@@ -29,6 +29,8 @@ class Schedule:
     retain_steps: int | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.outer_iterations, bool) or not isinstance(self.outer_iterations, int):
+            raise ValueError(f"outer_iterations must be an integer >= 1, got {self.outer_iterations!r}")
         if self.outer_iterations < 1:
             raise ValueError(f"outer_iterations must be >= 1, got {self.outer_iterations}")
         for name in ("forget_steps", "retain_steps"):

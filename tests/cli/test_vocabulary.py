@@ -65,7 +65,16 @@ def test_tofu_maps_the_shared_flags_onto_its_config():
     ("argv", "message"),
     [
         (["bench", "--threads", "many"], "dualoptim bench: error: argument --threads: invalid int value: 'many'"),
-        (["tofu", "--frobnicate"], "dualoptim: error: unrecognized arguments: --frobnicate"),
+        (["tofu", "--frobnicate"], "dualoptim tofu: error: unrecognized arguments: --frobnicate"),
+        (["bench", "--set", "unlearn.batch_size=0"], "dualoptim bench: error: unlearn.batch_size must be >= 1, got 0"),
+        (["bench", "--set", "train.epochs=0"], "dualoptim bench: error: train.epochs must be >= 1, got 0"),
+        (["bench", "--set", "unlearn.schedule.outer_iterations=null"],
+         "dualoptim bench: error: outer_iterations must be an integer >= 1, got None"),
+        (["bench", "--methods", "Foo"], "dualoptim bench: error: unknown method 'Foo'; valid: FT, GA, NegGrad+, RL,"),
+        (["bench", "--set", "unlearn.optim.family=adam", "--strategies", "dual-8bit"],
+         "dualoptim bench: error: 8-bit strategies of the adam family need weight_decay"),
+        (["tofu", "--set", "unlearn.lr_scheduler=nope"], "dualoptim tofu: error: unknown unlearn.lr_scheduler 'nope'; valid: linear"),
+        (["tofu", "--set", "unlearn.warmup_steps=-3"], "dualoptim tofu: error: unlearn.warmup_steps must be >= 0, got -3"),
         (["bench", "--set", "unlearn.optim.famly=sgd"], "dualoptim bench: error: unknown config key 'unlearn.optim.famly'; valid: family, forget_betas"),
         (["bench", "--set", "seeds=three"], "dualoptim bench: error: config key 'seeds' must be a list, got 'three'"),
         (["tofu", "--strategies", "quad"], "dualoptim tofu: error: unknown strategy 'quad'; valid: joint, alternate"),
@@ -92,6 +101,26 @@ def test_strategies_presets_and_config_are_listed(capsys):
     assert "unlearn.optim.family (str, default \"sgd\"): the pre-training optimizer" in printed
     assert main(["config", "tofu"]) == 0
     assert "unlearn.forget_lr (float, default 1e-05): forget learning rate" in capsys.readouterr().out
+
+
+def test_the_command_stored_with_results_is_one_that_runs():
+    import shlex
+
+    from dualoptim.cli.common import command_line
+
+    args = _subparser("tofu").parse_args(["--hub", "--set", "data.format.question_start=Q: x", "--seeds", "0", "1"])
+    words = command_line("tofu", args)
+    assert words[:2] == ["dualoptim", "tofu"] and "--hub" in words and "hub" not in words
+    assert words[words.index("--seeds") + 1] == "0,1"
+    again = _subparser("tofu").parse_args(shlex.split(shlex.join(words))[2:])
+    assert (again.hub, again.overrides, again.seeds) == (args.hub, args.overrides, ["0,1"])
+
+
+def test_config_lists_the_defaults_a_section_really_has(capsys):
+    assert main(["config", "vision"]) == 0
+    printed = capsys.readouterr().out
+    assert "unlearn.schedule.outer_iterations (int or null, default 3)" in printed
+    assert 'unlearn.schedule.forget_steps (int or str or null, default "pass")' in printed
 
 
 def test_help_exits_cleanly(capsys):

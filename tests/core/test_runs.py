@@ -32,6 +32,17 @@ def test_a_record_of_other_settings_is_kept_aside_not_lost(tmp_path):
     assert sorted(p.name for p in (tmp_path / "superseded").iterdir()) == ["run-old.json"]
 
 
+def test_records_carry_the_provenance_of_the_code_that_made_them(tmp_path):
+    from dualoptim.runs import open_output
+
+    env = environment(["dualoptim", "bench"])
+    store = open_output(tmp_path, {"seeds": [0]}, env)
+    record = store.put("run", "k", {"v": 1})
+    assert record["provenance"] == {k: env[k] for k in ("commit", "uncommitted_changes", "torch_threads", "cpu")}
+    assert (tmp_path / "config.yaml").read_text() == "seeds:\n- 0\n"
+    assert "scikit-learn" in env["versions"] and "numpy" in env["versions"]  # installed, recorded even if not imported
+
+
 def test_a_corrupt_record_is_recomputed(tmp_path):
     store = RunStore(tmp_path)
     store.path("x").write_text("{not json")

@@ -46,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # the subcommand's own parser reports them, so the error names the command
+            _subparsers(parser).get(getattr(args, "_name", None), parser).error(
+                f"unrecognized arguments: {' '.join(extra)}"
+            )
     except SystemExit as stop:  # --help (0) or a one-line usage error (2)
         return int(stop.code or 0)
     if not hasattr(args, "_run"):
@@ -57,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError) as error:
         # bad input (a name, a path, a value): one clear line instead of a traceback
         return fail(args._name, error)
+    except ImportError as error:
+        # an optional extra that the asked-for path needs (datasets for --hub, torchvision, ...)
+        return fail(args._name, f"{error}; install the extra that provides it (see the README's install line)")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
 
 
 if __name__ == "__main__":

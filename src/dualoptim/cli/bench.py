@@ -43,10 +43,11 @@ def vision_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from dualoptim.cli.common import command_line, print_config
-    from dualoptim.vision.benchmark import run_benchmark
+    from dualoptim.vision.benchmark import run_benchmark, validate
     from dualoptim.vision.report import markdown_table, write_report
 
     config = vision_config(args)
+    validate(config)  # bad values fail before the configuration is printed and any work starts
     print_config(config)
     results = run_benchmark(config, args.out, progress_bar=not args.no_progress, command=command_line("bench", args))
     write_report(results, args.out)

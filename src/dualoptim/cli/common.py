@@ -124,7 +124,9 @@ def command_line(name: str, args: argparse.Namespace) -> list[str]:
         if key.startswith("_") or key == "command" or value in (None, False, []):
             continue
         flag = "--set" if key == "overrides" else "--" + key.replace("_", "-")
-        if value is True:
+        if key == "hub":  # a switch stored as the value it stands for
+            words.append(flag)
+        elif value is True:
             words.append(flag)
         elif isinstance(value, list) and key in ("preset", "overrides"):
             for item in value:

@@ -15,7 +15,11 @@ def _task(results: object, path: str) -> str:
     """The task of a results file; files written before the shared envelope name it ``benchmark``."""
     if isinstance(results, dict) and "rows" in results:
         task = results.get("task") or {"image-classification": "vision"}.get(results.get("benchmark"), results.get("benchmark"))
-        if task in ("vision", "tofu"):
+        required = {"vision": ("retrain", "config"), "tofu": ("split", "tasks")}.get(task)
+        missing = [key for key in required or () if key not in results]
+        if required is not None and missing:
+            raise ValueError(f"{path} is a {task} results file without {', '.join(missing)}: not one dualoptim wrote")
+        if required is not None:
             return task
     raise ValueError(f"{path} is not a results file of dualoptim bench or dualoptim tofu (no task and rows)")
 

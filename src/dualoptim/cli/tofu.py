@@ -45,11 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dualoptim.cli.common import command_line, config_from_args, print_config
     from dualoptim.llm.benchmark import run_benchmark
-    from dualoptim.llm.config import TASK, TofuConfig
+    from dualoptim.llm.config import TASK, TofuConfig, validate
 
     if args.preset is None:
         args.preset = ["tofu-tiny"]  # the CPU preset unless another is named
     config = config_from_args(args, TofuConfig, TASK, TOFU_FLAGS)
+    validate(config)  # bad values fail before the configuration is printed and any work starts
     print_config(config)
     results = run_benchmark(config, args.out, progress=not args.no_progress, command=command_line("tofu", args))
     from pathlib import Path

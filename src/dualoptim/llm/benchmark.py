@@ -214,12 +214,14 @@ class TofuBenchmark:
         """Every (loss, strategy, seed) run of ``task``, each resolved into a frozen :class:`TofuRun`."""
         cfg = self.config
         settings, alternation = optimizer_settings(cfg), schedule(cfg)
+        # checkpointing changes how a run survives a crash, not its result
+        unlearn = {k: v for k, v in to_dict(cfg.unlearn).items() if k != "save_steps"}
         runs = []
         for loss in cfg.losses:
             for strategy in cfg.strategies:
                 for seed in cfg.seeds:
                     key = stable_hash(
-                        {**self._fixed_part(), "unlearn": to_dict(cfg.unlearn), "task": task, "loss": loss,
+                        {**self._fixed_part(), "unlearn": unlearn, "task": task, "loss": loss,
                          "strategy": strategy, "seed": seed}
                     )  # fmt: skip
                     name = f"task{task}/{slug(loss)}__{slug(strategy)}__seed{seed}"
@@ -343,7 +345,8 @@ class TofuBenchmark:
         cfg = self.config
         out = Path(out)
         started = time.perf_counter()
-        store, env = open_output(out, to_dict(cfg)), self.started
+        env = self.started
+        store = open_output(out, to_dict(cfg), env)
         plans = {task: self.plan(task) for task in cfg.tasks}
         references, records = {}, []
         bar = tqdm(total=sum(len(p) for p in plans.values()), desc="tofu runs", disable=not self.progress)

@@ -108,11 +108,17 @@ class TofuConfig:
     strategies: list[str] = option(
         "strategies to run each loss with", factory=lambda: ["joint", "alternate", "dual", "dual+"]
     )
-    tasks: list[str] = option("forget task ids of the split (each a different forget set)", factory=lambda: ["1"])
+    tasks: list[str | int] = option(
+        "forget task ids of the split (each a different forget set); numbers are read as ids", factory=lambda: ["1"]
+    )
     seeds: list[int] = option("unlearning seeds (data order) run on every task", factory=lambda: [0])
     cache_dir: str | None = option("cache of tiny models and tokenizers (default: dualoptim.paths.default_cache_dir())", None)
     device: str = option("cpu | cuda | auto (cuda when available)", "auto")
     threads: int | None = option("torch CPU threads (null: torch's default)", None)
+
+    def __post_init__(self) -> None:
+        # task ids are names ("1"), however YAML or --set wrote them
+        self.tasks = [str(task) for task in self.tasks]
 
 
 def optimizer_settings(config: TofuConfig) -> OptimizerSettings:
@@ -175,5 +181,26 @@ def validate(config: TofuConfig) -> None:
             "the alternation needs unlearn.forget_steps >= 1 and unlearn.retain_steps >= 0, got "
             f"{config.unlearn.forget_steps}:{config.unlearn.retain_steps}"
         )
-    optimizer_settings(config)
+    if config.unlearn.warmup_steps < 0:
+        raise ValueError(f"unlearn.warmup_steps must be >= 0, got {config.unlearn.warmup_steps}")
+    if config.unlearn.save_steps < 0:
+        raise ValueError(f"unlearn.save_steps must be >= 0, got {config.unlearn.save_steps}")
+    if config.threads is not None and config.threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {config.threads}")
+    try:
+        from transformers import SchedulerType
+    except ImportError:
+        pass  # the llm extra is missing: the benchmark reports that itself
+    else:
+        names = [s.value for s in SchedulerType]
+        if config.unlearn.lr_scheduler not in names:
+            raise ValueError(f"unknown unlearn.lr_scheduler {config.unlearn.lr_scheduler!r}; valid: {', '.join(names)}")
+    import torch
+
+    from dualoptim.strategies import build_optimizer
+
+    probe = [torch.nn.Parameter(torch.zeros(1))]
+    for strategy in config.strategies:
+        # building the optimizer once on a probe catches what only its builder refuses
+        build_optimizer(strategy, probe, optimizer_settings(config))
     resolve_device(config.device)

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from dualoptim.io import write_text_atomic
+from dualoptim.llm.results import DDOF
+from dualoptim.metrics.aggregate import STD_NAMES, mean_std
 from dualoptim.reports.plots import STRATEGY_COLORS, band, pyplot, save
 from dualoptim.reports.tables import mean_std_cell
 
@@ -116,7 +118,9 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path:
                 values = np.array(
                     [[_number(p.get(f"{side}/Probability")) for p in c[:length]] for c in curves], dtype=float
                 )
-                mean, std = values.mean(0), values.std(0)
+                stats = [mean_std([v for v in column if np.isfinite(v)] or [np.nan], DDOF) for column in values.T]
+                mean = np.array([m for m, _ in stats])
+                std = np.array([np.nan if sd is None else sd for _, sd in stats])
                 band(ax, steps[:length], list(mean), list(std), label=_strategy(row),
                      color=STRATEGY_COLORS.get(_strategy(row)))  # fmt: skip
             ax.set_title(f"{loss}: {side} Probability")
@@ -124,7 +128,7 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path:
             ax.set_ylabel("P(answer)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle(f"TOFU {results['split']}: mean ± std (ddof 0) over the runs, tasks {', '.join(results['tasks'])}")
+    fig.suptitle(f"TOFU {results['split']}: mean ± {STD_NAMES[DDOF]} over the runs, tasks {', '.join(results['tasks'])}")
     fig.tight_layout()
     return save(fig, path)
 

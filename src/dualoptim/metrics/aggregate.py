@@ -50,11 +50,14 @@ def std_score(stds: Mapping[str, float]) -> float:
     return math.fsum(stds[m] for m in METRICS) / len(METRICS)
 
 
-def summarize(per_seed: Sequence[Mapping[str, float]], reference: Mapping[str, float]) -> dict:
-    """``{"metrics": {M: {mean, std, gap}}, "Gap": ..., "Std": ...}`` from per-seed metric dicts."""
+def summarize(per_seed: Sequence[Mapping[str, float]], reference: Mapping[str, float], ddof: int = 0) -> dict:
+    """``{"metrics": {M: {mean, std, gap}}, "Gap": ..., "Std": ...}`` from per-seed metric dicts.
+
+    ``ddof=0`` (the population std) is the image-classification papers' convention.
+    """
     metrics = {}
     for name in METRICS:
-        mean, std = mean_std([run[name] for run in per_seed])
+        mean, std = mean_std([run[name] for run in per_seed], ddof)
         metrics[name] = {"mean": mean, "std": std, "gap": abs(mean - reference[name])}
     means = {name: metrics[name]["mean"] for name in METRICS}
     stds = {name: metrics[name]["std"] for name in METRICS}

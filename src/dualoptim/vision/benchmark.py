@@ -32,7 +32,7 @@ from dualoptim.errors import NonFiniteLoss
 from dualoptim.paths import default_cache_dir
 from dualoptim.runs import RunStore, environment, open_output, slug, stable_hash
 from dualoptim.schedule import Schedule
-from dualoptim.strategies import STRATEGIES, OptimizerSettings
+from dualoptim.strategies import STRATEGIES, OptimizerSettings, build_optimizer
 from dualoptim.vision.config import MethodConfig, VisionConfig
 from dualoptim.vision.datasets import DATASETS, ImageData, load_dataset
 from dualoptim.vision.loop import unlearn
@@ -59,6 +59,9 @@ class RunSpec:
     options: dict[str, Any]
     settings: OptimizerSettings
     schedule: Schedule
+    batch_size: int
+    #: evaluations along the run (the stability curve)
+    curve_points: int
     #: the record's name in the run store
     name: str
     #: hash of everything that determines the run's result
@@ -114,9 +117,18 @@ def resolve_settings(config: VisionConfig, method: str, strategy: str) -> Optimi
     )
 
 
+def _check_minimum(values: dict[str, Any], minimum: int) -> None:
+    for key, value in values.items():
+        if value is not None and value < minimum:
+            raise ValueError(f"{key} must be >= {minimum}, got {value}")
+
+
 def validate(config: VisionConfig) -> None:
     """Fail early, with the bad value named, before any training starts."""
+    unlearnable = [n for n in METHODS if not METHODS.get(n).from_scratch]
     for name in config.methods:
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; valid: {', '.join(unlearnable)}")
         if METHODS.get(name).from_scratch:
             raise ValueError(
                 f"method {name!r} is the retrained reference every run is compared with; do not list it"
@@ -131,14 +143,20 @@ def validate(config: VisionConfig) -> None:
     if len(set(config.seeds)) != len(config.seeds):
         raise ValueError(f"duplicated seeds: {config.seeds}")
     if config.threads is not None and config.threads < 1:
-        raise ValueError(f"threads must be >= 1, got {config.threads}")
+        raise ValueError(f"threads must be an integer >= 1, got {config.threads}")
+    t, u = config.train, config.unlearn
+    _check_minimum({"train.epochs": t.epochs, "train.batch_size": t.batch_size, "model.width": config.model.width,
+                    "unlearn.batch_size": u.batch_size, "unlearn.curve_examples": u.curve_examples}, 1)  # fmt: skip
+    _check_minimum({"unlearn.curve_points": u.curve_points}, 0)
+    probe = [torch.nn.Parameter(torch.zeros(1))]
     for name in config.unlearn.methods:
         METHODS.get(name)
     for name in config.methods:
         build_method(name, _method_config(config, name).options)
         resolve_schedule(config, name)
         for strategy in config.strategies:
-            resolve_settings(config, name, strategy)
+            # building the optimizer once on a probe catches what only its builder refuses
+            build_optimizer(strategy, probe, resolve_settings(config, name, strategy))
 
 
 @dataclass
@@ -281,7 +299,13 @@ class Benchmark:
 
     # -- the runs, resolved once ------------------------------------------------------------------------
     def _original_id(self) -> Any:
-        return self.original_meta.get("key", self.original_meta.get("checkpoint"))
+        """What identifies the original model: its training key, or the content of a given checkpoint."""
+        if "key" in self.original_meta:
+            return self.original_meta["key"]
+        import hashlib
+
+        digest = hashlib.sha256(Path(self.config.model.checkpoint).read_bytes()).hexdigest()
+        return {"checkpoint": self.config.model.checkpoint, "sha256": digest}
 
     def plan(self, seed: int) -> list[RunSpec]:
         """Every (method, strategy) run of ``seed``, each resolved into a frozen :class:`RunSpec`."""
@@ -309,7 +333,8 @@ class Benchmark:
                     }
                 )
                 name = f"{slug(method)}__{slug(strategy)}__seed{seed}"
-                specs.append(RunSpec(method, strategy, seed, options, settings, schedule, name, key))
+                specs.append(RunSpec(method, strategy, seed, options, settings, schedule, cfg.unlearn.batch_size,
+                                     cfg.unlearn.curve_points, name, key))  # fmt: skip
         return specs
 
     def run_one(self, spec: RunSpec) -> dict[str, Any]:
@@ -321,9 +346,9 @@ class Benchmark:
         try:
             log = unlearn(
                 model, method, data.forget, data.retain, strategy=spec.strategy, settings=spec.settings,
-                schedule=spec.schedule, batch_size=self.config.unlearn.batch_size, seed=spec.seed,
+                schedule=spec.schedule, batch_size=spec.batch_size, seed=spec.seed,
                 evaluate=lambda m: self.evaluate(m, data.curve_sets),
-                eval_points=self.config.unlearn.curve_points, progress_bar=self.progress_bar,
+                eval_points=spec.curve_points, progress_bar=self.progress_bar,
             )  # fmt: skip
         except NonFiniteLoss as error:
             return {**record, "status": "failed", "reason": str(error)}
@@ -380,7 +405,8 @@ class Benchmark:
         cfg = self.config
         out = Path(out)
         started = time.perf_counter()
-        store, env = open_output(out, to_dict(cfg)), self.started
+        env = self.started
+        store = open_output(out, to_dict(cfg), env)
         plans = {seed: self.plan(seed) for seed in cfg.seeds}
         bar = None
         if self.progress_bar:

@@ -44,7 +44,7 @@ def _row(method: str, strategy: str, mine: list[dict], reference: dict, retrain_
     }
     if not ok:
         return {**row, "metrics": None, "Gap": None, "Std": None, "seconds": None}
-    row.update(summarize([r["metrics"] for r in ok], reference))
+    row.update(summarize([r["metrics"] for r in ok], reference, DDOF))
     row["seconds"], row["seconds_std"] = mean_std([r["seconds"] for r in ok], DDOF)
     row["time_ratio"] = row["seconds"] / retrain_seconds
     row["steps"] = ok[0]["steps"]
