@@ -182,3 +182,12 @@ def test_interrupted_run_resumes_from_its_trainer_checkpoint(tofu_dir, tmp_path,
     # only steps 3 and 4 (both retain steps of the 1:5 pattern) ran after the resume
     assert record["optimizer_steps"] == {"forget": 0, "retain": 2, "joint": 0}
     assert not run_dir.exists()
+
+
+def test_one_gpu_of_several_is_chosen_with_cuda_visible_devices(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a machine with GPUs
+    config = build_config("tofu-tiny", ["device=cuda:1"])
+    with pytest.raises(ValueError, match=r"device 'cuda:1': the TOFU Trainer takes auto, cpu or cuda; .*CUDA_VISIBLE_DEVICES"):
+        validate(config)

@@ -113,7 +113,7 @@ class TofuConfig:
     )
     seeds: list[int] = option("unlearning seeds (data order) run on every task", factory=lambda: [0])
     cache_dir: str | None = option("cache of tiny models and tokenizers (default: dualoptim.paths.default_cache_dir())", None)
-    device: str = option("cpu | cuda | auto (cuda when available)", "auto")
+    device: str = option("cpu | cuda | auto (cuda when available); one GPU of several: CUDA_VISIBLE_DEVICES", "auto")
     threads: int | None = option("torch CPU threads (null: torch's default)", None)
 
     def __post_init__(self) -> None:
@@ -204,3 +204,9 @@ def validate(config: TofuConfig) -> None:
         # building the optimizer once on a probe catches what only its builder refuses
         build_optimizer(strategy, probe, optimizer_settings(config))
     resolve_device(config.device)
+    if config.device.startswith("cuda:"):
+        # transformers.Trainer places a single-process run on cuda:0 whatever torch's current device
+        raise ValueError(
+            f"device {config.device!r}: the TOFU Trainer takes auto, cpu or cuda; choose the GPU with "
+            "CUDA_VISIBLE_DEVICES=N (or run several processes with torchrun / accelerate launch)"
+        )
