@@ -31,7 +31,7 @@ from dualoptim.errors import NonFiniteLoss
 from dualoptim.io import write_json_atomic
 from dualoptim.llm import evaluate as E
 from dualoptim.llm import metrics as M
-from dualoptim.llm.config import TofuConfig, optimizer_settings, schedule, validate
+from dualoptim.llm.config import TofuConfig, UnlearnSection, optimizer_settings, schedule, validate
 from dualoptim.llm.data import (
     TofuSource,
     TofuSplit,
@@ -74,6 +74,8 @@ class TofuRun:
     seed: int
     settings: OptimizerSettings
     schedule: Schedule
+    #: the unlearning section the run reads (steps, batches, coefficients, clipping, curves)
+    unlearn: UnlearnSection
     name: str
     key: str
 
@@ -225,7 +227,8 @@ class TofuBenchmark:
                          "strategy": strategy, "seed": seed}
                     )  # fmt: skip
                     name = f"task{task}/{slug(loss)}__{slug(strategy)}__seed{seed}"
-                    runs.append(TofuRun(task, loss, strategy, seed, settings, alternation, name, key))
+                    section = copy.deepcopy(cfg.unlearn)
+                    runs.append(TofuRun(task, loss, strategy, seed, settings, alternation, section, name, key))
         return runs
 
     def reference(self, task: str) -> dict[str, Any]:
@@ -261,10 +264,10 @@ class TofuBenchmark:
             )
         return self._datasets[(task, seed)]
 
-    def _trajectory(self, eval_sets: dict[str, list]):
-        """forget/retain Probability on a few items: the curve recorded along the run."""
+    def _trajectory(self, eval_sets: dict[str, list], size: int):
+        """forget/retain Probability on ``size`` items: the curve recorded along the run."""
         cfg = self.config
-        sets = {n: eval_sets[n][: cfg.unlearn.trajectory_size] for n in ("forget", "retain") if n in eval_sets}
+        sets = {n: eval_sets[n][:size] for n in ("forget", "retain") if n in eval_sets}
 
         def curve(model: torch.nn.Module) -> dict[str, float | None]:
             values = {}
@@ -286,13 +289,13 @@ class TofuBenchmark:
 
         from dualoptim.llm.trainer import TrajectoryCallback, UnlearningTrainer
 
-        u = self.config.unlearn
+        u = run.unlearn
         tokenizer = self.models.tokenizer
         loss = UnlearningLoss(run.loss, u.forget_coeff, u.regularization_coeff, u.beta)
         eval_sets = self.eval_sets(self.splits[run.task])
         model = copy.deepcopy(self.models.target)
         model.train()
-        callback = TrajectoryCallback(self._trajectory(eval_sets), u.eval_every)
+        callback = TrajectoryCallback(self._trajectory(eval_sets, u.trajectory_size), u.eval_every)
         run_dir = checkpoints / f"{run.name.replace('/', '__')}-{run.key}"
         args = TrainingArguments(
             output_dir=str(run_dir), max_steps=u.steps, per_device_train_batch_size=u.batch_size,
