@@ -128,6 +128,11 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
             raise ValueError(f"config key {where!r} must be a mapping, got {value!r}")
         return {str(k): check_type(v, args[1], f"{where}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
+        if isinstance(value, str) and value.strip():
+            # "0,1,2" is the list [0, 1, 2], as on the command line: lists are written one way
+            import yaml
+
+            value = [yaml.safe_load(part) for part in value.split(",") if part.strip()]
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"config key {where!r} must be a list, got {value!r}")
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):

@@ -41,6 +41,13 @@ def test_lists_are_comma_or_space_separated_and_optimizers_is_an_alias():
     assert (one.methods, one.strategies, one.seeds) == (["GA", "SFRon"], ["dual", "alternate"], [0, 2])
 
 
+def test_set_writes_lists_as_the_flags_do():
+    parse = _subparser("bench").parse_args
+    assert vision_config(parse(["--set", "seeds=0,2", "--set", "methods=GA,SFRon"])) == vision_config(
+        parse(["--seeds", "0,2", "--methods", "GA,SFRon"]))
+    assert vision_config(parse(["--set", "seeds=[0, 2]"])).seeds == [0, 2]
+
+
 def test_flags_win_over_set_which_wins_over_presets(tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text("seeds: [7]\nunlearn: {batch_size: 16}\ndevice: cpu\n")
@@ -76,7 +83,7 @@ def test_tofu_maps_the_shared_flags_onto_its_config():
         (["tofu", "--set", "unlearn.lr_scheduler=nope"], "dualoptim tofu: error: unknown unlearn.lr_scheduler 'nope'; valid: linear"),
         (["tofu", "--set", "unlearn.warmup_steps=-3"], "dualoptim tofu: error: unlearn.warmup_steps must be >= 0, got -3"),
         (["bench", "--set", "unlearn.optim.famly=sgd"], "dualoptim bench: error: unknown config key 'unlearn.optim.famly'; valid: family, forget_betas"),
-        (["bench", "--set", "seeds=three"], "dualoptim bench: error: config key 'seeds' must be a list, got 'three'"),
+        (["bench", "--set", "seeds=three"], "dualoptim bench: error: config key 'seeds[0]' must be int, got 'three'"),
         (["tofu", "--strategies", "quad"], "dualoptim tofu: error: unknown strategy 'quad'; valid: joint, alternate"),
         (["sweep", "--factors", "1,x"], "dualoptim sweep: error: --factors must be numbers, got '1,x'"),
         (["config", "audio"], "dualoptim config: error: unknown task 'audio'; valid: tofu, vision"),

@@ -38,6 +38,7 @@ def test_values_are_converted_only_where_lossless():
     assert config.rate == 1.0 and isinstance(config.rate, float)
     assert config.inner == Inner(3, (0.5, 0.6)) and config.maybe == 4
     assert from_dict(Outer, {"rate": "1e-3"}).rate == 1e-3  # YAML 1.1 reads 1e-3 as a string
+    assert from_dict(Outer, {"items": "4, 5"}).items == [4, 5]  # a comma list, as on the command line
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ Every such command takes the same flags, written the same way:
     --seeds 0,1,2          seeds; TOFU also ``--tasks 1,2,3``
     --data DIR  --cache-dir DIR  --out DIR  --device NAME  --threads N  --no-progress
 
-A list is comma- or space-separated (``--seeds 0,1,2`` is ``--seeds 0 1 2``). Flags win over
+A list is comma- or space-separated (``--seeds 0,1,2`` is ``--seeds 0 1 2``, and ``--set seeds=0,1,2``
+or ``--set 'seeds=[0, 1, 2]'`` in an override). Flags win over
 ``--set``, which wins over the presets, which win over the defaults.
 """
 
