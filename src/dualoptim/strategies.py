@@ -38,6 +38,7 @@ __all__ = [
     "OptimizerSettings",
     "Strategy",
     "build_optimizer",
+    "check_strategy",
     "joint_forget_weight",
     "register_strategy",
     "set_objective",
@@ -115,6 +116,12 @@ def register_strategy(
 def build_optimizer(name: str, params: Iterable[Any], settings: OptimizerSettings) -> Optimizer:
     """The optimizer of strategy ``name`` over ``params`` (an error listing the valid names when unknown)."""
     return STRATEGIES.get(name).build(list(params), settings)
+
+
+def check_strategy(name: str, settings: OptimizerSettings) -> None:
+    """Build strategy ``name`` once on a one-element probe: what only its builder refuses (an 8-bit
+    adam family with weight decay, a bad beta) fails before any model is trained."""
+    build_optimizer(name, [torch.nn.Parameter(torch.zeros(1))], settings)
 
 
 def joint_forget_weight(settings: OptimizerSettings) -> float:

@@ -195,14 +195,10 @@ def validate(config: TofuConfig) -> None:
         names = [s.value for s in SchedulerType]
         if config.unlearn.lr_scheduler not in names:
             raise ValueError(f"unknown unlearn.lr_scheduler {config.unlearn.lr_scheduler!r}; valid: {', '.join(names)}")
-    import torch
+    from dualoptim.strategies import check_strategy
 
-    from dualoptim.strategies import build_optimizer
-
-    probe = [torch.nn.Parameter(torch.zeros(1))]
     for strategy in config.strategies:
-        # building the optimizer once on a probe catches what only its builder refuses
-        build_optimizer(strategy, probe, optimizer_settings(config))
+        check_strategy(strategy, optimizer_settings(config))
     resolve_device(config.device)
     if config.device.startswith("cuda:"):
         # transformers.Trainer places a single-process run on cuda:0 whatever torch's current device

@@ -32,7 +32,7 @@ from dualoptim.errors import NonFiniteLoss
 from dualoptim.paths import default_cache_dir
 from dualoptim.runs import RunStore, environment, open_output, slug, stable_hash
 from dualoptim.schedule import Schedule
-from dualoptim.strategies import STRATEGIES, OptimizerSettings, build_optimizer
+from dualoptim.strategies import STRATEGIES, OptimizerSettings, check_strategy
 from dualoptim.vision.config import MethodConfig, VisionConfig
 from dualoptim.vision.datasets import DATASETS, ImageData, load_dataset
 from dualoptim.vision.loop import unlearn
@@ -148,15 +148,13 @@ def validate(config: VisionConfig) -> None:
     _check_minimum({"train.epochs": t.epochs, "train.batch_size": t.batch_size, "model.width": config.model.width,
                     "unlearn.batch_size": u.batch_size, "unlearn.curve_examples": u.curve_examples}, 1)  # fmt: skip
     _check_minimum({"unlearn.curve_points": u.curve_points}, 0)
-    probe = [torch.nn.Parameter(torch.zeros(1))]
     for name in config.unlearn.methods:
         METHODS.get(name)
     for name in config.methods:
         build_method(name, _method_config(config, name).options)
         resolve_schedule(config, name)
         for strategy in config.strategies:
-            # building the optimizer once on a probe catches what only its builder refuses
-            build_optimizer(strategy, probe, resolve_settings(config, name, strategy))
+            check_strategy(strategy, resolve_settings(config, name, strategy))
 
 
 @dataclass
