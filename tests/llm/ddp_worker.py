@@ -91,4 +91,12 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    try:
+        main(Path(sys.argv[1]))
+    finally:
+        # Tear the process group down before the interpreter exits: a gloo group left to the
+        # exit handlers can abort one rank ("terminate called without an active exception")
+        # while the other still has its threads, which the launcher reports as a failed run.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
