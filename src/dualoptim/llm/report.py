@@ -16,13 +16,17 @@ from dualoptim.reports.tables import mean_std_cell
 __all__ = ["plot_curves", "render_table", "write_report"]
 
 COLUMNS = ("UFE", "TFE", "MU", "OVR", "Forget Quality", "Model Utility")
-DETAIL = (
-    "forget/ROUGE",
-    "forget/Probability",
-    "forget/Truth Ratio",
-    "retain/ROUGE",
-    "retain/Probability",
-    "retain/Truth Ratio",
+SETS = {"forget": "forget set", "retain": "retain set", "real_authors": "real authors", "world_facts": "world facts"}
+PER_SET = (
+    "ROUGE",
+    "ROUGE-1",
+    "Probability",
+    "Truth Ratio",
+    "Truth Ratio (closer look)",
+    "Token Entropy",
+    "Cosine Similarity",
+    "Entailment",
+    "IDK Entailment",
 )
 
 
@@ -32,12 +36,33 @@ def _strategy(row: dict[str, Any]) -> str:
 
 
 def _cell(metric: dict[str, float] | None, percent: bool) -> str:
+    """``mean ± std``; the mean alone for one run, or when every run of the row gave the same value
+    (the target's retain-side values on every task: one model, one retain set); ``± <0.01`` for a
+    spread too small to print. Never ``± 0.00``, which reads as a measured zero spread."""
     if metric is None:
         return "absent"
+    std = None if not metric["std"] else metric["std"]
     if percent:
-        return mean_std_cell(metric["mean"], metric["std"], scale=100)
+        if std is not None and round(100 * std, 2) == 0:
+            return f"{mean_std_cell(metric['mean'], None, scale=100)} ± <0.01"
+        return mean_std_cell(metric["mean"], std, scale=100)
     text = f"{metric['mean']:.2e}"
-    return text if metric["std"] is None else f"{text} ± {metric['std']:.1e}"
+    return text if std is None else f"{text} ± {std:.1e}"
+
+
+def _per_set_tables(rows: list[dict[str, Any]]) -> list[str]:
+    """One table per evaluated set; the columns some row has a value for (absent ones are listed below)."""
+    lines: list[str] = []
+    for set_name, title in SETS.items():
+        names = [n for n in PER_SET if any(r["metrics"].get(f"{set_name}/{n}") is not None for r in rows)]
+        if not names:
+            continue
+        lines += ["", f"Per-set values, {title} (percent):", "", "| Loss | Strategy | " + " | ".join(names) + " |",
+                  "|---|---|" + "---|" * len(names)]  # fmt: skip
+        for row in rows:
+            cells = [_cell(row["metrics"].get(f"{set_name}/{n}"), True) for n in names]
+            lines.append(f"| {row['loss']} | {_strategy(row)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _histories(row: dict[str, Any]) -> list[list[dict[str, Any]]]:
@@ -54,7 +79,8 @@ def render_table(results: dict[str, Any]) -> str:
         "",
         f"Mean ± {results.get('std', 'population std (ddof 0)')} over the runs of each row (tasks x seeds; "
         "each task a different forget set). Percent, except Forget Quality "
-        "(a KS-test p-value). OVR uses TFE for targeted forget losses (IDK, DPO), UFE otherwise.",
+        "(a KS-test p-value). OVR uses TFE for targeted forget losses (IDK, DPO), UFE otherwise. A value "
+        "without ± is from a single run, or the same in every run of its row; ± <0.01 is a spread below 0.005.",
         "",
         "| Loss | Strategy | " + " | ".join(COLUMNS) + " | seconds |",
         "|---|---|" + "---|" * len(COLUMNS) + "---|",
@@ -67,16 +93,7 @@ def render_table(results: dict[str, Any]) -> str:
             + " | ".join(cells)
             + f" | {row['seconds']:.0f} |"
         )
-    lines += [
-        "",
-        "Per-set values (percent):",
-        "",
-        "| Loss | Strategy | " + " | ".join(DETAIL) + " |",
-        "|---|---|" + "---|" * len(DETAIL),
-    ]
-    for row in results["rows"]:
-        cells = [_cell(row["metrics"].get(name), True) for name in DETAIL]
-        lines.append(f"| {row['loss']} | {_strategy(row)} | " + " | ".join(cells) + " |")
+    lines += _per_set_tables(results["rows"])
     absent = {}
     for row in results["rows"]:
         absent.update(row.get("absent", {}))

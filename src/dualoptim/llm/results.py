@@ -43,7 +43,7 @@ def _row(loss: str, strategy: str, records: list[dict[str, Any]]) -> dict[str, A
         "absent": absent,
         "seconds": mean_std([r.get("seconds") or 0.0 for r in records])[0],
         "runs": [
-            {key: r.get(key) for key in ("task", "seed", "metrics", "seconds", "stopped", "optimizer_steps", "history")}
+            {key: r.get(key) for key in ("task", "seed", "metrics", "seconds", "stopped", "optimizer_steps", "history", "losses")}
             for r in records
         ],
         "stopped": [{"task": r["task"], "seed": r.get("seed"), "reason": r["stopped"]} for r in records if "stopped" in r],

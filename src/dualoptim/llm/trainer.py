@@ -102,6 +102,9 @@ class UnlearningTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         #: (optimizer step, objective) of every micro-batch, for checks and the run record
         self.objective_log: list[tuple[int, str]] = []
+        #: (optimizer step, "forget" | "retain", loss value) of every micro-batch: the loss split by side
+        self.loss_log: list[tuple[int, str, float]] = []
+        self._logged_until = 0  # loss_log entries already reported by log()
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -119,14 +122,17 @@ class UnlearningTrainer(Trainer):
             # one step on L_r + (eta_f / eta_r) L_f, taken with the retain learning rate
             set_objective(self.optimizer, "retain")
             weight = joint_forget_weight(self.optimizer_settings)
-            loss = weight * self.unlearning_loss.forget(
-                model, inputs, self.reference_model
-            ) + self.unlearning_loss.retain(model, inputs, self.reference_model)
+            parts = {
+                "forget": self.unlearning_loss.forget(model, inputs, self.reference_model),
+                "retain": self.unlearning_loss.retain(model, inputs, self.reference_model),
+            }
+            loss = weight * parts["forget"] + parts["retain"]
         else:
             # the optimizer must know whose gradients its next step() applies
             set_objective(self.optimizer, objective)
             side = self.unlearning_loss.forget if objective == "forget" else self.unlearning_loss.retain
             loss = side(model, inputs, self.reference_model)
+            parts = {objective: loss}
         finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # all processes stop together: one that raised alone would leave the others waiting
@@ -139,7 +145,33 @@ class UnlearningTrainer(Trainer):
                 f"at optimizer step {self.state.global_step}"
             )
         self.objective_log.append((self.state.global_step, objective))
+        # weighted forget loss (with its coefficient and sign) and retain loss, logged apart: their
+        # sum alone hides which side moves
+        self.loss_log += [(self.state.global_step, side, value.item()) for side, value in parts.items()]
         return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """The Trainer's log, with ``forget_loss`` and ``retain_loss``: the mean of each side's loss
+        over the micro-batches since the last log (a side with no micro-batch there is left out)."""
+        if "loss" in logs:
+            for side, mean in _side_means(self.loss_log[self._logged_until :]).items():
+                logs[f"{side}_loss"] = mean
+            self._logged_until = len(self.loss_log)
+        super().log(logs, *args, **kwargs)
+
+    def loss_history(self) -> list[dict[str, float]]:
+        """Per optimizer step, the mean forget and retain loss of its micro-batches (this process's)."""
+        steps: dict[int, list[tuple[int, str, float]]] = {}
+        for entry in self.loss_log:
+            steps.setdefault(entry[0], []).append(entry)
+        return [{"step": step + 1, **_side_means(entries)} for step, entries in sorted(steps.items())]
+
+
+def _side_means(entries: list[tuple[int, str, float]]) -> dict[str, float]:
+    sums: dict[str, list[float]] = {}
+    for _, side, value in entries:
+        sums.setdefault(side, []).append(value)
+    return {side: sum(values) / len(values) for side, values in sums.items()}
 
 
 class TrajectoryCallback(TrainerCallback):
