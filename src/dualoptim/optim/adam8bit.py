@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from dualoptim.optim._master import MasterWeights, all_params
 from dualoptim.optim._params import as_param_groups, check_non_negative
 from dualoptim.optim.quant import (
     ABSMAX_SUFFIX,
@@ -54,6 +55,9 @@ class AdamW8bit(Optimizer):
         opt = DualOptim(model.parameters(), forget=partial(AdamW8bit, lr=1e-4, weight_decay=0.05),
                         retain=partial(torch.optim.SGD, lr=1e-2, momentum=0.9))
 
+    bf16/fp16 parameters are stepped through float32 master weights (``master_weights=True``,
+    the default; :mod:`dualoptim.optim._master`), saved in the state dict under ``"master"``.
+
     ``load_state_dict`` accepts torch ``AdamW`` states (quantising them); :func:`float_state_dict`
     turns an ``AdamW8bit`` state dict into one that ``torch.optim.AdamW`` loads.
     """
@@ -65,11 +69,18 @@ class AdamW8bit(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
+        *,
+        master_weights: bool = True,
     ) -> None:
+        self.masters = MasterWeights(master_weights)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         _validate_options(defaults, "AdamW8bit")
         defaults["betas"] = tuple(betas)
         super().__init__(as_param_groups(params, "AdamW8bit"), defaults)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch keeps only defaults, state and param_groups: a copy or a pickle keeps the masters too
+        return {**super().__getstate__(), "masters": self.masters}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group, validating the options it overrides first (torch checks only the defaults)."""
@@ -90,6 +101,11 @@ class AdamW8bit(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        with self.masters.swapped(all_params(self.param_groups)):
+            self._step()
+        return loss
+
+    def _step(self) -> None:
         for group_index, group in enumerate(self.param_groups):
             for param_index, param in enumerate(group["params"]):
                 if param.grad is None:
@@ -100,13 +116,19 @@ class AdamW8bit(Optimizer):
                     )
                 label = f"param {param_index} of group {group_index}"
                 _adamw_step(param, param.grad, self._init_state(param), group, label)
-        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state dict plus the float32 master weights of low-precision parameters."""
+        state_dict = super().state_dict()
+        state_dict["master"] = self.masters.state_dict(all_params(self.param_groups))
+        return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load an ``AdamW8bit`` or a torch ``AdamW`` state dict (float moments are quantised)."""
         if "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError(f"not an optimizer state dict: keys {sorted(state_dict)}")
         super().load_state_dict({**state_dict, "state": {}})
+        self.masters.load_state_dict(state_dict.get("master"), all_params(self.param_groups))
         saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         param_of = dict(zip(saved_ids, chain.from_iterable(g["params"] for g in self.param_groups)))
         for key, saved in state_dict["state"].items():

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from dualoptim.optim._master import MasterWeights, all_params
 from dualoptim.optim._objective import Objective, ObjectiveMixin
 from dualoptim.optim._params import as_param_groups, check_inner_group_options, load_unaliased
 
@@ -55,8 +56,11 @@ class DualOptim(ObjectiveMixin, Optimizer):
     both objectives' own learning rates: a stock LR scheduler attached to the DualOptim scales
     both objectives; schedulers attached to :attr:`forget` or :attr:`retain` act on one of them.
 
-    The state dtype follows the inner optimizers (torch keeps Adam/SGD state in the parameter's
-    dtype, so bf16 parameters get bf16 state).
+    bf16/fp16 parameters are stepped through float32 master weights (``master_weights=True``,
+    the default; :mod:`dualoptim.optim._master`): the inner optimizers see and update a float32
+    copy with float32 state, rounded into the parameter once per step, so updates far below the
+    parameter's precision still add up. With ``master_weights=False`` the state dtype follows the
+    parameter (torch keeps Adam/SGD state in the parameter's dtype) and small updates are lost.
 
     Example::
 
@@ -67,14 +71,17 @@ class DualOptim(ObjectiveMixin, Optimizer):
         loss_r.backward(); opt.step(objective="retain"); opt.zero_grad()
     """
 
-    _PICKLED_ATTRIBUTES = ("_objective", "forget", "retain", "_inner_ready")
+    _PICKLED_ATTRIBUTES = ("_objective", "forget", "retain", "_inner_ready", "masters")
 
     def __init__(
         self,
         params: Iterable[Any],
         forget: OptimizerFactory | None = None,
         retain: OptimizerFactory | None = None,
+        *,
+        master_weights: bool = True,
     ) -> None:
+        self.masters = MasterWeights(master_weights)
         groups = as_param_groups(params, "DualOptim")
         for index, group in enumerate(groups):
             _check_group(group, f"DualOptim param group {index}")
@@ -102,7 +109,7 @@ class DualOptim(ObjectiveMixin, Optimizer):
                     raise ValueError(
                         f"DualOptim does not support sparse gradients (param {param_index} of group {group_index})"
                     )
-        with self._scaled_inner_lr(inner):
+        with self.masters.swapped(all_params(self.param_groups)), self._scaled_inner_lr(inner):
             inner.step()
         return loss
 
@@ -146,6 +153,7 @@ class DualOptim(ObjectiveMixin, Optimizer):
             "forget": self.forget.state_dict(),
             "retain": self.retain.state_dict(),
             "objective": None if self._objective is None else self._objective.value,
+            "master": self.masters.state_dict(all_params(self.param_groups)),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -154,8 +162,12 @@ class DualOptim(ObjectiveMixin, Optimizer):
             raise ValueError(f"not a DualOptim state dict: missing keys {missing}")
         super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
         # Cloning what torch would share: a twin loaded from a live optimizer steps its own buffers.
-        load_unaliased(self.forget, state_dict["forget"])
-        load_unaliased(self.retain, state_dict["retain"])
+        params = all_params(self.param_groups)
+        self.masters.load_state_dict(state_dict.get("master"), params)
+        # loaded against the masters: torch casts float state to the dtype of the parameter it sees
+        with self.masters.swapped(params, with_grads=False):
+            load_unaliased(self.forget, state_dict["forget"])
+            load_unaliased(self.retain, state_dict["retain"])
         objective = state_dict.get("objective")
         self._objective = None if objective is None else Objective.parse(objective)
 

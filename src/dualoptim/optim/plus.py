@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from dualoptim.optim._master import MasterWeights, all_params
 from dualoptim.optim._objective import Objective, ObjectiveMixin
 from dualoptim.optim._params import as_param_groups, check_non_negative, objective_lr
 from dualoptim.optim.quant import (
@@ -88,8 +89,11 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
             raises ``FloatingPointError`` before any state or parameter of that tensor changes.
 
     State dtype policy: state tensors of float32/float64 parameters share the parameter's dtype;
-    bf16/fp16 parameters keep float32 state, the update is computed in float32 and rounded once
-    into the parameter. Step counters (``step``) are float32 scalars, as in ``torch.optim.Adam``.
+    bf16/fp16 parameters keep float32 state and, with ``master_weights=True`` (the default), a
+    float32 master copy (:mod:`dualoptim.optim._master`) that every update is applied to and that
+    is rounded once into the parameter, so updates far below bf16's precision add up as in
+    float32; with ``master_weights=False`` the float32 update is rounded into the parameter itself
+    each step and small updates are lost. Step counters (``step``) are float32 scalars, as in ``torch.optim.Adam``.
     State layout: ``state[p]["base" | "forget" | "retain"]["step" | "exp_avg" | "exp_avg_sq"]``.
 
     Example::
@@ -100,6 +104,8 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
         loss_r.backward(); opt.step(objective="retain"); opt.zero_grad()
         opt.set_objective("forget"); opt.step()   # for wrappers that call step() with no arguments
     """
+
+    _PICKLED_ATTRIBUTES = ("_objective", "masters")
 
     def __init__(
         self,
@@ -114,7 +120,9 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
         fused: bool = False,
         quantize_base: bool = False,
         quantize_delta: bool = False,
+        master_weights: bool = True,
     ) -> None:
+        self.masters = MasterWeights(master_weights)
         defaults = dict(
             lr=lr,
             forget_lr=lr if forget_lr is None else forget_lr,
@@ -172,6 +180,11 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        with self.masters.swapped(all_params(self.param_groups)):
+            self._step(objective)
+        return loss
+
+    def _step(self, objective: Objective) -> None:
         for group_index, group in enumerate(self.param_groups):
             params, grads, base, delta, quantized = [], [], [], [], []
             for param_index, param in enumerate(group["params"]):
@@ -220,7 +233,6 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                 foreach=group["foreach"],
                 fused=group["fused"],
             )
-        return loss
 
     def state_dict(self) -> dict[str, Any]:
         """torch's state dict plus the current objective (``None`` before any ``set_objective``),
@@ -228,6 +240,7 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
         :class:`~dualoptim.DualOptim` and :class:`~dualoptim.SharedState`."""
         state_dict = super().state_dict()
         state_dict["objective"] = None if self._objective is None else self._objective.value
+        state_dict["master"] = self.masters.state_dict(all_params(self.param_groups))
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -244,6 +257,7 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
         objective = None if objective is None else Objective.parse(objective)
         saved_state = state_dict["state"]
         switches = [(g["quantize_base"], g["quantize_delta"]) for g in self.param_groups]
+        self.masters.load_state_dict(state_dict.get("master"), all_params(self.param_groups))
         super().load_state_dict({**state_dict, "state": {}})
         for group, (quantize_base, quantize_delta) in zip(self.param_groups, switches):
             group["quantize_base"], group["quantize_delta"] = quantize_base, quantize_delta

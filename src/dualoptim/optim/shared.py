@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from dualoptim.optim._master import MasterWeights, all_params
 from dualoptim.optim._objective import Objective, ObjectiveMixin
 from dualoptim.optim._params import (
     as_param_groups,
@@ -52,7 +53,8 @@ class SharedState(ObjectiveMixin, Optimizer):
 
     A stock LR scheduler on this optimizer drives ``lr``; the forget rate follows in proportion,
     :math:`\eta_f \cdot lr / lr_{initial}`, exactly as in :class:`~dualoptim.DualOptimPlus`.
-    The state dtype follows the inner optimizer.
+    bf16/fp16 parameters are stepped through float32 master weights (``master_weights=True``,
+    the default), as in :class:`~dualoptim.DualOptim`.
 
     Example::
 
@@ -61,7 +63,7 @@ class SharedState(ObjectiveMixin, Optimizer):
         loss_r.backward(); opt.step(objective="retain"); opt.zero_grad()
     """
 
-    _PICKLED_ATTRIBUTES = ("_objective", "inner", "_inner_ready")
+    _PICKLED_ATTRIBUTES = ("_objective", "inner", "_inner_ready", "masters")
 
     def __init__(
         self,
@@ -69,7 +71,10 @@ class SharedState(ObjectiveMixin, Optimizer):
         optimizer: OptimizerFactory | None = None,
         lr: float = 1e-2,
         forget_lr: float | None = None,
+        *,
+        master_weights: bool = True,
     ) -> None:
+        self.masters = MasterWeights(master_weights)
         forget_lr = lr if forget_lr is None else forget_lr
         for name, value in (("lr", lr), ("forget_lr", forget_lr)):
             check_non_negative(name, value, "SharedState")
@@ -121,8 +126,13 @@ class SharedState(ObjectiveMixin, Optimizer):
         objective = self._resolve_objective(objective)
         for outer, inner in zip(self.param_groups, self.inner.param_groups):
             inner["lr"] = objective_lr(outer, objective)
-        with torch.enable_grad():
-            return self.inner.step(closure)
+        loss = None
+        if closure is not None:  # evaluated before the masters are swapped in: on the model as it is
+            with torch.enable_grad():
+                loss = closure()
+        with self.masters.swapped(all_params(self.param_groups)):
+            self.inner.step()
+        return loss
 
     def state_dict(self) -> dict[str, Any]:
         """Outer groups (the two learning rates), the inner optimizer's state dict, the current objective."""
@@ -131,6 +141,7 @@ class SharedState(ObjectiveMixin, Optimizer):
             "param_groups": super().state_dict()["param_groups"],
             "inner": self.inner.state_dict(),
             "objective": None if self._objective is None else self._objective.value,
+            "master": self.masters.state_dict(all_params(self.param_groups)),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -138,7 +149,10 @@ class SharedState(ObjectiveMixin, Optimizer):
         if missing:
             raise ValueError(f"not a SharedState state dict: missing keys {missing}")
         super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
-        load_unaliased(self.inner, state_dict["inner"])  # a twin loaded from a live one steps its own buffers
+        params = all_params(self.param_groups)
+        self.masters.load_state_dict(state_dict.get("master"), params)
+        with self.masters.swapped(params, with_grads=False):  # float state stays float32 (see DualOptim)
+            load_unaliased(self.inner, state_dict["inner"])  # a twin loaded from a live one steps its own buffers
         objective = state_dict.get("objective")
         self._objective = None if objective is None else Objective.parse(objective)
 
