@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hub", action="store_const", const="hub", default=None, help="load TOFU from the hub (needs dualoptim[hub])"
     )
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="print each strategy's memory estimate (weights, gradients, optimizer states, activations) "
+        "from the model config, without loading weights or data, and exit",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
         args.preset = ["tofu-tiny"]  # the CPU preset unless another is named
     config = config_from_args(args, TofuConfig, TASK, TOFU_FLAGS)
     validate(config)  # bad values fail before the configuration is printed and any work starts
+    if args.dry_run:
+        from dualoptim.llm.memory import dry_run
+
+        print(dry_run(config))
+        return 0
     print_config(config)
     results = run_benchmark(config, args.out, progress=not args.no_progress, command=command_line("tofu", args))
     from pathlib import Path

@@ -1,0 +1,188 @@
+r"""Memory estimate of a TOFU run per strategy, from the model config alone (``dualoptim tofu --dry-run``).
+
+The parameter shapes come from the model's config: ``transformers`` builds the model on the
+``meta`` device, which allocates nothing, so a 7B model is sized in seconds without its weights.
+Per strategy the estimate adds up, in bytes (``docs/design.md`` §4.4):
+
+* **weights**: :math:`P\,w` for :math:`P` parameters of :math:`w` bytes (``model.dtype``), plus the
+  float32 master copies of bf16/fp16 parameters (:math:`4P`, automatic in every optimizer of
+  ``dualoptim.optim``), plus a frozen copy :math:`P\,w` when a loss needs a reference model
+  (NPO, DPO, KL);
+* **gradients**: :math:`P\,w`;
+* **optimizer states**: per parameter tensor, each moment float32 (4 bytes an element) or, for the
+  8-bit strategies and tensors of at least 4,096 elements, one byte an element plus a float32
+  absmax per block of 256; the moments a strategy keeps are listed in :data:`STATE_MOMENTS`;
+* **activations**: what the backward pass keeps of one micro-batch of :math:`b` rows of :math:`s`
+  tokens (hidden size :math:`h`, :math:`L` layers, vocabulary :math:`V`), after Korthikanti et al.
+  (2022, "Reducing Activation Recomputation in Large Transformer Models", eq. 2 with fused
+  attention, which drops the :math:`5as/h` term): :math:`34\,s b h\,(w/2)` bytes per layer, plus the
+  float32 logits and their gradient :math:`8\,s b V`; with gradient checkpointing only each layer's
+  input, :math:`s b h w` per layer, plus one layer's full set. The joint strategy keeps the forget
+  and the retain graph alive together (twice the activations).
+
+It is an estimate of what the tensors need, not of a process: the CUDA context (~0.5-1 GB),
+allocator fragmentation and temporary buffers of an optimizer step come on top.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from dualoptim.llm.config import TofuConfig
+
+__all__ = ["STATE_MOMENTS", "MemoryEstimate", "dry_run", "estimate", "model_shapes", "render"]
+
+GIB = 1024**3
+BLOCK, MIN_QUANTIZED = 256, 4096  # dualoptim.optim.quant.BLOCK_SIZE, MIN_QUANTIZED_NUMEL
+
+#: strategy -> (Adam moments per parameter element, whether they are 8-bit), for the adam/adamw
+#: families; with the sgd family the retain side keeps one float32 momentum instead (:func:`_moments`)
+STATE_MOMENTS = {
+    "joint": (2, False),  # one shared AdamW state
+    "alternate": (2, False),
+    "dual": (4, False),  # forget AdamW + retain AdamW
+    "dual+": (6, False),  # base + forget residual + retain residual, two moments each
+    "dual-8bit": (4, True),
+    "dual+-8bit": (6, True),
+}
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes of each part for one strategy."""
+
+    strategy: str
+    weights: int
+    masters: int
+    reference: int
+    gradients: int
+    states: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.masters + self.reference + self.gradients + self.states + self.activations
+
+
+def model_shapes(config: TofuConfig) -> tuple[list[tuple[int, ...]], dict[str, int]]:
+    """Shapes of the model's (unique) parameters and its sizes, built on the meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
+
+    if config.model.kind == "tiny":
+        t = config.model.tiny
+        model_config = LlamaConfig(
+            vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
+            num_hidden_layers=t.num_layers, num_attention_heads=t.num_heads, num_key_value_heads=t.num_heads,
+            max_position_embeddings=t.max_position_embeddings, tie_word_embeddings=True,
+        )  # fmt: skip
+    else:
+        try:
+            model_config = AutoConfig.from_pretrained(config.model.name_or_path)
+        except OSError as error:
+            raise FileNotFoundError(
+                f"cannot read the config of model {config.model.name_or_path!r}: {error}"
+            ) from error
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config)
+    shapes = [tuple(p.shape) for p in model.parameters()]  # tied weights appear once
+    text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    sizes = {
+        "hidden": int(text.hidden_size),
+        "layers": int(text.num_hidden_layers),
+        "vocab": int(text.vocab_size),
+    }
+    return shapes, sizes
+
+
+def _moment_bytes(numel: int, quantized: bool) -> int:
+    if quantized and numel >= MIN_QUANTIZED:
+        return numel + 4 * math.ceil(numel / BLOCK)
+    return 4 * numel
+
+
+def _moments(strategy: str, family: str) -> tuple[int, int]:
+    """(Adam moments that may be 8-bit, float32 SGD momentum buffers) per element of a strategy."""
+    moments, _ = STATE_MOMENTS[strategy]
+    if family != "sgd" or strategy.startswith("dual+"):
+        return moments, 0
+    # sgd family: the retain side (and the shared state) is SGD with momentum, float32 always
+    if strategy in ("joint", "alternate"):
+        return 0, 1
+    return 2, 1  # dual: forget Adam (8-bit in dual-8bit) + retain SGD momentum
+
+
+def estimate(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str, int]) -> list[MemoryEstimate]:
+    """The estimate of every strategy of ``config`` (see the module docstring)."""
+    from dualoptim.llm.losses import UnlearningLoss
+
+    width = {"float32": 4, "bfloat16": 2, "float16": 2}[config.model.dtype if config.model.kind == "pretrained" else "float32"]
+    numels = [math.prod(shape) for shape in shapes]
+    params = sum(numels)
+    needs_reference = any(UnlearningLoss(loss).needs_reference for loss in config.losses)
+    b, s = config.unlearn.batch_size, config.data.max_length
+    h, layers, vocab = sizes["hidden"], sizes["layers"], sizes["vocab"]
+    per_layer = 34 * s * b * h * width // 2
+    logits = 8 * s * b * vocab
+    checkpointing = getattr(config.unlearn, "gradient_checkpointing", False)
+    if checkpointing:
+        activations = layers * s * b * h * width + per_layer + logits
+    else:
+        activations = layers * per_layer + logits
+    out = []
+    for strategy in config.strategies:
+        if strategy not in STATE_MOMENTS:
+            raise ValueError(f"no memory model for strategy {strategy!r}; known: {', '.join(STATE_MOMENTS)}")
+        adam, sgd = _moments(strategy, config.unlearn.family)
+        quantized = STATE_MOMENTS[strategy][1]
+        states = sum(adam * _moment_bytes(n, quantized) + sgd * 4 * n for n in numels)
+        out.append(
+            MemoryEstimate(
+                strategy=strategy,
+                weights=params * width,
+                masters=4 * params if width < 4 else 0,
+                reference=params * width if needs_reference else 0,
+                gradients=params * width,
+                states=states,
+                activations=activations * (2 if strategy == "joint" else 1),
+            )
+        )
+    return out
+
+
+def render(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str, int]) -> str:
+    """The dry-run report: the model's size, then one row per strategy, in GiB."""
+    rows = estimate(config, shapes, sizes)
+    params = sum(math.prod(shape) for shape in shapes)
+    model = config.model.name_or_path if config.model.kind == "pretrained" else "tiny Llama (model.tiny)"
+    dtype = config.model.dtype if config.model.kind == "pretrained" else "float32"
+    lines = [
+        f"# memory estimate (dry run, no weights loaded): {model}",
+        "",
+        f"{params:,} parameters ({params / 1e9:.2f} B) in {dtype}; hidden {sizes['hidden']}, "
+        f"{sizes['layers']} layers, vocabulary {sizes['vocab']:,}; micro-batch {config.unlearn.batch_size} x "
+        f"{config.data.max_length} tokens; family {config.unlearn.family}.",
+        "",
+        "| strategy | weights | master copies | reference model | gradients | optimizer states | activations | total |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [r.weights, r.masters, r.reference, r.gradients, r.states, r.activations, r.total]
+        lines.append(f"| {r.strategy} | " + " | ".join(f"{c / GIB:.2f}" for c in cells) + " |")
+    lines += [
+        "",
+        "GiB. Master copies: float32 copies of bf16/fp16 parameters kept by the optimizers. Reference "
+        "model: the frozen copy NPO, DPO and KL compare with. Activations: one micro-batch, "
+        "Korthikanti et al. (2022) with fused attention, float32 logits; joint keeps two graphs. "
+        "Not counted: the CUDA context, fragmentation, evaluation and temporary buffers "
+        "(docs/design.md §4.4).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def dry_run(config: TofuConfig) -> str:
+    """:func:`render` for ``config``, reading only the model config."""
+    shapes, sizes = model_shapes(config)
+    return render(config, shapes, sizes)
