@@ -92,7 +92,7 @@ def load_unaliased(optimizer: Optimizer, state_dict: dict[str, Any]) -> None:
     """
     optimizer.load_state_dict(state_dict)
     saved = {
-        value.untyped_storage().data_ptr()
+        _storage(value)
         for state in state_dict.get("state", {}).values()
         if isinstance(state, dict)
         for value in state.values()
@@ -100,5 +100,11 @@ def load_unaliased(optimizer: Optimizer, state_dict: dict[str, Any]) -> None:
     }
     for state in optimizer.state.values():
         for key, value in state.items():
-            if isinstance(value, torch.Tensor) and value.untyped_storage().data_ptr() in saved:
+            if isinstance(value, torch.Tensor) and _storage(value) in saved:
                 state[key] = value.clone()
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    """Address of a tensor's storage; of its local shard for a DTensor (FSDP2), which has none itself."""
+    local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+    return local.untyped_storage().data_ptr()

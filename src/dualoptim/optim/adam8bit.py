@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 
 from dualoptim.optim._master import MasterWeights, all_params
 from dualoptim.optim._params import as_param_groups, check_non_negative
+from dualoptim.optim._sharded import init_sharded_moment, local, local_part
 from dualoptim.optim.quant import (
     ABSMAX_SUFFIX,
     Quantized,
@@ -20,7 +21,6 @@ from dualoptim.optim.quant import (
     convert_moment,
     dequantize,
     encode_moment,
-    init_moment,
     is_quantized,
     read_moment,
     should_quantize,
@@ -92,7 +92,7 @@ class AdamW8bit(Optimizer):
         if not state:
             state["step"] = torch.tensor(0.0, dtype=torch.float32)
             for name, signed in _MOMENTS:
-                init_moment(state, name, param, should_quantize(param), signed)
+                init_sharded_moment(state, name, param, should_quantize(param), signed)
         return state
 
     @torch.no_grad()
@@ -115,7 +115,8 @@ class AdamW8bit(Optimizer):
                         f"AdamW8bit does not support sparse gradients (param {param_index} of group {group_index})"
                     )
                 label = f"param {param_index} of group {group_index}"
-                _adamw_step(param, param.grad, self._init_state(param), group, label)
+                # FSDP2 shards: the local shards of the parameter, gradient and state (elementwise maths)
+                _adamw_step(local(param), local(param.grad), local_part(self._init_state(param)), group, label)
 
     def state_dict(self) -> dict[str, Any]:
         """torch's state dict plus the float32 master weights of low-precision parameters."""
@@ -140,7 +141,8 @@ class AdamW8bit(Optimizer):
             state = {"step": torch.as_tensor(saved["step"], dtype=torch.float32).clone()}
             for name, signed in _MOMENTS:
                 state.update(
-                    convert_moment(saved, name, param, should_quantize(param), signed,
+                    convert_moment(saved, name, local(param) if should_quantize(param) else param,
+                                   should_quantize(param), signed,
                                    label=f"state of parameter {key!r}")
                 )  # fmt: skip
             self.state[param] = state

@@ -13,13 +13,13 @@ from torch.optim import Optimizer
 from dualoptim.optim._master import MasterWeights, all_params
 from dualoptim.optim._objective import Objective, ObjectiveMixin
 from dualoptim.optim._params import as_param_groups, check_non_negative, objective_lr
+from dualoptim.optim._sharded import init_sharded_moment, local, local_part
 from dualoptim.optim.quant import (
     LOW_PRECISION,
     chunk_elements,
     compute_dtype,
     convert_moment,
     encode_moment,
-    init_moment,
     is_quantized,
     read_moment,
     should_quantize,
@@ -169,7 +169,7 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                 state[part] = {"step": torch.tensor(0.0, dtype=torch.float32)}
                 for name in _MOMENTS:
                     signed = _signed(part, name)
-                    init_moment(state[part], name, param, quantized, signed)
+                    init_sharded_moment(state[part], name, param, quantized, signed)
         return state
 
     @torch.no_grad()
@@ -198,20 +198,22 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
                 if any(is_quantized(state[part], "exp_avg") for part in ("base", objective.value)):
                     quantized.append(
                         (
-                            param,
-                            state["base"],
-                            state[objective.value],
+                            local(param),
+                            local(param.grad),
+                            local_part(state["base"]),
+                            local_part(state[objective.value]),
                             f"param {param_index} of group {group_index}",
                         )
                     )
                     continue
-                params.append(param)
-                grads.append(param.grad)
-                base.append(state["base"])
-                delta.append(state[objective.value])
-            for param, base_state, delta_state, label in quantized:
+                # FSDP2 shards: the local shards of the parameter, gradient and state (elementwise maths)
+                params.append(local(param))
+                grads.append(local(param.grad))
+                base.append(local_part(state["base"]))
+                delta.append(local_part(state[objective.value]))
+            for param, grad, base_state, delta_state, label in quantized:
                 _quantized_dual_optim_plus(
-                    param, param.grad, base_state, delta_state, delta_part=objective.value, label=label,
+                    param, grad, base_state, delta_state, delta_part=objective.value, label=label,
                     lr=objective_lr(group, objective),
                     betas=tuple(group["betas"]), eps=group["eps"], weight_decay=group["weight_decay"],
                 )  # fmt: skip
@@ -299,10 +301,12 @@ def _load_part(
     if "step" not in saved:
         raise ValueError(f"state part {part!r} of parameter {key!r} has no 'step' (keys {sorted(saved)})")
     loaded = {"step": saved["step"].to(dtype=torch.float32).clone()}
+    quantized = _is_quantized_part(group, part, param)
     for name in _MOMENTS:
         loaded.update(
             convert_moment(
-                saved, name, param, quantized=_is_quantized_part(group, part, param), signed=_signed(part, name),
+                # 8-bit moments of a sharded parameter are those of its local shard (optim/_sharded.py)
+                saved, name, local(param) if quantized else param, quantized=quantized, signed=_signed(part, name),
                 label=f"state {part} of parameter {key!r}",
             )
         )  # fmt: skip
