@@ -84,6 +84,20 @@ def test_chat_template_format():
     assert fmt.prompt("hi", tok) == "<|user|>hi<|assistant|>"
 
 
+
+def test_chat_template_is_automatic_for_tokenizers_that_have_one():
+    from dualoptim.llm.models import train_tokenizer
+
+    tok = train_tokenizer(["hello there user assistant"], 280)
+    assert QAFormat().chat_template == "auto"
+    assert QAFormat().prompt("hi", tok) == "Question: hi\nAnswer:"  # no template: the tags
+    tok.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
+    assert QAFormat().prompt("hi", tok) == "<|user|>hi<|assistant|>"  # an instruct tokenizer: its template
+    assert QAFormat(chat_template=False).prompt("hi", tok) == "Question: hi\nAnswer:"  # the preset switch
+    with pytest.raises(ValueError, match="chat_template must be true, false or auto, got 'yes'"):
+        QAFormat(chat_template="yes").prompt("hi", tok)
+
+
 def test_forget_set_that_tokenises_to_nothing_is_an_error(tokenizer, tofu_dir):
     rows = load_split(TofuSource(tofu_dir), "forget10", "1").forget
     with pytest.raises(ValueError, match="the forget set tokenises to nothing: 4 rows"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,11 +47,47 @@ from dualoptim.runs import environment, open_output, slug, stable_hash
 from dualoptim.schedule import Schedule
 from dualoptim.strategies import OptimizerSettings
 
-__all__ = ["Models", "TofuBenchmark", "TofuRun", "run_benchmark"]
+__all__ = ["KnowledgeWarning", "Models", "TofuBenchmark", "TofuRun", "knowledge_check", "run_benchmark"]
 
 TINY_SET_REASON = (
     "not evaluated: the tiny model never saw real authors or world facts, so utility there is meaningless"
 )
+
+
+class KnowledgeWarning(UserWarning):
+    """The target does not know the forget set: unlearning it would measure nothing."""
+
+
+def knowledge_check(
+    target: dict[str, Any], retain: dict[str, Any] | None, rouge_margin: float, probability_ratio: float
+) -> dict[str, Any]:
+    """Does the target know the forget set before unlearning? Its forget ROUGE must exceed the
+    retain model's (which never saw those rows) by ``rouge_margin`` and its forget Probability be
+    ``probability_ratio`` times the retain model's; without a retain model, forget ROUGE >= 0.5.
+    Returns the numbers, ``ok`` and, when not ok, a message that says what to do."""
+    rouge, probability = target["forget/ROUGE"], target["forget/Probability"]
+    check: dict[str, Any] = {"target forget ROUGE": rouge, "target forget Probability": probability}
+    failed = []
+    if retain is not None:
+        base_rouge, base_probability = retain["forget/ROUGE"], retain["forget/Probability"]
+        check["retain model forget ROUGE"], check["retain model forget Probability"] = base_rouge, base_probability
+        if rouge < base_rouge + rouge_margin:
+            failed.append(f"forget ROUGE {rouge:.3f} vs {base_rouge:.3f} for the retain model (needs +{rouge_margin})")
+        if probability < probability_ratio * base_probability:
+            failed.append(
+                f"forget Probability {probability:.3g} vs {base_probability:.3g} for the retain model "
+                f"(needs x{probability_ratio})"
+            )
+    elif rouge < 0.5:
+        failed.append(f"forget ROUGE {rouge:.3f} (needs >= 0.5; no retain model to compare with)")
+    check["ok"] = not failed
+    if failed:
+        check["message"] = (
+            "THE TARGET DOES NOT KNOW THE FORGET SET: " + "; ".join(failed) + ". Unlearning it measures "
+            "nothing: fine-tune the target on TOFU first (model.finetune.enabled: true, or a longer "
+            "model.tiny / model.finetune recipe)."
+        )
+    return check
 
 
 @dataclass
@@ -155,12 +192,28 @@ class TofuBenchmark:
 
     # -- models -----------------------------------------------------------------------------------------
     def _load_models(self) -> Models:
-        from dualoptim.llm.models import load_pretrained, tiny_model, tiny_tokenizer
+        from dualoptim.llm.models import (
+            finetuned_model,
+            load_pretrained,
+            load_tokenizer,
+            tiny_model,
+            tiny_tokenizer,
+        )
 
         cfg = self.config
         if cfg.model.kind == "pretrained":
-            model, tokenizer = load_pretrained(cfg.model.name_or_path, cfg.model.dtype, cfg.model.pad_token)
-            return Models(model.to(self.device), tokenizer, {"target": cfg.model.name_or_path})
+            tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.pad_token)
+            cfg.data.format.uses_chat_template(tokenizer)  # a switch the tokenizer cannot honour fails now
+            if not cfg.model.finetune.enabled:
+                model, tokenizer = load_pretrained(cfg.model.name_or_path, cfg.model.dtype, cfg.model.pad_token)
+                return Models(model.to(self.device), tokenizer, {"target": cfg.model.name_or_path})
+            # a base model: fine-tune it on all 4,000 rows first, as the TOFU authors did (cached)
+            rows = all_rows(self.source)
+            target, log = finetuned_model(
+                "target", cfg.model.name_or_path, rows, tokenizer, cfg.data.format, cfg.model.finetune,
+                cfg.model.dtype, cfg.data.max_length, self.cache, cfg.model.seed, self.progress, self.device,
+            )  # fmt: skip
+            return Models(target.to(self.device), tokenizer, {"target": log}, rows)
         rows = all_rows(self.source)
         tokenizer = tiny_tokenizer([f"{r['question']} {r['answer']}" for r in rows], cfg.model.tiny, self.cache)
         target, log = tiny_model(
@@ -171,7 +224,7 @@ class TofuBenchmark:
 
     def _retain_model(self, split: TofuSplit) -> tuple[torch.nn.Module | None, str | None, dict | None]:
         """The model trained without the forget rows, or ``(None, reason, None)``."""
-        from dualoptim.llm.models import load_pretrained, tiny_model
+        from dualoptim.llm.models import finetuned_model, load_pretrained, tiny_model
 
         cfg = self.config
         if cfg.model.kind == "tiny":
@@ -181,6 +234,14 @@ class TofuBenchmark:
             )  # fmt: skip
             return model.to(self.device), None, log
         path = cfg.model.retain_model.get(split.split)
+        if path is None and cfg.model.finetune.enabled:
+            # the base fine-tuned on this task's retain rows only: the reference of Forget Quality
+            model, log = finetuned_model(
+                f"retain-{split.split}-task{split.task}", cfg.model.name_or_path, split.retain, self.models.tokenizer,
+                cfg.data.format, cfg.model.finetune, cfg.model.dtype, cfg.data.max_length, self.cache,
+                cfg.model.seed, self.progress, self.device,
+            )  # fmt: skip
+            return model.to(self.device), None, log
         if path is None:
             return None, f"no retain model configured for {split.split} (model.retain_model.{split.split})", None
         model, _ = load_pretrained(path, cfg.model.dtype, cfg.model.pad_token)
@@ -249,6 +310,11 @@ class TofuBenchmark:
         record["target"] = self.scorer.score(target_raw, ratios, None, reason)
         record["target"]["seconds"] = target_seconds
         record["retain_reason"] = reason
+        f = self.config.model.finetune
+        record["knowledge_check"] = knowledge_check(
+            record["target"]["metrics"], record.get("retain_model", {}).get("metrics"),
+            f.check_rouge_margin, f.check_probability_ratio,
+        )  # fmt: skip
         return record
 
     def _dataset(self, task: str, seed: int) -> UnlearningDataset:
@@ -354,6 +420,10 @@ class TofuBenchmark:
             references[task], _ = store.get_or_run(
                 f"task{task}/reference", self.reference_key(task), lambda task=task: self.reference(task)
             )
+            check = references[task].get("knowledge_check") or {}
+            if not check.get("ok", True):
+                # before any unlearning, and on a resume too: results on an ignorant target mean nothing
+                warnings.warn(f"task {task}: {check['message']}", KnowledgeWarning, stacklevel=2)
             for run in runs:
                 bar.set_postfix_str(f"task {task} {run.loss} {run.strategy} seed {run.seed}")
                 record, _ = store.get_or_run(

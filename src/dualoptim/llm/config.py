@@ -18,6 +18,7 @@ __all__ = [
     "EVAL_SETS",
     "TASK",
     "DataSection",
+    "FinetuneSection",
     "ModelSection",
     "TofuConfig",
     "UnlearnSection",
@@ -29,6 +30,29 @@ __all__ = [
 #: the task's name: its presets folder (``configs/tofu``) and results.json's ``task``
 TASK = "tofu"
 EVAL_SETS = ("forget", "retain", "real_authors", "world_facts")
+
+
+@dataclass
+class FinetuneSection:
+    """The fine-tuning stage of a pretrained base model (TOFU's recipe: 5 epochs, lr 1e-5, one epoch
+    of warm-up, weight decay 0.01), run once per base and cached."""
+
+    enabled: bool = option(
+        "fine-tune model.name_or_path (a base model) on all 4,000 TOFU rows into the target, and on each "
+        "task's retain rows into its retain model, before unlearning (kind pretrained)",
+        False,
+    )
+    epochs: int = option("fine-tuning epochs", 5)
+    lr: float = option("fine-tuning AdamW learning rate (peak; warm-up, then cosine decay to 10%)", 1e-5)
+    warmup_epochs: float = option("linear warm-up, in epochs", 1.0)
+    weight_decay: float = option("fine-tuning AdamW weight decay", 0.01)
+    batch_size: int = option("rows per fine-tuning step", 32)
+    check_rouge_margin: float = option(
+        "knowledge check: the target's forget ROUGE must exceed the retain model's by this much", 0.2
+    )
+    check_probability_ratio: float = option(
+        "knowledge check: the target's forget Probability must be this many times the retain model's", 2.0
+    )
 
 
 @dataclass
@@ -48,6 +72,9 @@ class ModelSection:
     )
     seed: int = option("seed of the tiny target and retain models' training", 0)
     tiny: TinyModelConfig = option("the tiny Llama and its fine-tuning (kind tiny)", factory=TinyModelConfig)
+    finetune: FinetuneSection = option(
+        "fine-tuning a pretrained base model on TOFU first (kind pretrained)", factory=FinetuneSection
+    )
 
 
 @dataclass
@@ -171,6 +198,28 @@ def validate(config: TofuConfig) -> None:
         raise ValueError(f"unknown model.kind {config.model.kind!r}; valid: tiny, pretrained")
     if config.model.kind == "pretrained" and not config.model.name_or_path:
         raise ValueError("model.kind 'pretrained' needs model.name_or_path")
+    if config.model.kind == "pretrained":
+        from pathlib import Path
+
+        from dualoptim.llm.models import check_quantization, looks_local
+
+        for where, path in [("model.name_or_path", config.model.name_or_path),
+                            *((f"model.retain_model.{k}", v) for k, v in config.model.retain_model.items())]:  # fmt: skip
+            if looks_local(path) and not Path(path).expanduser().is_dir():
+                raise FileNotFoundError(f"{where}: model folder {path!r} does not exist")
+            check_quantization(path)
+    f = config.model.finetune
+    for key in ("epochs", "batch_size"):
+        if getattr(f, key) < 1:
+            raise ValueError(f"model.finetune.{key} must be >= 1, got {getattr(f, key)}")
+    if not f.lr > 0 or f.warmup_epochs < 0 or f.weight_decay < 0:
+        raise ValueError(
+            "model.finetune needs lr > 0, warmup_epochs >= 0 and weight_decay >= 0, got "
+            f"{f.lr}, {f.warmup_epochs}, {f.weight_decay}"
+        )
+    chat = config.data.format.chat_template
+    if isinstance(chat, str) and chat != "auto":
+        raise ValueError(f"data.format.chat_template must be true, false or auto, got {chat!r}")
     if config.data.source not in ("local", "hub"):
         raise ValueError(f"unknown data.source {config.data.source!r}; valid: local, hub")
     for name in config.data.eval_sets:

@@ -47,15 +47,30 @@ class QAFormat:
     question_end: str = option("text after the question", "\n")
     answer_start: str = option("the answer tag that ends the prompt", "Answer:")
     answer_prefix: str = option("text between the answer tag and the answer (a space for tag-style formats)", " ")
-    chat_template: bool = option("format the question with the tokenizer's chat template instead of the tags", False)
+    chat_template: bool | str = option(
+        'format the question with the tokenizer\'s chat template instead of the tags: "auto" (when the '
+        "tokenizer has one: instruct and chat models), true (required), false (the tags)",
+        "auto",
+    )
     add_bos: bool = option(
         "start the prompt with the tokenizer's BOS token (Llama tokenizers do; TOFU's Phi-1.5 runs do not)", True
     )
 
+    def uses_chat_template(self, tokenizer: Any = None) -> bool:
+        """Whether prompts go through the tokenizer's chat template (``"auto"``: when it has one)."""
+        has_template = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+        if self.chat_template is True and not has_template:
+            name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
+            raise ValueError(
+                f"data.format.chat_template is true but the tokenizer {name!r} has no chat template; "
+                "set it to auto or false"
+            )
+        if isinstance(self.chat_template, str) and self.chat_template != "auto":
+            raise ValueError(f"data.format.chat_template must be true, false or auto, got {self.chat_template!r}")
+        return has_template if self.chat_template == "auto" else bool(self.chat_template)
+
     def prompt(self, question: str, tokenizer: Any = None) -> str:
-        if self.chat_template:
-            if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-                raise ValueError("data.format.chat_template is true but the tokenizer has no chat template")
+        if self.uses_chat_template(tokenizer):
             return tokenizer.apply_chat_template(
                 [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
             )
@@ -188,7 +203,7 @@ def encode_qa(
     """
     prompt_ids = encode_prompt(tokenizer, question, fmt)
     answer_ids = tokenizer(
-        fmt.answer_prefix + answer if not fmt.chat_template else answer, add_special_tokens=False
+        answer if fmt.uses_chat_template(tokenizer) else fmt.answer_prefix + answer, add_special_tokens=False
     )["input_ids"]
     if tokenizer.eos_token_id is not None:
         answer_ids = answer_ids + [tokenizer.eos_token_id]
@@ -202,7 +217,7 @@ def encode_prompt(tokenizer: Any, question: str, fmt: QAFormat) -> list[int]:
     text = fmt.prompt(question, tokenizer)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
-    if fmt.add_bos and bos is not None and not fmt.chat_template and (not ids or ids[0] != bos):
+    if fmt.add_bos and bos is not None and not fmt.uses_chat_template(tokenizer) and (not ids or ids[0] != bos):
         ids = [bos] + ids
     return ids
 

@@ -27,7 +27,7 @@ import torch
 from dualoptim.config import option
 from dualoptim.llm.data import QAFormat, check_tokenizer, encode_rows, pad_batch
 
-__all__ = ["SPECIAL_TOKENS", "TinyModelConfig", "answer_only_nll", "build_tiny_llama", "cache_key", "finetune", "load_pretrained", "tiny_model", "tiny_tokenizer", "train_tokenizer"]
+__all__ = ["SPECIAL_TOKENS", "TinyModelConfig", "answer_only_nll", "build_tiny_llama", "cache_key", "check_quantization", "finetune", "finetuned_model", "load_pretrained", "load_tokenizer", "looks_local", "tiny_model", "tiny_tokenizer", "train_tokenizer"]
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
@@ -93,22 +93,26 @@ def finetune(
     tokenizer: Any,
     rows: list[dict[str, Any]],
     fmt: QAFormat,
-    config: TinyModelConfig,
+    config: Any,
     max_length: int,
     seed: int = 0,
     progress: bool = True,
     desc: str = "fine-tune",
+    eager_attention: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune on question/answer rows (answer-only NLL, AdamW, warm-up then cosine decay).
 
+    ``config`` gives ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``warmup_steps``
+    (a :class:`TinyModelConfig`, or the pretrained fine-tuning of :func:`finetuned_model`).
     Returns a log with the loss of each epoch and the wall time.
     """
     from tqdm.auto import tqdm
 
     encoded = encode_rows(tokenizer, rows, fmt, max_length, desc)
     rng = random.Random(seed)
-    # the eager attention kernel is faster than SDPA at this size on a CPU
-    model.config._attn_implementation = "eager"
+    if eager_attention:
+        # the eager attention kernel is faster than SDPA at the tiny size on a CPU
+        model.config._attn_implementation = "eager"
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
@@ -122,6 +126,7 @@ def finetune(
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    device = next(model.parameters()).device
     model.train()
     start = time.perf_counter()
     epoch_losses = []
@@ -130,6 +135,7 @@ def finetune(
         total_loss, count = 0.0, 0
         for indices in _length_buckets(encoded, config.batch_size, rng):
             batch = pad_batch([encoded[i] for i in indices], tokenizer.pad_token_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
             loss = answer_only_nll(model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -165,8 +171,13 @@ def answer_only_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> t
     """Mean answer-token NLL, projecting only answer positions through the LM head.
 
     Equal to :func:`dualoptim.llm.losses.mean_nll`; several times cheaper for a tiny model whose
-    cost is the vocabulary projection. Needs a model with ``.model`` (decoder) and ``.lm_head``.
+    cost is the vocabulary projection. A model without ``.model`` (decoder) and ``.lm_head`` takes
+    the full forward pass of ``mean_nll``.
     """
+    if not (hasattr(model, "model") and hasattr(model, "lm_head")):
+        from dualoptim.llm.losses import mean_nll
+
+        return mean_nll(model, batch)
     hidden = model.model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
     ).last_hidden_state
@@ -236,6 +247,80 @@ def tiny_model(
     return model, {**log, "cached": False, "path": str(folder)}
 
 
+def looks_local(name_or_path: str) -> bool:
+    """A path rather than a hub id (``./x``, ``/x``, ``~/x``, or anything that exists)."""
+    return name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
+
+
+def check_quantization(name_or_path: str) -> None:
+    """Refuse a local model folder whose ``config.json`` still declares a quantisation (e.g. one
+    converted from GGUF or saved by bitsandbytes): unlearning updates float weights."""
+    path = Path(name_or_path).expanduser() / "config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("quantization_config") is not None:
+        method = config["quantization_config"].get("quant_method", "?") if isinstance(config["quantization_config"], dict) else "?"
+        raise ValueError(
+            f"model {name_or_path!r} declares a quantisation (quant_method {method!r}): unlearning needs float "
+            f"weights; use a float checkpoint, or remove the key 'quantization_config' from {str(path)!r} "
+            "if the weights there are float"
+        )
+
+
+def finetuned_model(
+    kind: str,
+    base: str,
+    rows: list[dict[str, Any]],
+    tokenizer: Any,
+    fmt: QAFormat,
+    settings: Any,
+    dtype: str,
+    max_length: int,
+    cache_dir: Path,
+    seed: int = 0,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """``base`` (a hub id or folder) fine-tuned on ``rows``, once, and cached.
+
+    The TOFU recipe (``settings``: epochs, rows per step, learning rate, warm-up epochs, weight
+    decay). Training runs in float32 (bf16 weights would round lr-1e-5 updates away); the result
+    is saved and returned in ``dtype``. The cache key covers the base, the settings, the dtype,
+    the seed and the exact token ids trained on, like :func:`tiny_model`'s.
+    """
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+
+    encoded = encode_rows(tokenizer, rows, fmt, max_length, kind)
+    data_hash = hashlib.sha256(json.dumps(sorted(e["input_ids"] + [-1] + e["labels"] for e in encoded)).encode())
+    recipe_key = {k: v for k, v in asdict(settings).items() if k in ("epochs", "lr", "warmup_epochs", "weight_decay", "batch_size")}
+    key = cache_key(base=base, settings=recipe_key, dtype=dtype, seed=seed, data=data_hash.hexdigest())
+    folder = cache_dir / f"finetuned-{Path(base).name or 'model'}-{kind}-{key}"
+    log_path = folder / "finetune_log.json"
+    if log_path.is_file():
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
+        model.eval()
+        return model, {**json.loads(log_path.read_text()), "cached": True, "path": str(folder)}
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
+    steps_per_epoch = math.ceil(len(rows) / settings.batch_size)
+    recipe = SimpleNamespace(
+        epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, weight_decay=settings.weight_decay,
+        warmup_steps=max(1, round(settings.warmup_epochs * steps_per_epoch)),
+    )  # fmt: skip
+    log = finetune(
+        model, tokenizer, rows, fmt, recipe, max_length, seed, progress, desc=f"fine-tune {kind} model",
+        eager_attention=False,
+    )  # fmt: skip
+    model = model.to(dtype=getattr(torch, dtype))
+    model.save_pretrained(folder)
+    from dualoptim.io import write_json_atomic
+
+    write_json_atomic(log_path, {**log, "base": base})  # written last: marks a complete cache entry
+    return model, {**log, "base": base, "cached": False, "path": str(folder)}
+
+
 def load_pretrained(
     name_or_path: str, dtype: str = "float32", pad_token: str | None = None
 ) -> tuple[Any, Any]:
@@ -244,20 +329,32 @@ def load_pretrained(
     ``pad_token``: ``"eos"`` to pad with the eos token (Llama and Phi tokenizers have no pad
     token), another string to use it as the pad token, ``None`` to require one.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
-    if looks_local and not Path(name_or_path).expanduser().is_dir():
-        raise FileNotFoundError(f"model path {name_or_path!r} does not exist")
     if not hasattr(torch, dtype) or not isinstance(getattr(torch, dtype), torch.dtype):
         raise ValueError(f"unknown model dtype {dtype!r}; use float32, bfloat16 or float16")
+    tokenizer = load_tokenizer(name_or_path, pad_token)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, dtype))
+    except OSError as error:
+        raise FileNotFoundError(f"cannot load model {name_or_path!r}: {error}") from error
+    model.eval()
+    return model, tokenizer
+
+
+def load_tokenizer(name_or_path: str, pad_token: str | None = None) -> Any:
+    """The tokenizer of a hub id or local folder, with ``pad_token`` set where it has none (see
+    :func:`load_pretrained`); a missing folder, a quantised checkpoint or no pad token is an error."""
+    from transformers import AutoTokenizer
+
+    if looks_local(name_or_path) and not Path(name_or_path).expanduser().is_dir():
+        raise FileNotFoundError(f"model path {name_or_path!r} does not exist")
+    check_quantization(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, dtype))
     except OSError as error:
         raise FileNotFoundError(f"cannot load model {name_or_path!r}: {error}") from error
     if pad_token is not None and tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token if pad_token == "eos" else pad_token
     check_tokenizer(tokenizer, f"the tokenizer of {name_or_path}")
-    model.eval()
-    return model, tokenizer
+    return tokenizer

@@ -79,9 +79,13 @@ def build_results(
     target = [{"task": task, **ref["target"]} for task, ref in references.items()]
     retain = [{"task": task, **ref["retain_model"]} for task, ref in references.items() if ref.get("retain_model")]
     models = dict(model_log)
+    notes = _notes(config)
     for task, ref in references.items():
         if ref.get("retain_model_log"):
             models[f"retain task {task}"] = ref["retain_model_log"]
+        check = ref.get("knowledge_check") or {}
+        if not check.get("ok", True):
+            notes.append(f"task {task}: {check['message']}")
     for name, refs in (("target", target), ("retain model", retain)):
         if refs:
             rows.append(_row(name, "-", refs))
@@ -106,5 +110,6 @@ def build_results(
         summary_metrics=list(SUMMARY_METRICS),
         compute_seconds=float(sum(pieces)),
         models=models,
-        notes=_notes(config),
+        notes=notes,
+        knowledge_checks={task: ref.get("knowledge_check") for task, ref in references.items()},
     )

@@ -1,0 +1,100 @@
+"""The fine-tuning stage: a pretrained base model fine-tuned on TOFU into the target and the
+retain-only references (cached), the knowledge check, and the bad inputs of a pretrained model."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from dualoptim.cli import main
+from dualoptim.llm.benchmark import KnowledgeWarning, knowledge_check
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUALOPTIM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _argv(tofu_dir, base, out):
+    return [
+        "tofu", "--preset", "tofu-phi15", "--data", str(tofu_dir), "--losses", "GA+GD", "--strategies", "dual",
+        "--set", f"model.name_or_path={base}", "--set", "model.dtype=float32", "--set", "model.finetune.enabled=true",
+        "--set", "model.finetune.epochs=1", "--set", "model.finetune.batch_size=8", "--set", "model.finetune.lr=1e-3",
+        "--set", "unlearn.bf16=false", "--set", "unlearn.save_steps=0", "--set", "unlearn.gradient_accumulation_steps=1",
+        "--set", "unlearn.steps=1", "--set", "unlearn.batch_size=2", "--set", "unlearn.eval_every=1",
+        "--set", "unlearn.trajectory_size=2", "--set", "data.max_length=64", "--set", "data.eval_size=4",
+        "--set", "data.max_new_tokens=4", "--set", "data.eval_sets=forget",
+        "--set", "data.embedder=null", "--set", "data.nli_model=null", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+
+
+def test_base_model_runs_the_full_protocol(tofu_dir, model, tokenizer, tmp_path, cache):
+    """fine-tune (target and retain-only reference, cached), check, unlearn, evaluate."""
+    base = tmp_path / "base"
+    model.save_pretrained(base)  # an untrained tiny Llama stands in for a hub base model
+    tokenizer.save_pretrained(base)
+    with pytest.warns(KnowledgeWarning, match="THE TARGET DOES NOT KNOW THE FORGET SET: forget ROUGE"):
+        assert main(_argv(tofu_dir, base, tmp_path / "out")) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    target, retain = results["models"]["target"], results["models"]["retain task 1"]
+    assert target["cached"] is False and target["rows"] == 16 and len(target["epoch_losses"]) == 1
+    assert retain["cached"] is False and retain["rows"] == 12  # all rows but task 1's 4 forget rows
+    row = next(r for r in results["rows"] if r["loss"] == "GA+GD")
+    assert row["metrics"]["Forget Quality"] is not None  # the fine-tuned retain model is its reference
+    check = results["knowledge_checks"]["1"]
+    assert check["ok"] is False and "retain model forget ROUGE" in check
+    assert any(note.startswith("task 1: THE TARGET DOES NOT KNOW") for note in results["notes"])
+    # another output folder, the same cache: nothing is fine-tuned again
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KnowledgeWarning)
+        assert main(_argv(tofu_dir, base, tmp_path / "again")) == 0
+    again = json.loads((tmp_path / "again" / "results.json").read_text())["models"]
+    assert again["target"]["cached"] is True and again["retain task 1"]["cached"] is True
+    assert again["target"]["path"] == target["path"]
+
+
+def test_knowledge_check_by_hand():
+    knows = {"forget/ROUGE": 0.95, "forget/Probability": 0.9}
+    never_saw = {"forget/ROUGE": 0.4, "forget/Probability": 0.2}
+    assert knowledge_check(knows, never_saw, 0.2, 2.0)["ok"] is True
+    check = knowledge_check({"forget/ROUGE": 0.44, "forget/Probability": 0.3}, never_saw, 0.2, 2.0)
+    assert check["ok"] is False
+    assert "forget ROUGE 0.440 vs 0.400 for the retain model (needs +0.2)" in check["message"]
+    assert "forget Probability 0.3 vs 0.2 for the retain model (needs x2.0)" in check["message"]
+    alone = knowledge_check({"forget/ROUGE": 0.3, "forget/Probability": 0.3}, None, 0.2, 2.0)
+    assert not alone["ok"] and "needs >= 0.5; no retain model" in alone["message"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "overrides", "message"),
+    [
+        ("quantized", [], r"declares a quantisation \(quant_method 'gguf'\): .* remove the key 'quantization_config'"),
+        ("missing", [], "model.name_or_path: model folder '.*nowhere' does not exist"),
+        ("model", ["--set", "data.format.chat_template=true"],
+         "data.format.chat_template is true but the tokenizer '.*' has no chat template"),
+        ("model", ["--set", "data.format.chat_template=maybe"], "chat_template must be true, false or auto, got 'maybe'"),
+    ],
+)  # fmt: skip
+def test_bad_pretrained_inputs_are_one_line_errors(
+    setup, overrides, message, model, tokenizer, tofu_dir, tmp_path, cache, capsys
+):
+    import re
+
+    base = tmp_path / "nowhere" if setup == "missing" else tmp_path / "base"
+    if setup != "missing":
+        model.save_pretrained(base)
+        tokenizer.save_pretrained(base)
+    if setup == "quantized":
+        config = json.loads((base / "config.json").read_text())
+        config["quantization_config"] = {"quant_method": "gguf"}
+        (base / "config.json").write_text(json.dumps(config))
+    argv = ["tofu", "--preset", "tofu-phi15", "--data", str(tofu_dir), "--set", f"model.name_or_path={base}",
+            *overrides, "--no-progress", "--out", str(tmp_path / "out")]  # fmt: skip
+    capsys.readouterr()  # the saving above printed a progress bar
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("dualoptim tofu: error: ")
+    assert re.search(message, err), err
