@@ -72,7 +72,7 @@ def test_knowledge_check_by_hand():
     ("setup", "overrides", "message"),
     [
         ("quantized", [], r"declares a quantisation \(quant_method 'gguf'\): .* remove the key 'quantization_config'"),
-        ("missing", [], "model.name_or_path: model folder '.*nowhere' does not exist"),
+        ("missing", [], r"model path '.*nowhere' does not exist \(set model.name_or_path to"),
         ("model", ["--set", "data.format.chat_template=true"],
          "data.format.chat_template is true but the tokenizer '.*' has no chat template"),
         ("model", ["--set", "data.format.chat_template=maybe"], "chat_template must be true, false or auto, got 'maybe'"),

@@ -206,7 +206,7 @@ def validate(config: TofuConfig) -> None:
         for where, path in [("model.name_or_path", config.model.name_or_path),
                             *((f"model.retain_model.{k}", v) for k, v in config.model.retain_model.items())]:  # fmt: skip
             if looks_local(path) and not Path(path).expanduser().is_dir():
-                raise FileNotFoundError(f"{where}: model folder {path!r} does not exist")
+                raise FileNotFoundError(f"model path {path!r} does not exist (set {where} to a model folder or hub id)")
             check_quantization(path)
     f = config.model.finetune
     for key in ("epochs", "batch_size"):
