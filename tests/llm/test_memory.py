@@ -26,7 +26,7 @@ def test_estimate_by_hand(tmp_path):
                            tie_word_embeddings=False)  # fmt: skip
     config = load_config(TofuConfig, "tofu", ["tofu-llama2-7b"], [
         f"model.name_or_path={folder}", "strategies=joint,dual,dual+,dual+-8bit", "losses=NPO+GD",
-        "unlearn.batch_size=3", "data.max_length=100",
+        "unlearn.batch_size=3", "data.max_length=100", "unlearn.gradient_checkpointing=false",
     ])  # fmt: skip
     shapes, sizes = memory.model_shapes(config)
     # embeddings + lm head, per layer 4 attention + 3 MLP matrices and 2 norms, the final norm
@@ -45,6 +45,10 @@ def test_estimate_by_hand(tmp_path):
     per_layer_activations = 34 * 100 * 3 * 64 * 2 // 2
     assert dual.activations == 2 * per_layer_activations + 8 * 100 * 3 * 1000
     assert joint.activations == 2 * dual.activations  # forget and retain graphs alive together
+    # with checkpointing: each layer's input (bf16) plus one layer's full set, and the logits
+    config.unlearn.gradient_checkpointing = True
+    (checkpointed,) = [r for r in memory.estimate(config, shapes, sizes) if r.strategy == "dual"]
+    assert checkpointed.activations == 2 * 100 * 3 * 64 * 2 + per_layer_activations + 8 * 100 * 3 * 1000
     assert dual.total == sum([dual.weights, dual.masters, dual.reference, dual.gradients, dual.states,
                               dual.activations])  # fmt: skip
 

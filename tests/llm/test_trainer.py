@@ -70,6 +70,20 @@ def test_logged_loss_is_split_into_forget_and_retain(model, tokenizer, tofu_dir,
     assert logged[0]["forget_loss"] == pytest.approx(sum(forget) / len(forget))
 
 
+def test_gradient_checkpointing_changes_memory_not_the_result(model, tokenizer, tofu_dir, tmp_path):
+    import copy
+
+    twin = copy.deepcopy(model)
+    _trainer(model, tokenizer, tofu_dir, tmp_path / "plain", max_steps=3).train()
+    from dualoptim.llm.benchmark import _checkpointing
+
+    checkpointed = _trainer(twin, tokenizer, tofu_dir, tmp_path / "ckpt", max_steps=3, **_checkpointing(True))
+    checkpointed.train()
+    assert getattr(twin, "is_activation_checkpointing", None) or twin.is_gradient_checkpointing
+    for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_joint_logs_both_losses_of_every_step(model, tokenizer, tofu_dir, tmp_path):
     trainer = _trainer(model, tokenizer, tofu_dir, tmp_path, strategy="joint", max_steps=2)
     trainer.train()

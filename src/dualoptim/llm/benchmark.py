@@ -274,7 +274,9 @@ class TofuBenchmark:
         cfg = self.config
         settings, alternation = optimizer_settings(cfg), schedule(cfg)
         # checkpointing changes how a run survives a crash, not its result
-        unlearn = {k: v for k, v in to_dict(cfg.unlearn).items() if k != "save_steps"}
+        # checkpointing (of a crashed run, or of activations) changes how a run survives and what it
+        # holds in memory, not its result
+        unlearn = {k: v for k, v in to_dict(cfg.unlearn).items() if k not in ("save_steps", "gradient_checkpointing")}
         runs = []
         for loss in cfg.losses:
             for strategy in cfg.strategies:
@@ -366,7 +368,7 @@ class TofuBenchmark:
             save_strategy="steps" if u.save_steps else "no", save_steps=u.save_steps or 500,
             logging_strategy="steps", logging_steps=u.eval_every, report_to="none", disable_tqdm=not self.progress,
             dataloader_pin_memory=False, remove_unused_columns=False, bf16=u.bf16,
-            use_cpu=self.device.type == "cpu",
+            use_cpu=self.device.type == "cpu", **_checkpointing(u.gradient_checkpointing),
         )  # fmt: skip
         trainer = UnlearningTrainer(
             model=model, args=args, train_dataset=self._dataset(run.task, run.seed),
@@ -439,6 +441,16 @@ class TofuBenchmark:
         write_json_atomic(out / "results.json", results)
         write_report(results, out)
         return results
+
+
+def _checkpointing(enabled: bool) -> dict[str, Any]:
+    """TrainingArguments of activation recomputation, under the name this transformers uses
+    (``activation_checkpointing`` since 5.x, ``gradient_checkpointing`` before)."""
+    from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__
+    name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False}} if enabled else {}
 
 
 def run_benchmark(

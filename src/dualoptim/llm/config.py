@@ -131,6 +131,10 @@ class UnlearnSection:
     trajectory_size: int = option("items of each set evaluated along the run", 32)
     save_steps: int = option("save a Trainer checkpoint every N steps (0: never); a rerun resumes from it", 0)
     bf16: bool = option("bf16 mixed precision (GPU)", False)
+    gradient_checkpointing: bool = option(
+        "recompute each layer's activations in the backward pass: keeps only layer inputs (less memory, ~30% more compute)",
+        False,
+    )
 
 
 @dataclass
