@@ -281,10 +281,10 @@ class LoaderSource:
                 return
             except ValueError as error:
                 # a worker's error arrives wrapped in its traceback: keep the line that names the file
-                found = re.search(r"cannot decode image [^\n]*", str(error))
-                if found is None:
+                found = re.findall(r"^ValueError: (cannot decode image [^\n]*)", str(error), flags=re.M)
+                if not found:
                     raise
-                raise ValueError(found.group(0)) from None
+                raise ValueError(found[-1]) from None
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def batches(self, batch_size: int | None = None) -> Iterator[Batch]:
