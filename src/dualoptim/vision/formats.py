@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dualoptim.audit.outputs import atomic_file, atomic_folder
 from dualoptim.vision.models import build_model
 from dualoptim.vision.sources import ImageTransform
 
@@ -73,38 +72,6 @@ class HFClassifier(nn.Module):
         return self.inner(pixel_values=x).logits
 
 
-def _atomic_file(path: Path, write: Callable[[str], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _atomic_folder(path: Path, write: Callable[[Path], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
-
-
 def _transform_from_meta(meta: dict[str, Any]) -> ImageTransform | None:
     if "mean" not in meta or "image_shape" not in meta:
         return None
@@ -120,8 +87,8 @@ def save_dualoptim_checkpoint(path: str | os.PathLike[str], model: nn.Module, me
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        return _atomic_file(path, lambda tmp: save_file(state, tmp, metadata={"dualoptim": json.dumps(meta)}))
-    return _atomic_file(path, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
+        return atomic_file(path, lambda tmp: save_file(state, tmp, metadata={"dualoptim": json.dumps(meta)}))
+    return atomic_file(path, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
 
 
 def _project_model(meta: dict[str, Any], state: dict[str, Tensor], where: Path) -> nn.Module:
@@ -197,7 +164,7 @@ def load_classifier(
         transform = ImageTransform(channels, (image_size, image_size), IMAGENET_MEAN, IMAGENET_STD)
 
         def save_module(model: nn.Module, out: Path) -> Path:
-            return _atomic_file(out / "model.pt", lambda tmp: torch.save(model, tmp))
+            return atomic_file(out / "model.pt", lambda tmp: torch.save(model, tmp))
 
         return LoadedModel(payload, "pickled-module", spec, path, _head_size(payload), None, transform, {}, save_module)
     if isinstance(payload, dict) and "state_dict" in payload and isinstance(payload.get("meta"), dict):
@@ -254,11 +221,11 @@ def _load_library(spec: str, weights: str | None, image_size: int) -> LoadedMode
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            written = _atomic_file(out / path.name, lambda tmp: save_file(state, tmp))
+            written = atomic_file(out / path.name, lambda tmp: save_file(state, tmp))
         else:
-            written = _atomic_file(out / path.name, lambda tmp: torch.save(state, tmp))
+            written = atomic_file(out / path.name, lambda tmp: torch.save(state, tmp))
         # the architecture reference travels with the weights, as the input had it
-        _atomic_file(out / "model.json", lambda tmp: Path(tmp).write_text(json.dumps({"model": spec, "weights": path.name}) + "\n"))
+        atomic_file(out / "model.json", lambda tmp: Path(tmp).write_text(json.dumps({"model": spec, "weights": path.name}) + "\n"))
         return written
 
     fmt = "state-dict-safetensors" if path.suffix == ".safetensors" else "state-dict-pt"
@@ -293,7 +260,7 @@ def _load_huggingface(spec: str) -> LoadedModel:
             if processor is not None:
                 processor.save_pretrained(tmp)
 
-        return _atomic_folder(out / "model", write)
+        return atomic_folder(out / "model", write)
 
     return LoadedModel(HFClassifier(inner), "huggingface", spec, folder, config.num_labels, classes, transform,
                        {"arch": type(inner).__name__}, save)  # fmt: skip
