@@ -95,3 +95,22 @@ def test_the_folder_source_holds_paths_not_images_and_reads_through_workers(imag
     assert [len(y) for _, y in batches] == [16, 16, 16, 16, 16, 10, 16]
     assert batches[0][0].shape == (16, 1, 8, 8)
     assert sorted(torch.cat([y for _, y in batches[:6]]).tolist()) == sorted(samples.labels.tolist())
+
+
+def test_a_hugging_face_image_classifier_folder_is_unlearned_and_saved_with_save_pretrained(digits_model, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=32, num_labels=10,
+                                    id2label={i: str(i) for i in range(10)}, label2id={str(i): i for i in range(10)})  # fmt: skip
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    forget = tmp_path / "forget.txt"
+    forget.write_text("0\n5\n9\n")
+    audit = unlearn_images(ImageRequest(model=str(tmp_path / "vit"), data="digits", forget=str(forget), method="GA",
+                                        steps=3, device="cpu", bootstrap=20, eval_examples=100), tmp_path / "out",
+                           progress_bar=False)  # fmt: skip
+    assert audit["request"]["model"]["format"] == "huggingface" and audit["request"]["steps"] == 3
+    saved = transformers.ViTForImageClassification.from_pretrained(tmp_path / "out" / "model")
+    before = transformers.ViTForImageClassification.from_pretrained(tmp_path / "vit")
+    changed = [not torch.equal(a, b) for a, b in zip(saved.state_dict().values(), before.state_dict().values())]
+    assert any(changed) and saved.config.num_labels == 10

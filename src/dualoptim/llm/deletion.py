@@ -241,6 +241,10 @@ def unlearn_llm(
 
     started = time.perf_counter()
     validate(request)
+    if not progress_bar:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # loading and saving shards draw bars of their own
     requirements = parse_requirements(request.require)
     set_threads(request.threads)
     env = environment(command)

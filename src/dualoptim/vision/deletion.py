@@ -37,7 +37,7 @@ from dualoptim.config import option
 from dualoptim.devices import resolve_device, set_threads
 from dualoptim.metrics.mia import entropy
 from dualoptim.runs import environment, stable_hash
-from dualoptim.schedule import Schedule
+from dualoptim.schedule import Schedule, plan_steps
 from dualoptim.strategies import STRATEGIES, OptimizerSettings, check_strategy
 from dualoptim.vision.config import OptimConfig
 from dualoptim.vision.formats import LoadedModel, load_classifier
@@ -228,7 +228,12 @@ def _schedule(request: ImageRequest, forget_size: int) -> tuple[Schedule, int | 
     retain_steps = defaults.get("retain_steps", max(1, round(request.retain_ratio * forget_steps)))
     iterations = request.epochs
     if request.steps is not None:
-        iterations = math.ceil(request.steps / (forget_steps + retain_steps))
+        method = METHODS.get(request.method)
+        # the length of one outer iteration for this method and strategy (a method may lack a loss)
+        one = plan_steps(Schedule(1, forget_steps, retain_steps), forget_size=forget_size, retain_size=1,
+                         batch_size=request.batch_size, has_forget=method.has_forget, has_retain=method.has_retain,
+                         joint=STRATEGIES.get(request.strategy).joint)  # fmt: skip
+        iterations = math.ceil(request.steps / len(one))
     return Schedule(outer_iterations=iterations, forget_steps=forget_steps, retain_steps=retain_steps), request.steps
 
 
