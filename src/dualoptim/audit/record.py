@@ -290,4 +290,6 @@ def write_audit(
     plots = _plots(audit, losses, out) if losses is not None else []
     json_path = write_json_atomic(out / "audit.json", audit)
     md_path = write_text_atomic(out / "audit.md", render_markdown(audit, [p.name for p in plots]))
+    for path in (json_path, md_path):
+        path.chmod(0o644)  # a record to file and share, not a private temporary file
     return [json_path, md_path, *plots]
