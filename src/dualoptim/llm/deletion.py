@@ -272,7 +272,7 @@ def unlearn_llm(
     steps = request.steps if request.steps is not None else request.epochs * forget_steps * period
     schedule = Schedule(max(1, math.ceil(steps / period)), forget_steps=1, retain_steps=request.retain_steps)
     input_sha = sha256_path(request.model) if Path(request.model).exists() else None
-    key = stable_hash({"request": dataclasses.asdict(request), "input": input_sha, "forget": sha256_file(request.forget),
+    key = stable_hash({"request": _trajectory_options(request), "input": input_sha, "forget": sha256_file(request.forget),
                        "retain": sha256_file(request.retain)})  # fmt: skip
     checkpoints = out / ".checkpoints"
     key_file = checkpoints / "request-key"
@@ -322,7 +322,7 @@ def unlearn_llm(
                      "retain_steps_per_forget_step": request.retain_steps, "beta": request.beta, "seed": request.seed,
                      "prompt_format": "chat template" if fmt.chat_template else "TOFU tags", "device": str(device),
                      "resumed": resume, "steps_this_call": {o: objectives.count(o) for o in ("forget", "retain", "joint")}},
-        "request": dataclasses.asdict(request),
+        "options": dataclasses.asdict(request),
         "unlearn_seconds": unlearn_seconds,
         "seconds": time.perf_counter() - started,
         "environment": env,
@@ -333,3 +333,11 @@ def unlearn_llm(
     write_audit(audit, out, losses)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return audit
+
+
+#: options that change the audit or the speed, not the steps unlearning takes: a changed one still resumes
+_NOT_IN_KEY = ("require", "bootstrap", "eval_examples", "threads", "workers", "checkpoint_every", "max_new_tokens", "min_k")
+
+
+def _trajectory_options(request) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(request).items() if k not in _NOT_IN_KEY}

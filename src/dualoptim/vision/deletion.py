@@ -344,7 +344,7 @@ def unlearn_images(
     before = score_sets(model, audit_sets)
     settings = _settings(request)
     schedule, max_steps = _schedule(request, len(forget_idx))
-    key = stable_hash({"request": dataclasses.asdict(request), "input": input_sha, "forget": sha256_ids(forget_ids),
+    key = stable_hash({"request": _trajectory_options(request), "input": input_sha, "forget": sha256_ids(forget_ids),
                        "device": device.type})  # fmt: skip
     resume = _ResumeFile(out / ".resume.pt", key, request.checkpoint_every)
     out.mkdir(parents=True, exist_ok=True)
@@ -376,7 +376,7 @@ def unlearn_images(
                      "epochs": schedule.outer_iterations, "forget_steps": schedule.forget_steps,
                      "retain_steps": schedule.retain_steps, "seed": request.seed, "device": str(device),
                      **{f"method.{k}": v for k, v in request.method_options.items()}},
-        "request": dataclasses.asdict(request),
+        "options": dataclasses.asdict(request),
         "unlearn_seconds": run_log.seconds,
         "seconds": time.perf_counter() - started,
         "environment": {**env, "python": platform.python_version()},
@@ -390,3 +390,11 @@ def unlearn_images(
     write_audit(audit, out, losses)
     resume.path.unlink(missing_ok=True)
     return audit
+
+
+#: options that change the audit or the speed, not the steps unlearning takes: a changed one still resumes
+_NOT_IN_KEY = ("require", "bootstrap", "eval_examples", "threads", "workers", "checkpoint_every", "max_new_tokens", "min_k")
+
+
+def _trajectory_options(request) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(request).items() if k not in _NOT_IN_KEY}
