@@ -115,3 +115,12 @@ def test_an_undecodable_image_is_named(image_folder, tmp_path, capsys):
                  "--device", "cpu", "--no-progress", "--workers", "1", "--epochs", "1"])  # fmt: skip
     _bad(capsys, code, f"cannot decode image {copy / 'c2' / 'broken.png'}: UnidentifiedImageError")
     assert (data / "c0" / "000.png").is_file() and not (data / "c2" / "broken.png").exists()
+
+
+def test_out_may_not_overwrite_the_input_and_divergence_is_one_line(digits_model, ids, tmp_path, capsys):
+    forget = _write(tmp_path / "f", ids[:20])
+    _bad(capsys, _unlearn(digits_model / "model.pt", ["--forget", forget], digits_model), "would overwrite the input model")
+    code = _unlearn(digits_model / "model.pt", ["--forget", forget], tmp_path / "o", "--method", "GA", "--forget-lr", "1e30",
+                    "--strategy", "alternate", "--steps", "3")  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith("dualoptim unlearn: error: unlearning diverged:") and len(err.splitlines()) == 1, err

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from dualoptim.cli.common import command_line
@@ -93,6 +94,17 @@ def _request(args: argparse.Namespace, cls: type, flags: tuple[str, ...], task: 
 
 
 def run(args: argparse.Namespace) -> int:
+    from dualoptim.errors import NonFiniteLoss
+
+    try:
+        return _run(args)
+    except NonFiniteLoss as error:
+        # not bad input but a run that diverged: one line and the usual remedy, exit status 1
+        print(f"dualoptim unlearn: error: unlearning diverged: {error}; try a smaller --forget-lr", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     from dualoptim.audit import exit_status
 
     task = detect_task(args)

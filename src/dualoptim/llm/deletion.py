@@ -257,6 +257,10 @@ def unlearn_llm(
     if heldout is None and any(r.criterion.startswith(("mia", "ks", "heldout")) for r in requirements):
         raise ValueError("--require names a held-out criterion but there is no held-out set (give --heldout)")
 
+    if Path(request.model).exists():
+        source, target = Path(request.model).resolve(), (out / "model").resolve()
+        if source == target or source in target.parents or target in source.parents:
+            raise ValueError(f"--out {out} would overwrite the input model {request.model}: choose another folder")
     model, tokenizer = load_pretrained(request.model, pad_token="eos")
     fmt = ConversationFormat(chat_template=bool(getattr(tokenizer, "chat_template", None)))
     model.to(device)

@@ -303,6 +303,8 @@ def unlearn_images(
 
     loaded = load_classifier(request.model, weights=request.weights, trust_pickle=request.trust_pickle,
                              image_size=request.image_size)  # fmt: skip
+    if loaded.weights_path is not None and _overlaps(out, loaded.weights_path):
+        raise ValueError(f"--out {out} would overwrite the input model {loaded.weights_path}: choose another folder")
     samples, test = open_samples(request.data, data_root=request.data_root, transform=loaded.transform, classes=loaded.classes)
     if loaded.meta.get("train_subset"):
         # the model saw only a subset of the data: that subset is its training data
@@ -398,3 +400,9 @@ _NOT_IN_KEY = ("require", "bootstrap", "eval_examples", "threads", "workers", "c
 
 def _trajectory_options(request) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(request).items() if k not in _NOT_IN_KEY}
+
+
+def _overlaps(out: Path, model: Path) -> bool:
+    """Whether writing into ``out`` could replace the input model file or folder."""
+    out, model = out.resolve(), model.resolve()
+    return out == model or out == model.parent or model in out.parents or out in model.parents
