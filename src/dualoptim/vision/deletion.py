@@ -339,7 +339,7 @@ def unlearn_images(
     # The audit scores fixed random subsets of large sets, the same ones before and after.
     picker = torch.Generator().manual_seed(request.seed)
     audit_sets = {name: source.subset(request.eval_examples, picker) for name, source in sources.items()}
-    log(f"forget {len(forget_idx)}, retain {len(retain_idx)}, held-out {len(heldout) if heldout else 0} examples; "
+    log(f"forget {len(forget_idx)}, retain {len(retain_idx)}, held-out {len(heldout_idx) if heldout else 0} examples; "
         f"{request.method}/{request.strategy} on {device}")  # fmt: skip
 
     input_sha = sha256_path(loaded.weights_path) if loaded.weights_path is not None else None
