@@ -42,3 +42,36 @@ unlearn:
 """
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory):
+    """A small CNN trained by ``dualoptim train`` on 600 digits (a project checkpoint and its ids)."""
+    from dualoptim.vision.fit import TrainRequest, train_images
+
+    out = tmp_path_factory.mktemp("digits-model")
+    train_images(TrainRequest(data="digits", subset=600, width=8, epochs=6, device="cpu"), out, progress_bar=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    """Digits 0-2 as 8x8 PNG files in one sub-folder per class (30 per class), and a model trained on them."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from dualoptim.vision.fit import TrainRequest, train_images
+
+    root = tmp_path_factory.mktemp("folder")
+    digits = load_digits()
+    data = root / "images"
+    counts = {0: 0, 1: 0, 2: 0}
+    for image, label in zip(digits.images, digits.target):
+        if label in counts and counts[label] < 30:
+            (data / f"c{label}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray((image * 15).astype("uint8"), mode="L").save(data / f"c{label}" / f"{counts[label]:03d}.png")
+            counts[label] += 1
+    model = root / "model"
+    train_images(TrainRequest(data=str(data), channels=1, image_size=8, width=8, epochs=15, lr=0.05, batch_size=16,
+                              workers=0, device="cpu", format="safetensors"), model, progress_bar=False)  # fmt: skip
+    return data, model / "model.safetensors"

@@ -21,6 +21,8 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS: dict[str, str] = {
     "bench": "dualoptim.cli.bench",
     "tofu": "dualoptim.cli.tofu",
+    "train": "dualoptim.cli.train",
+    "unlearn": "dualoptim.cli.unlearn",
     "sweep": "dualoptim.cli.sweep",
     "report": "dualoptim.cli.report",
     "strategies": "dualoptim.cli.strategies",

@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +19,7 @@ from dualoptim.vision.masks import mask_gradients, restore_frozen, snapshot_froz
 from dualoptim.vision.methods.base import Method
 from dualoptim.vision.types import Batch
 
-__all__ = ["BatchStream", "RunLog", "unlearn"]
+__all__ = ["BatchStream", "Checkpoints", "RunLog", "Source", "Stream", "unlearn"]
 
 
 @dataclass
@@ -32,6 +33,34 @@ class RunLog:
     #: per objective, the gradient norm (after masking, before clipping) of every step.
     grad_norms: dict[str, list[float]] = field(default_factory=lambda: {"forget": [], "retain": []})
     grad_steps: dict[str, list[int]] = field(default_factory=lambda: {"forget": [], "retain": []})
+
+
+class Stream(Protocol):
+    """Endless shuffled mini-batches of one set, whose position can be saved and restored."""
+
+    def next(self) -> Batch: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Source(Protocol):
+    """A set too large to hold as one tensor: it streams batches and materialises small samples.
+
+    :class:`dualoptim.vision.sources.LoaderSource` reads it through a ``DataLoader``.
+    """
+
+    def __len__(self) -> int: ...
+    def stream(self, batch_size: int, generator: torch.Generator) -> Stream: ...
+    def sample(self, limit: int, generator: torch.Generator) -> Batch: ...
+
+
+class Checkpoints(Protocol):
+    """Where the loop saves its state every ``every`` steps, and finds it again after an interrupt."""
+
+    every: int
+
+    def load(self) -> dict[str, Any] | None: ...
+    def save(self, state: dict[str, Any]) -> None: ...
 
 
 class BatchStream:
@@ -52,12 +81,31 @@ class BatchStream:
         self._position += self.batch_size
         return self.images[chosen], self.labels[chosen]
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": self._order.clone(), "position": self._position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._order, self._position = state["order"], state["position"]
+
+
+def _size(data: Batch | Source) -> int:
+    return len(data[1]) if isinstance(data, tuple) else len(data)
+
+
+def _stream(data: Batch | Source, batch_size: int, generator: torch.Generator) -> Stream:
+    return BatchStream(data, batch_size, generator) if isinstance(data, tuple) else data.stream(batch_size, generator)
+
+
+def _for_prepare(data: Batch | Source, method: Method, generator: torch.Generator) -> Batch:
+    """What :meth:`Method.prepare` sees: the whole set, or a sample of a streamed set as large as it asks for."""
+    return data if isinstance(data, tuple) else data.sample(method.prepare_examples(), generator)
+
 
 def unlearn(
     model: nn.Module,
     method: Method,
-    forget: Batch,
-    retain: Batch,
+    forget: Batch | Source,
+    retain: Batch | Source,
     *,
     strategy: str,
     settings: OptimizerSettings,
@@ -67,12 +115,19 @@ def unlearn(
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     eval_points: int = 0,
     progress_bar: bool = False,
+    max_steps: int | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> RunLog:
     """Unlearn ``forget`` from ``model`` in place, keeping ``retain``; return the :class:`RunLog`.
 
     ``evaluate`` (model -> metrics) is called ``eval_points`` times along the run plus once at the
     end; its time is not counted in ``RunLog.seconds``. Raises :class:`NonFiniteLoss` when a
     loss or the parameters stop being finite.
+
+    ``forget`` and ``retain`` are (images, labels) tensors, or :class:`Source` objects streamed batch by
+    batch. ``max_steps`` cuts the plan short. With ``checkpoints`` the whole state (model,
+    optimizer, random generators, stream positions) is saved every ``checkpoints.every`` steps and
+    a saved state is resumed from: the resumed run takes the same steps as an uninterrupted one.
     """
     spec = STRATEGIES.get(strategy)
     # One seed decides everything random in the run: batch order, random labels, mask subsets.
@@ -84,19 +139,21 @@ def unlearn(
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
     # Masks and teachers look at the model before it changes.
-    method.prepare(model, forget, retain, generator)
+    method.prepare(model, _for_prepare(forget, method, generator), _for_prepare(retain, method, generator), generator)
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     optimizer = spec.build(params, settings)
     plan = plan_steps(
         schedule,
-        forget_size=len(forget[1]),
-        retain_size=len(retain[1]),
+        forget_size=_size(forget),
+        retain_size=_size(retain),
         batch_size=batch_size,
         has_forget=method.has_forget,
         has_retain=method.has_retain,
         joint=spec.joint,
     )
+    if max_steps is not None:
+        plan = plan[:max_steps]
     scheduler = None
     if method.lr_schedule == "cosine":
         # Outer lr of every strategy's optimizer scales both objectives' rates (SFRon's cosine decay).
@@ -104,8 +161,8 @@ def unlearn(
             optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, len(plan)) / len(plan)))
         )
     streams = {
-        Objective.FORGET: BatchStream(forget, batch_size, generator),
-        Objective.RETAIN: BatchStream(retain, batch_size, generator),
+        Objective.FORGET: _stream(forget, batch_size, generator),
+        Objective.RETAIN: _stream(retain, batch_size, generator),
     }
     losses = {Objective.FORGET: method.forget_loss, Objective.RETAIN: method.retain_loss}
     masks = {Objective.FORGET: method.forget_mask, Objective.RETAIN: method.retain_mask}
@@ -121,11 +178,17 @@ def unlearn(
         log.curve.append({"progress": step / len(plan), **evaluate(model)})
         eval_seconds += time.perf_counter() - tick
 
-    steps = range(len(plan))
+    first = 0
+    if checkpoints is not None and (saved := checkpoints.load()) is not None:
+        # Resume: everything that decides the remaining steps comes back as it was saved.
+        first, done_seconds = _restore(saved, model, optimizer, scheduler, generator, streams, log)
+        start -= done_seconds
+    steps = range(first, len(plan))
     if progress_bar:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc=f"{type(method).__name__}/{strategy}", leave=False, unit="step")
+        steps = tqdm(steps, desc=f"{type(method).__name__}/{strategy}", leave=False, unit="step",
+                     initial=first, total=len(plan))  # fmt: skip
     for step in steps:
         if evaluate is not None and step in eval_at:
             record(step)
@@ -169,6 +232,9 @@ def unlearn(
         restore_frozen(model, frozen)
         if scheduler is not None:
             scheduler.step()
+        if checkpoints is not None and (step + 1) % checkpoints.every == 0 and step + 1 < len(plan):
+            checkpoints.save(_state(step + 1, time.perf_counter() - start - eval_seconds, model, optimizer,
+                                    scheduler, generator, streams, log))  # fmt: skip
     optimizer.zero_grad(set_to_none=True)
     if not all(torch.isfinite(p).all() for p in params):
         raise NonFiniteLoss(f"parameters became non-finite during the {len(plan)} steps")
@@ -176,3 +242,31 @@ def unlearn(
         record(len(plan))
     log.seconds = time.perf_counter() - start - eval_seconds
     return log
+
+
+def _state(step, seconds, model, optimizer, scheduler, generator, streams, log) -> dict[str, Any]:
+    """Everything a resumed run needs to take exactly the steps an uninterrupted one would."""
+    return {
+        "step": step,
+        "seconds": seconds,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "streams": {objective.value: stream.state_dict() for objective, stream in streams.items()},
+        "log": {"grad_norms": log.grad_norms, "grad_steps": log.grad_steps},
+    }
+
+
+def _restore(state, model, optimizer, scheduler, generator, streams, log) -> tuple[int, float]:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    for objective, stream in streams.items():
+        stream.load_state_dict(state["streams"][objective.value])
+    log.grad_norms, log.grad_steps = state["log"]["grad_norms"], state["log"]["grad_steps"]
+    return state["step"], state["seconds"]

@@ -47,6 +47,10 @@ class Method:
     def prepare(self, model: nn.Module, forget: Batch, retain: Batch, generator: Any) -> None:
         """Look at the trained model and the data once before unlearning (masks, teachers)."""
 
+    def prepare_examples(self) -> int:
+        """How many examples of each set :meth:`prepare` needs when a set is streamed (0: none)."""
+        return 0
+
     def forget_loss(self, model: nn.Module, batch: Batch, progress: float) -> Tensor:
         """Loss whose minimisation removes the forget batch's influence; ``progress`` in [0, 1)."""
         raise NotImplementedError(f"{type(self).__name__} has no forget loss")

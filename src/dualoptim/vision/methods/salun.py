@@ -26,6 +26,9 @@ class SalUn(RandomLabel):
     saliency: str = "forget"
     mask_examples: int = 4096
 
+    def prepare_examples(self) -> int:
+        return self.mask_examples
+
     def prepare(self, model: nn.Module, forget: Batch, retain: Batch, generator: Any) -> None:
         if self.saliency not in ("forget", "forget-minus-retain"):
             raise ValueError(

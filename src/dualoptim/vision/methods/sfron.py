@@ -41,6 +41,9 @@ class SFRon(Method):
     mask_threshold: float = 1.0
     mask_examples: int = 1024
 
+    def prepare_examples(self) -> int:
+        return self.mask_examples
+
     def prepare(self, model: nn.Module, forget: Batch, retain: Batch, generator: Any) -> None:
         self.forget_mask = fisher_mask(
             model,

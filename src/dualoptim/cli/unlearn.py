@@ -1,0 +1,133 @@
+"""Honour a deletion request on your own model and data: unlearn, save the model, write an audit.
+
+Image classifiers (a project checkpoint, torchvision:/timm: ARCH with --weights, or a Hugging Face
+folder) with data as digits | fashion-mnist | an IDX folder | an image folder | a CSV of
+path,label; causal LMs (a transformers folder) with --forget/--retain JSONL of
+{"question","answer"} or {"messages": [...]} rows. --out receives the unlearned model in the
+input's format, audit.json, audit.md and plots. Exit status 3 when a --require threshold fails.
+
+Example: dualoptim unlearn --model out/fmnist/model.pt --data fashion-mnist --forget forget.txt --out out/deleted
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dualoptim.cli.common import command_line
+
+__all__ = ["IMAGE_FLAGS", "LLM_FLAGS", "add_arguments", "detect_task", "run"]
+
+#: flag (argparse dest) -> ImageRequest key
+IMAGE_FLAGS = ("model", "weights", "trust_pickle", "image_size", "data", "forget", "forget_class", "retain", "heldout",
+               "method", "strategy", "epochs", "steps", "forget_lr", "lr", "batch_size", "device", "threads", "workers",
+               "checkpoint_every", "seed", "eval_examples", "bootstrap")  # fmt: skip
+#: flag (argparse dest) -> LLMRequest key
+LLM_FLAGS = ("model", "forget", "retain", "heldout", "method", "strategy", "epochs", "steps", "forget_lr", "lr",
+             "batch_size", "device", "threads", "checkpoint_every", "seed", "eval_examples", "bootstrap")  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--model", required=True, help="the model to unlearn from (see above); never modified")
+    add("--data", help="image data (for an LLM, --forget and --retain are the data)")
+    add("--forget", help="file of sample ids (images) or JSONL of rows (LLM) to forget")
+    add("--forget-class", metavar="NAME", help="images: forget every example of this class")
+    add("--retain", help="ids (images) or JSONL (LLM) to keep; images: default every training example not forgotten")
+    add("--heldout", help="data the model never saw, for the audit (images: default the test split)")
+    add("--weights", help="weights file of --model torchvision:ARCH or timm:ARCH")
+    add("--trust-pickle", action="store_true", help="allow a .pt holding a pickled whole model (unpickling runs code)")
+    add("--image-size", type=int, help="image side for torchvision/timm models reading image files (default 224)")
+    add("--task", choices=("auto", "image", "llm"), help="model kind (default auto: from --model and --forget)")
+    add("--method", help="images: FT, GA, NegGrad+, RL, SalUn, SCRUB, SFRon (default NegGrad+); LLM: e.g. NPO+GD (default)")
+    add("--strategy", help="joint, alternate, dual (default), dual+, dual-8bit, dual+-8bit")
+    add("--epochs", type=int, help="passes over the forget set (images: default 5)")
+    add("--steps", type=int, help="total optimizer steps instead of --epochs")
+    add("--forget-lr", type=float, help="forget learning rate (default: the strategy's)")
+    add("--lr", type=float, help="retain learning rate (default: the strategy's)")
+    add("--batch-size", type=int, help="mini-batch size")
+    add("--workers", type=int, help="DataLoader workers (default: 0 in memory, 4 for image files)")
+    add("--checkpoint-every", type=int, metavar="N", help="save a resumable checkpoint every N steps")
+    add("--eval-examples", type=int, metavar="N", help="examples per set scored for the audit (default 10000)")
+    add("--bootstrap", type=int, metavar="N", help="bootstrap resamples of each AUC (default 1000)")
+    add("--seed", type=int)
+    add("--require", action="append", default=[], metavar="CRIT<=X,...",
+        help="audit thresholds, e.g. mia_auc<=0.55,retain_drop<=2; exit status 3 when one fails")  # fmt: skip
+    add("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="any request key (dualoptim config unlearn-image | unlearn-llm), e.g. --set method_options.mask_ratio=0.3")  # fmt: skip
+    add("--data-root", help="folder of the embedded data sets (default: ../shared/data)")
+    add("--device", help="cpu | cuda | cuda:N | auto (default)")
+    add("--threads", type=int, metavar="N", help="torch CPU threads")
+    add("--no-progress", action="store_true", help="no progress bars")
+    add("--out", required=True, help="output folder: the unlearned model and the audit")
+
+
+def detect_task(args: argparse.Namespace) -> str:
+    """``llm`` for a transformers causal-LM folder or JSONL forget rows, else ``image``."""
+    if args.task not in (None, "auto"):
+        return args.task
+    if args.forget and args.forget.endswith(".jsonl"):
+        return "llm"
+    config = Path(args.model) / "config.json"
+    if config.is_file():
+        try:
+            architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+        except json.JSONDecodeError:
+            architectures = []
+        if any(a.endswith("ForCausalLM") for a in architectures):
+            return "llm"
+    return "image"
+
+
+def _request(args: argparse.Namespace, cls: type, flags: tuple[str, ...], task: str):
+    from dualoptim.config import from_dict, load_config
+
+    request = load_config(cls, task, (), args.overrides)
+    given = {name: getattr(args, name) for name in flags if getattr(args, name, None) not in (None, False)}
+    if args.require:
+        given["require"] = [part for value in args.require for part in value.split(",") if part.strip()]
+    if getattr(args, "data_root", None) and hasattr(request, "data_root"):
+        given["data_root"] = args.data_root
+    return from_dict(cls, given, base=request) if given else request
+
+
+def run(args: argparse.Namespace) -> int:
+    from dualoptim.errors import NonFiniteLoss
+
+    try:
+        return _run(args)
+    except NonFiniteLoss as error:
+        # not bad input but a run that diverged: one line and the usual remedy, exit status 1
+        print(f"dualoptim unlearn: error: unlearning diverged: {error}; try a smaller --forget-lr", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dualoptim.audit import exit_status
+
+    task = detect_task(args)
+    if task == "llm":
+        from dualoptim.llm.deletion import LLMRequest, unlearn_llm
+
+        for flag in ("data", "forget_class", "weights", "image_size"):
+            if getattr(args, flag) not in (None, False):
+                raise ValueError(f"--{flag.replace('_', '-')} is for image classifiers, not a causal LM")
+        audit = unlearn_llm(_request(args, LLMRequest, LLM_FLAGS, "unlearn-llm"), args.out,
+                            progress_bar=not args.no_progress, command=command_line("unlearn", args))  # fmt: skip
+    else:
+        from dualoptim.vision.deletion import ImageRequest, unlearn_images
+
+        audit = unlearn_images(_request(args, ImageRequest, IMAGE_FLAGS, "unlearn-image"), args.out,
+                               progress_bar=not args.no_progress, command=command_line("unlearn", args))  # fmt: skip
+    for verdict in audit["verdicts"]:
+        status = "ABSENT" if verdict["passed"] is None else ("PASS" if verdict["passed"] else "FAIL")
+        value = "absent" if verdict["value"] is None else f"{verdict['value']:.4g}"
+        print(f"{status:6s} {verdict['criterion']} = {value} (wanted {verdict['op']} {verdict['threshold']:g}"
+              f"{', required' if verdict['required'] else ''})")  # fmt: skip
+    print(f"unlearned model and audit (audit.md, audit.json) in {args.out}")
+    status = exit_status(audit)
+    if status:
+        print("dualoptim unlearn: the audit failed a --require threshold", flush=True)
+    return status

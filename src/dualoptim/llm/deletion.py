@@ -1,0 +1,347 @@
+"""``dualoptim unlearn`` for causal LMs: forget a user's rows from a ``save_pretrained`` model.
+
+:func:`unlearn_llm` reads forget, retain and (optionally) held-out rows from JSON Lines files,
+each row ``{"question", "answer"}`` or ``{"messages": [{"role", "content"}, ...]}`` ending with the
+assistant's answer. Prompts use the tokenizer's chat template when it has one, TOFU's
+``Question: ... Answer:`` tags otherwise. Unlearning runs the task's Trainer
+(:class:`~dualoptim.llm.trainer.UnlearningTrainer`) with a loss of :mod:`~dualoptim.llm.losses`
+and a strategy of the registry, saving a checkpoint every ``checkpoint_every`` steps from which
+an interrupted request resumes. The model is saved with ``save_pretrained`` and audited
+(:mod:`dualoptim.audit`) on answer probability, ROUGE-L, the answer loss and Min-K% probability.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dualoptim.audit import (
+    SetScores,
+    atomic_folder,
+    build_audit,
+    parse_requirements,
+    sha256_file,
+    sha256_ids,
+    sha256_path,
+    write_audit,
+)
+from dualoptim.config import option
+from dualoptim.devices import resolve_device, set_threads
+from dualoptim.llm.data import (
+    QAFormat,
+    TofuSplit,
+    UnlearningCollator,
+    UnlearningDataset,
+    encode_qa,
+    pad_batch,
+)
+from dualoptim.llm.losses import UnlearningLoss, answer_logprobs
+from dualoptim.llm.metrics import probability, rouge_l_recall
+from dualoptim.runs import environment, stable_hash
+from dualoptim.schedule import Schedule
+from dualoptim.strategies import check_strategy
+
+__all__ = ["ConversationFormat", "LLMRequest", "min_k_scores", "read_rows", "score_rows", "unlearn_llm"]
+
+#: refusals the IDK and DPO losses steer forget questions towards
+REFUSALS = ("I don't know.", "I'm not able to answer that.", "I have no information about that.",
+            "That is not something I can tell you.", "I can't answer that question.")  # fmt: skip
+
+
+@dataclass
+class LLMRequest:
+    """A deletion request on a causal LM: ``dualoptim unlearn``'s options for language models."""
+
+    model: str = option("a transformers folder (save_pretrained) or hub id of a causal LM", "")
+    forget: str | None = option("JSONL of rows to forget: {question, answer} or {messages: [...]}", None)
+    retain: str | None = option("JSONL of rows to keep (the retain loss and the utility audit)", None)
+    heldout: str | None = option("JSONL of rows the model never saw, for the membership audit", None)
+    method: str = option("FORGET+RETAIN losses: GA, IDK, ME, NPO, DPO + GD, KL, AP", "NPO+GD")
+    strategy: str = option("joint | alternate | dual | dual+ | dual-8bit | dual+-8bit", "dual")
+    epochs: int = option("passes over the forget set (each forget step followed by retain_steps retain steps)", 5)
+    steps: int | None = option("total optimizer steps instead of epochs", None)
+    retain_steps: int = option("retain steps after each forget step", 5)
+    forget_lr: float = option("forget learning rate", 1e-5)
+    lr: float = option("retain learning rate", 1e-5)
+    beta: float = option("beta of NPO, DPO and AP", 0.1)
+    batch_size: int = option("rows per step", 8)
+    max_length: int = option("tokens per prompt + answer", 256)
+    max_new_tokens: int = option("longest greedy answer generated for ROUGE", 64)
+    min_k: float = option("Min-K% probability: the share of lowest-probability answer tokens averaged", 0.2)
+    device: str = option("cpu | cuda | auto", "auto")
+    threads: int | None = option("torch CPU threads", None)
+    eval_examples: int = option("rows per set scored for the audit (the first N)", 200)
+    checkpoint_every: int = option("save a resumable Trainer checkpoint every N steps", 50)
+    seed: int = option("seed of the data order", 0)
+    bootstrap: int = option("bootstrap resamples of each MIA AUC", 1000)
+    require: list[str] = option("audit thresholds, e.g. mia_auc<=0.6,retain_drop<=5 (exit 3 when one fails)", factory=list)
+
+
+@dataclass(frozen=True)
+class ConversationFormat(QAFormat):
+    """:class:`QAFormat` that also takes a conversation (a list of messages) as the question."""
+
+    def prompt(self, question: Any, tokenizer: Any = None) -> str:
+        if isinstance(question, str):
+            return super().prompt(question, tokenizer)
+        if self.chat_template:
+            return tokenizer.apply_chat_template(list(question), add_generation_prompt=True, tokenize=False)
+        text = []
+        for message in question:
+            if message["role"] == "assistant":
+                text.append(f"{self.answer_start}{self.answer_prefix}{message['content']}\n")
+            else:  # user and system turns are both context the answer follows
+                text.append(f"{self.question_start}{message['content']}{self.question_end}")
+        return "".join(text) + self.answer_start
+
+
+def _row(raw: Any, where: str) -> dict[str, Any]:
+    expected = ('a row needs "question" and "answer" strings, or "messages": a list of {"role", "content"} '
+                "ending with an assistant message")  # fmt: skip
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: {expected}; got {type(raw).__name__}")
+    if isinstance(raw.get("question"), str) and isinstance(raw.get("answer"), str):
+        return {"question": raw["question"], "answer": raw["answer"]}
+    messages = raw.get("messages")
+    if isinstance(messages, list) and messages and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+    ):
+        if messages[-1]["role"] != "assistant" or len(messages) < 2:
+            raise ValueError(f"{where}: the last message must be the assistant's answer after at least one other message")
+        return {"question": [dict(m) for m in messages[:-1]], "answer": messages[-1]["content"]}
+    raise ValueError(f"{where}: {expected}; got keys {sorted(raw)}")
+
+
+def read_rows(path: str | os.PathLike[str], what: str) -> list[dict[str, Any]]:
+    """The rows of a JSONL file, each ``{"question", "answer", "id", "line"}`` (question: text or messages)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} line {number} is not JSON: {error.msg}") from None
+            row = _row(raw, f"{path} line {number}")
+            # a row's id: its own "id" field, else a hash of what it says
+            text = json.dumps([row["question"], row["answer"]], sort_keys=True)
+            row["id"] = str(raw.get("id", hashlib.sha256(text.encode()).hexdigest()[:16]))
+            row["line"] = number
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"the {what} set {path} is empty")
+    return rows
+
+
+def _check_sets(forget: list[dict], retain: list[dict], heldout: list[dict] | None) -> None:
+    seen: dict[str, int] = {}
+    for row in forget:
+        if row["id"] in seen:
+            raise ValueError(f"the forget set repeats a row: lines {seen[row['id']]} and {row['line']}")
+        seen[row["id"]] = row["line"]
+    for name, rows in (("retain", retain), ("held-out", heldout or [])):
+        both = [r["line"] for r in rows if r["id"] in seen]
+        if both:
+            raise ValueError(f"{len(both)} {name} row(s) are also in the forget set (lines {', '.join(map(str, both[:5]))})")
+
+
+@torch.no_grad()
+def min_k_scores(token_logp: torch.Tensor, mask: torch.Tensor, k: float) -> torch.Tensor:
+    """Min-K% probability (Shi et al., 2024): per row, the mean of its ``k`` lowest answer-token log-probabilities."""
+    scores = []
+    for logp, keep in zip(token_logp, mask):
+        values = logp[keep]
+        count = max(1, math.ceil(k * len(values)))
+        scores.append(values.sort().values[:count].mean() if len(values) else torch.tensor(float("nan")))
+    return torch.stack(scores)
+
+
+@torch.no_grad()
+def score_rows(model: Any, tokenizer: Any, fmt: QAFormat, rows: Sequence[dict], request: LLMRequest) -> SetScores:
+    """Answer probability and ROUGE-L recall (percent), per-row answer NLL, and the loss and Min-K% attack scores."""
+    from dualoptim.llm.evaluate import generate
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    nll, min_k = [], []
+    try:
+        for begin in range(0, len(rows), request.batch_size):
+            chunk = rows[begin : begin + request.batch_size]
+            encoded = [encode_qa(tokenizer, r["question"], r["answer"], fmt, request.max_length) for r in chunk]
+            batch = {k: v.to(device) for k, v in pad_batch(encoded, tokenizer.pad_token_id).items()}
+            token_logp, mask, _ = answer_logprobs(model, batch)
+            nll.append((-token_logp.sum(1) / mask.sum(1).clamp_min(1)).cpu())
+            min_k.append(min_k_scores(token_logp, mask, request.min_k).cpu())
+        answers = generate(model, tokenizer, fmt, [r["question"] for r in rows], request.max_new_tokens, request.batch_size)
+    finally:
+        model.train(was_training)
+    loss = torch.cat(nll).double().numpy()
+    rouge = [rouge_l_recall(text, r["answer"]) for (text, _), r in zip(answers, rows)]
+    return SetScores(
+        metrics={"probability": 100.0 * float(np.mean([probability(v) for v in loss])), "rouge": 100.0 * float(np.mean(rouge))},
+        loss=loss,
+        attacks={"loss": -loss, "min_k": torch.cat(min_k).double().numpy()},
+    )
+
+
+def validate(request: LLMRequest) -> None:
+    """Fail before any loading, naming the bad value."""
+    for name in ("model", "forget", "retain"):
+        if not getattr(request, name):
+            raise ValueError(f"--{name} is required for a causal LM")
+    UnlearningLoss(request.method, beta=request.beta)
+    for name in ("epochs", "batch_size", "max_length", "checkpoint_every", "eval_examples", "bootstrap", "retain_steps"):
+        if getattr(request, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(request, name)}")
+    if request.steps is not None and request.steps < 1:
+        raise ValueError(f"steps must be >= 1, got {request.steps}")
+    if not 0.0 < request.min_k <= 1.0:
+        raise ValueError(f"min_k must be in (0, 1], got {request.min_k}")
+    check_strategy(request.strategy, _settings(request))
+    parse_requirements(request.require)
+    resolve_device(request.device)
+
+
+def _settings(request: LLMRequest):
+    from dualoptim.llm.trainer import DEFAULT_SETTINGS
+
+    return dataclasses.replace(DEFAULT_SETTINGS, forget_lr=request.forget_lr, retain_lr=request.lr)
+
+
+def unlearn_llm(
+    request: LLMRequest,
+    out: str | os.PathLike[str],
+    *,
+    progress_bar: bool = True,
+    command: list[str] | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Carry out ``request`` (see the module docstring); write the model and the audit into ``out``; return the audit."""
+    from transformers import TrainingArguments
+
+    from dualoptim.llm.models import load_pretrained
+    from dualoptim.llm.trainer import UnlearningTrainer
+
+    started = time.perf_counter()
+    validate(request)
+    if not progress_bar:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # loading and saving shards draw bars of their own
+    requirements = parse_requirements(request.require)
+    set_threads(request.threads)
+    env = environment(command)
+    device = resolve_device(request.device)
+    out = Path(out)
+    forget = read_rows(request.forget, "forget")
+    retain = read_rows(request.retain, "retain")
+    heldout = read_rows(request.heldout, "held-out") if request.heldout else None
+    _check_sets(forget, retain, heldout)
+    if heldout is None and any(r.criterion.startswith(("mia", "ks", "heldout")) for r in requirements):
+        raise ValueError("--require names a held-out criterion but there is no held-out set (give --heldout)")
+
+    if Path(request.model).exists():
+        source, target = Path(request.model).resolve(), (out / "model").resolve()
+        if source == target or source in target.parents or target in source.parents:
+            raise ValueError(f"--out {out} would overwrite the input model {request.model}: choose another folder")
+    model, tokenizer = load_pretrained(request.model, pad_token="eos")
+    fmt = ConversationFormat(chat_template=bool(getattr(tokenizer, "chat_template", None)))
+    model.to(device)
+    sets = {"forget": forget, "retain": retain, **({"heldout": heldout} if heldout else {})}
+    audit_rows = {name: rows[: request.eval_examples] for name, rows in sets.items()}
+    log(f"forget {len(forget)}, retain {len(retain)}, held-out {len(heldout) if heldout else 0} rows; "
+        f"{request.method}/{request.strategy} on {device}; prompts: {'chat template' if fmt.chat_template else 'TOFU tags'}")  # fmt: skip
+    before = {name: score_rows(model, tokenizer, fmt, rows, request) for name, rows in audit_rows.items()}
+
+    loss = UnlearningLoss(request.method, beta=request.beta)
+    forget_steps = math.ceil(len(forget) / request.batch_size)
+    period = 1 + request.retain_steps
+    steps = request.steps if request.steps is not None else request.epochs * forget_steps * period
+    schedule = Schedule(max(1, math.ceil(steps / period)), forget_steps=1, retain_steps=request.retain_steps)
+    input_sha = sha256_path(request.model) if Path(request.model).exists() else None
+    key = stable_hash({"request": _trajectory_options(request), "input": input_sha, "forget": sha256_file(request.forget),
+                       "retain": sha256_file(request.retain)})  # fmt: skip
+    checkpoints = out / ".checkpoints"
+    key_file = checkpoints / "request-key"
+    if checkpoints.exists() and (not key_file.is_file() or key_file.read_text() != key):
+        shutil.rmtree(checkpoints)  # checkpoints of another request: never resume from them
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key)
+    split = TofuSplit("request", "1", forget, retain, list(REFUSALS), {})
+    dataset = UnlearningDataset(tokenizer, split, fmt, request.max_length, request.seed)
+    args = TrainingArguments(
+        output_dir=str(checkpoints), max_steps=steps, per_device_train_batch_size=request.batch_size,
+        lr_scheduler_type="constant", max_grad_norm=1.0, seed=request.seed, save_strategy="steps",
+        save_steps=request.checkpoint_every, logging_strategy="no", report_to="none", disable_tqdm=not progress_bar,
+        dataloader_pin_memory=device.type == "cuda", remove_unused_columns=False, use_cpu=device.type == "cpu",
+    )  # fmt: skip
+    model.train()
+    trainer = UnlearningTrainer(
+        model=model, args=args, train_dataset=dataset, data_collator=UnlearningCollator(tokenizer.pad_token_id),
+        loss=loss, strategy=request.strategy, optimizer_settings=_settings(request), schedule=schedule,
+    )  # fmt: skip
+    tick = time.perf_counter()
+    resume = any(checkpoints.glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    unlearn_seconds = time.perf_counter() - tick
+    model.eval()
+    after = {name: score_rows(model, tokenizer, fmt, rows, request) for name, rows in audit_rows.items()}
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    model_path = atomic_folder(out / "model", save)
+    objectives = [objective for _, objective in trainer.objective_log]
+    record = {
+        "task": "causal language model",
+        "model": {"source": request.model, "format": "huggingface (save_pretrained)", "input_sha256": input_sha,
+                  "output": "model", "output_sha256": sha256_path(model_path)},
+        "data": f"forget {request.forget}, retain {request.retain}, held-out {request.heldout}",
+        "forget": {"source": f"rows of {request.forget}", "ids_sha256": sha256_ids(r["id"] for r in forget),
+                   "file_sha256": sha256_file(request.forget), "first_ids": [r["id"] for r in forget[:10]]},
+        "counts": {"forget": len(forget), "retain": len(retain), "heldout": len(heldout or []),
+                   "scored": {name: len(rows) for name, rows in audit_rows.items()}},
+        "method": request.method,
+        "strategy": request.strategy,
+        "steps": steps,
+        "settings": {"forget_lr": request.forget_lr, "lr": request.lr, "batch_size": request.batch_size,
+                     "retain_steps_per_forget_step": request.retain_steps, "beta": request.beta, "seed": request.seed,
+                     "prompt_format": "chat template" if fmt.chat_template else "TOFU tags", "device": str(device),
+                     "resumed": resume, "steps_this_call": {o: objectives.count(o) for o in ("forget", "retain", "joint")}},
+        "options": dataclasses.asdict(request),
+        "unlearn_seconds": unlearn_seconds,
+        "seconds": time.perf_counter() - started,
+        "environment": env,
+    }  # fmt: skip
+    audit = build_audit(request=record, before=before, after=after, primary="rouge", requirements=requirements,
+                        seed=request.seed, bootstrap=request.bootstrap)  # fmt: skip
+    losses = {when: {name: s.loss for name, s in scores.items()} for when, scores in (("before", before), ("after", after))}
+    write_audit(audit, out, losses)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return audit
+
+
+#: options that change the audit or the speed, not the steps unlearning takes: a changed one still resumes
+_NOT_IN_KEY = ("require", "bootstrap", "eval_examples", "threads", "workers", "checkpoint_every", "max_new_tokens", "min_k")
+
+
+def _trajectory_options(request) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(request).items() if k not in _NOT_IN_KEY}

@@ -1,0 +1,142 @@
+"""`dualoptim unlearn` on a tiny Llama saved with save_pretrained: end to end (CLI), resume, formats, bad rows."""
+
+import json
+
+import pytest
+import torch
+
+from dualoptim.audit import sha256_path
+from dualoptim.cli import main
+from dualoptim.llm.deletion import ConversationFormat, LLMRequest, read_rows, unlearn_llm
+from tests.llm._tofu_fixture import _author_rows
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def lm(tokenizer, tmp_path_factory):
+    """A tiny Llama fine-tuned on 12 rows (forget 4, retain 8) and saved; 4 held-out rows it never saw."""
+    from dualoptim.llm.data import QAFormat
+    from dualoptim.llm.models import TinyModelConfig, build_tiny_llama, finetune
+
+    root = tmp_path_factory.mktemp("lm")
+    rows = [r for a in range(8) for r in _author_rows(a)]
+    forget, retain, heldout = rows[:4], rows[4:12], rows[12:]
+    config = TinyModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
+                             max_position_embeddings=128, epochs=30, batch_size=6, lr=3e-3, warmup_steps=2)  # fmt: skip
+    model = build_tiny_llama(config, tokenizer, seed=0)
+    finetune(model, tokenizer, forget + retain, QAFormat(), config, 96, progress=False)
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    files = {name: _jsonl(root / f"{name}.jsonl", r) for name, r in (("forget", forget), ("retain", retain), ("heldout", heldout))}
+    return root / "model", files
+
+
+def _args(lm, out, *extra):
+    model, files = lm
+    return ["unlearn", "--model", str(model), "--forget", str(files["forget"]), "--retain", str(files["retain"]),
+            "--out", str(out), "--no-progress", *extra]  # fmt: skip
+
+
+def test_unlearn_a_causal_lm_through_the_cli(lm, tmp_path, capsys):
+    model, files = lm
+    before = sha256_path(model)
+    argv = _args(lm, tmp_path / "o", "--heldout", str(files["heldout"]), "--forget-lr", "3e-3", "--lr", "1e-3",
+                 "--batch-size", "2", "--epochs", "1", "--bootstrap", "100", "--set", "max_new_tokens=8", "--device", "cpu")  # fmt: skip
+    assert main(argv) == 0
+    assert sha256_path(model) == before  # the input folder is never modified
+    audit = json.loads((tmp_path / "o" / "audit.json").read_text())
+    request = audit["request"]
+    assert request["task"] == "causal language model" and request["method"] == "NPO+GD"
+    assert request["counts"] == {"forget": 4, "retain": 8, "heldout": 4, "scored": {"forget": 4, "retain": 8, "heldout": 4}}
+    assert request["steps"] == 1 * 2 * 6 and request["settings"]["prompt_format"] == "TOFU tags"
+    assert set(audit["evidence"]["before"]["mia"]) == {"loss", "min_k"}
+    assert audit["evidence"]["before"]["mia"]["loss"]["auc"] > 0.8  # the fine-tuned model knows its rows
+    forget = audit["performance"]["forget"]
+    assert set(forget["before"]) == {"probability", "rouge"}
+    assert forget["after"]["probability"] < forget["before"]["probability"]  # NPO lowered the forget answers
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "o" / "model")
+    assert request["model"]["output_sha256"] == sha256_path(tmp_path / "o" / "model") and reloaded.config.vocab_size
+    assert not (tmp_path / "o" / ".checkpoints").exists()
+    assert "PASS" in capsys.readouterr().out
+
+
+def test_an_interrupted_request_resumes_from_the_trainer_checkpoint(lm, tmp_path, monkeypatch):
+    from dualoptim.llm.trainer import UnlearningTrainer
+
+    model, files = lm
+    request = LLMRequest(model=str(model), forget=str(files["forget"]), retain=str(files["retain"]), steps=8,
+                         checkpoint_every=4, batch_size=2, forget_lr=3e-3, lr=1e-3, max_new_tokens=4, bootstrap=20,
+                         device="cpu")  # fmt: skip
+    save = UnlearningTrainer._save_checkpoint
+
+    def interrupt(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(UnlearningTrainer, "_save_checkpoint", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        unlearn_llm(request, tmp_path / "cut", progress_bar=False)
+    assert (tmp_path / "cut" / ".checkpoints" / "checkpoint-4").is_dir() and not (tmp_path / "cut" / "audit.json").exists()
+    monkeypatch.setattr(UnlearningTrainer, "_save_checkpoint", save)
+    audit = unlearn_llm(request, tmp_path / "cut", progress_bar=False)
+    assert audit["request"]["settings"]["resumed"] is True
+    assert audit["request"]["settings"]["steps_this_call"] == {"forget": 1, "retain": 3, "joint": 0}  # steps 4-7 only
+    whole = unlearn_llm(request, tmp_path / "whole", progress_bar=False)
+    assert whole["request"]["settings"]["resumed"] is False
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "cut" / "model" / "model.safetensors"), load_file(tmp_path / "whole" / "model" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_messages_rows_and_the_chat_template(tmp_path, tokenizer):
+    path = _jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "system", "content": "Be brief."},
+                                                         {"role": "user", "content": "Who?"},
+                                                         {"role": "assistant", "content": "Me."}]}])  # fmt: skip
+    [row] = read_rows(path, "forget")
+    assert row["answer"] == "Me." and [m["role"] for m in row["question"]] == ["system", "user"]
+    assert ConversationFormat().prompt(row["question"]) == "Question: Be brief.\nQuestion: Who?\nAnswer:"
+    assert ConversationFormat().prompt("Who?") == "Question: Who?\nAnswer:"
+
+    class Chat:
+        chat_template = "x"
+
+        def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+            return "|".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
+
+    assert ConversationFormat(chat_template=True).prompt(row["question"], Chat()) == "<system>Be brief.|<user>Who?<assistant>"
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    (['{"question": "Q?", "answer": "A."}', '{"question": "Q2?"}'],
+     "forget.jsonl line 2: a row needs \"question\" and \"answer\" strings, or \"messages\""),
+    (['{"question": "Q?", "answer": "A."}', "", "not json"], "forget.jsonl line 3 is not JSON"),
+    (['{"messages": [{"role": "user", "content": "Q?"}]}'], "line 1: the last message must be the assistant's answer"),
+    (['{"question": "Q?", "answer": "A."}', '{"question": "Q?", "answer": "A."}'], "the forget set repeats a row: lines 1 and 2"),
+    (['{"question": "Where was Author4 Surname4 born?", "answer": "Author4 Surname4 was born in Quito."}'],
+     "1 retain row(s) are also in the forget set (lines 5)"),
+])  # fmt: skip
+def test_bad_rows_are_one_line_errors_that_name_the_line(lm, tmp_path, capsys, lines, message):
+    (tmp_path / "forget.jsonl").write_text("\n".join(lines) + "\n")
+    _, files = lm
+    argv = ["unlearn", "--model", str(lm[0]), "--forget", str(tmp_path / "forget.jsonl"), "--retain", str(files["retain"]),
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dualoptim unlearn: error:") and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_an_empty_retain_set_and_image_flags_are_refused(lm, tmp_path, capsys):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    model, files = lm
+    assert main(["unlearn", "--model", str(model), "--forget", str(files["forget"]), "--retain", str(tmp_path / "empty.jsonl"),
+                 "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert f"the retain set {tmp_path / 'empty.jsonl'} is empty" in capsys.readouterr().err
+    assert main(_args(lm, tmp_path / "o", "--forget-class", "x")) == 2
+    assert "--forget-class is for image classifiers" in capsys.readouterr().err
