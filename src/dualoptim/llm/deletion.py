@@ -96,7 +96,7 @@ class ConversationFormat(QAFormat):
     def prompt(self, question: Any, tokenizer: Any = None) -> str:
         if isinstance(question, str):
             return super().prompt(question, tokenizer)
-        if self.chat_template:
+        if self.uses_chat_template(tokenizer):
             return tokenizer.apply_chat_template(list(question), add_generation_prompt=True, tokenize=False)
         text = []
         for message in question:
