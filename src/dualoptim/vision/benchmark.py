@@ -40,13 +40,22 @@ from dualoptim.vision.methods import METHODS, build_method
 from dualoptim.vision.metrics import evaluate
 from dualoptim.vision.models import MODELS, build_model
 from dualoptim.vision.splits import Split, make_split, read_indices
-from dualoptim.vision.training import load_checkpoint, save_checkpoint, train_classifier
+from dualoptim.vision.training import (
+    LR_SCHEDULES,
+    TRAIN_OPTIMIZERS,
+    load_checkpoint,
+    save_checkpoint,
+    train_classifier,
+)
 from dualoptim.vision.types import Batch
 
 __all__ = ["Benchmark", "RunSpec", "resolve_schedule", "resolve_settings", "run_benchmark", "validate"]
 
 _CACHE_VERSION = 1
 _GRAD_BINS = 100
+#: training options added after the first cached models: they enter a model's cache key only when
+#: they differ from these defaults, so models trained before they existed keep their keys.
+_LATER_TRAIN_OPTIONS = {"optimizer": "sgd", "lr_schedule": "cosine", "milestones": [], "gamma": 0.1, "augment": False}
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,18 @@ def validate(config: VisionConfig) -> None:
         raise ValueError(f"duplicated seeds: {config.seeds}")
     if config.threads is not None and config.threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {config.threads}")
+    if not 0.0 <= config.data.validation_fraction < 1.0:
+        raise ValueError(f"data.validation_fraction must be in [0, 1), got {config.data.validation_fraction}")
+    if config.train.optimizer not in TRAIN_OPTIMIZERS:
+        raise ValueError(f"unknown train.optimizer {config.train.optimizer!r}; valid: {', '.join(TRAIN_OPTIMIZERS)}")
+    if config.train.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown train.lr_schedule {config.train.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+    if config.train.lr_schedule == "step" and any(not 0 < m < config.train.epochs for m in config.train.milestones):
+        raise ValueError(
+            f"train.milestones must be epochs in [1, {config.train.epochs - 1}], got {config.train.milestones}"
+        )
+    if config.model.weights is not None and not getattr(MODELS.get(config.model.arch), "pretrained", False):
+        raise ValueError(f"model {config.model.arch!r} has no pre-trained weights (model.weights={config.model.weights!r})")
     t, u = config.train, config.unlearn
     _check_minimum({"train.epochs": t.epochs, "train.batch_size": t.batch_size, "model.width": config.model.width,
                     "unlearn.batch_size": u.batch_size, "unlearn.curve_examples": u.curve_examples}, 1)  # fmt: skip
@@ -213,22 +234,31 @@ class Benchmark:
             chosen = torch.sort(torch.randperm(len(y), generator=generator)[:limit]).values
             setattr(data, f"{split}_x", x[chosen])
             setattr(data, f"{split}_y", y[chosen])
+        if cfg.validation_fraction:
+            # The papers' code holds out 10% of each class (a fixed draw) before the forget set is
+            # chosen, so CIFAR-10's 50,000 images leave 45,000: 4,500 forget, 40,500 retain.
+            kept = _without_validation(data.train_y, cfg.validation_fraction, generator)
+            data.train_x, data.train_y = data.train_x[kept], data.train_y[kept]
         return data
 
     def new_model(self) -> nn.Module:
-        model = build_model(
-            self.config.model.arch, self.data.image_shape, self.data.num_classes, self.config.model.width
-        )
+        cfg = self.config.model
+        model = build_model(cfg.arch, self.data.image_shape, self.data.num_classes, cfg.width, cfg.weights)
         return model.to(self.device)
 
     def _model_key(self) -> dict[str, Any]:
         cfg = self.config
-        return {
-            "v": _CACHE_VERSION,
-            "data": [cfg.data.dataset, cfg.data.train_subset],
-            "model": [cfg.model.arch, cfg.model.width],
-            "train": dataclasses.asdict(cfg.train),
-        }
+        train = dataclasses.asdict(cfg.train)
+        for name, default in _LATER_TRAIN_OPTIONS.items():
+            if train[name] == default:
+                del train[name]
+        data: list[Any] = [cfg.data.dataset, cfg.data.train_subset]
+        if cfg.data.validation_fraction:
+            data.append({"validation_fraction": cfg.data.validation_fraction})
+        model: list[Any] = [cfg.model.arch, cfg.model.width]
+        if cfg.model.weights is not None:
+            model.append({"weights": cfg.model.weights})
+        return {"v": _CACHE_VERSION, "data": data, "model": model, "train": train}
 
     def _train_cached(
         self, kind: str, key: dict[str, Any], images: torch.Tensor, labels: torch.Tensor, seed: int
@@ -245,7 +275,8 @@ class Benchmark:
         t = self.config.train
         seconds = train_classifier(
             model, images, labels, epochs=t.epochs, lr=t.lr, momentum=t.momentum,
-            weight_decay=t.weight_decay, batch_size=t.batch_size, seed=seed,
+            weight_decay=t.weight_decay, batch_size=t.batch_size, seed=seed, optimizer=t.optimizer,
+            lr_schedule=t.lr_schedule, milestones=t.milestones, gamma=t.gamma, augment=t.augment,
             progress_bar=self.progress_bar, description=kind,
         )  # fmt: skip
         meta = {"seconds": seconds, "key": key, "examples": len(labels)}
@@ -280,7 +311,13 @@ class Benchmark:
         x, y = self.data.train_x, self.data.train_y
         forget = (x[split.forget].to(self.device), y[split.forget].to(self.device))
         retain = (x[split.retain].to(self.device), y[split.retain].to(self.device))
-        test = (self.data.test_x.to(self.device), self.data.test_y.to(self.device))
+        test_x, test_y = self.data.test_x, self.data.test_y
+        if self.config.data.forget == "class":
+            # Class-wise forgetting: TA is the accuracy on the classes that remain (the papers'
+            # code drops the forgotten class from the test set).
+            kept = test_y != self.config.data.forget_class
+            test_x, test_y = test_x[kept], test_y[kept]
+        test = (test_x.to(self.device), test_y.to(self.device))
         generator = torch.Generator().manual_seed(seed)
         limit = self.config.unlearn.curve_examples
 
@@ -294,6 +331,13 @@ class Benchmark:
 
     def evaluate(self, model: nn.Module, sets: tuple[Batch, Batch, Batch]) -> dict[str, float]:
         return evaluate(model, *sets, svc=self.config.unlearn.mia_svc)
+
+    def _test_id(self) -> Any:
+        """What identifies the test set of the runs' keys (unchanged from before class-wise TA existed)."""
+        cfg = self.config.data
+        if cfg.forget == "class":
+            return [cfg.test_subset, {"without_class": cfg.forget_class}]
+        return cfg.test_subset
 
     # -- the runs, resolved once ------------------------------------------------------------------------
     def _original_id(self) -> Any:
@@ -327,7 +371,7 @@ class Benchmark:
                         "batch_size": cfg.unlearn.batch_size,
                         "curve": [cfg.unlearn.curve_points, cfg.unlearn.curve_examples],
                         "svc": cfg.unlearn.mia_svc,
-                        "test": cfg.data.test_subset,
+                        "test": self._test_id(),
                     }
                 )
                 name = f"{slug(method)}__{slug(strategy)}__seed{seed}"
@@ -372,7 +416,7 @@ class Benchmark:
                 "retrain": self._model_key(),
                 "forget": _forget_hash(data.split),
                 "seed": seed,
-                "test": self.config.data.test_subset,
+                "test": self._test_id(),
                 "svc": self.config.unlearn.mia_svc,
                 "curve": self.config.unlearn.curve_examples,
             }
@@ -431,6 +475,18 @@ class Benchmark:
         )
         write_json_atomic(out / "results.json", results)
         return results
+
+
+def _without_validation(labels: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """Sorted indices of the training examples kept after holding out ``fraction`` of each class."""
+    held = []
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        count = int(fraction * len(members))  # int(), as the papers' code: 10% of 5,000 is 500
+        held.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[torch.cat(held)] = False
+    return torch.nonzero(keep).flatten()
 
 
 def _forget_hash(split: Split) -> str:
