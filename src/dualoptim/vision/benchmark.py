@@ -49,7 +49,15 @@ from dualoptim.vision.training import (
 )
 from dualoptim.vision.types import Batch
 
-__all__ = ["Benchmark", "RunSpec", "resolve_schedule", "resolve_settings", "run_benchmark", "validate"]
+__all__ = [
+    "Benchmark",
+    "RunSpec",
+    "resolve_schedule",
+    "resolve_settings",
+    "run_benchmark",
+    "run_parallel",
+    "validate",
+]
 
 _CACHE_VERSION = 1
 _GRAD_BINS = 100
@@ -153,6 +161,8 @@ def validate(config: VisionConfig) -> None:
         raise ValueError(f"duplicated seeds: {config.seeds}")
     if config.threads is not None and config.threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {config.threads}")
+    if isinstance(config.jobs, bool) or not isinstance(config.jobs, int) or config.jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {config.jobs!r}")
     if not 0.0 <= config.data.validation_fraction < 1.0:
         raise ValueError(f"data.validation_fraction must be in [0, 1), got {config.data.validation_fraction}")
     if config.train.optimizer not in TRAIN_OPTIMIZERS:
@@ -407,14 +417,13 @@ class Benchmark:
             },
         }
 
-    def reference(self, seed: int, store: RunStore) -> dict[str, Any]:
-        """The retrained reference's and the original model's metrics on ``seed``'s split (stored)."""
-        data = self.seed_data(seed)
-        key = stable_hash(
+    def reference_key(self, seed: int) -> str:
+        """The key of seed ``seed``'s reference record: everything that determines it."""
+        return stable_hash(
             {
                 "original": self._original_id(),
                 "retrain": self._model_key(),
-                "forget": _forget_hash(data.split),
+                "forget": _forget_hash(self.splits[seed]),
                 "seed": seed,
                 "test": self._test_id(),
                 "svc": self.config.unlearn.mia_svc,
@@ -422,21 +431,25 @@ class Benchmark:
             }
         )
 
-        def retrain() -> dict[str, Any]:
-            retrain_key = {**self._model_key(), "forget": _forget_hash(data.split), "seed": seed}
-            model, meta = self._train_cached("retrain", retrain_key, *data.retain, seed)
-            return {
-                "status": "ok",
-                "seed": seed,
-                "metrics": self.evaluate(model, data.sets),
-                "seconds": meta["seconds"],
-                "curve_metrics": self.evaluate(model, data.curve_sets),
-                "original": self.evaluate(self.original, data.sets),
-                "forget_size": len(data.split.forget),
-                "retain_size": len(data.split.retain),
-            }
+    def compute_reference(self, seed: int) -> dict[str, Any]:
+        """Retrain on ``seed``'s retain set (cached) and measure it and the original on ``seed``'s sets."""
+        data = self.seed_data(seed)
+        retrain_key = {**self._model_key(), "forget": _forget_hash(data.split), "seed": seed}
+        model, meta = self._train_cached("retrain", retrain_key, *data.retain, seed)
+        return {
+            "status": "ok",
+            "seed": seed,
+            "metrics": self.evaluate(model, data.sets),
+            "seconds": meta["seconds"],
+            "curve_metrics": self.evaluate(model, data.curve_sets),
+            "original": self.evaluate(self.original, data.sets),
+            "forget_size": len(data.split.forget),
+            "retain_size": len(data.split.retain),
+        }
 
-        return store.get_or_run(f"Retrain__seed{seed}", key, retrain)[0]
+    def reference(self, seed: int, store: RunStore) -> dict[str, Any]:
+        """The retrained reference's and the original model's metrics on ``seed``'s split (stored)."""
+        return store.get_or_run(f"Retrain__seed{seed}", self.reference_key(seed), lambda: self.compute_reference(seed))[0]
 
     # -- the whole benchmark ------------------------------------------------------------------------------
     def run(self, out: str | os.PathLike[str]) -> dict[str, Any]:
@@ -455,17 +468,22 @@ class Benchmark:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=sum(1 + len(p) for p in plans.values()), desc="benchmark", unit="run")
+        if cfg.jobs > 1:
+            # Worker processes compute what the store lacks; the loop below then reads every record.
+            tasks = [(f"Retrain__seed{seed}", self.reference_key(seed), ("reference", seed)) for seed in plans]
+            tasks += [(spec.name, spec.key, ("run", spec)) for specs in plans.values() for spec in specs]
+            run_parallel(cfg, store, tasks, cfg.jobs, on_done=bar.update if bar else None)
         references, runs = {}, []
         for seed, specs in plans.items():
             references[seed] = self.reference(seed, store)
-            if bar:
+            if bar and cfg.jobs == 1:
                 bar.update()
             for spec in specs:
                 record, _ = store.get_or_run(spec.name, spec.key, lambda spec=spec: self.run_one(spec))
                 if record["status"] != "ok":
                     self.log(f"{spec.method}/{spec.strategy} seed {seed} failed: {record['reason']}")
                 runs.append(record)
-                if bar:
+                if bar and cfg.jobs == 1:
                     bar.set_postfix_str(f"{spec.method}/{spec.strategy} seed {seed}")
                     bar.update()
         if bar:
@@ -475,6 +493,92 @@ class Benchmark:
         )
         write_json_atomic(out / "results.json", results)
         return results
+
+
+# -- parallel runs ------------------------------------------------------------------------------------
+#: the benchmark of this worker process (built once per worker by _start_worker)
+_WORKER: Benchmark | None = None
+#: a pool whose workers died is restarted this many times before the benchmark gives up
+_MAX_RESTARTS = 3
+
+
+def _start_worker(config: VisionConfig, counter: Any, jobs: int) -> None:
+    """Build this process's benchmark: data, and the original model from the cache the parent filled."""
+    global _WORKER
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    config = copy.deepcopy(config)
+    device = resolve_device(config.device)
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+        config.device = f"cuda:{index % torch.cuda.device_count()}"  # one GPU per worker, round robin
+    if config.threads is None:
+        config.threads = max(1, (os.cpu_count() or 1) // jobs)  # the CPU cores shared, not oversubscribed
+    _WORKER = Benchmark(config, progress_bar=False, log=lambda _: None)
+
+
+def _work(task: tuple[str, Any]) -> dict[str, Any]:
+    kind, payload = task
+    assert _WORKER is not None, "worker not started"
+    return _WORKER.compute_reference(payload) if kind == "reference" else _WORKER.run_one(payload)
+
+
+def run_parallel(
+    config: VisionConfig,
+    store: RunStore,
+    tasks: list[tuple[str, str, tuple[str, Any]]],
+    jobs: int,
+    *,
+    on_done: Callable[[], Any] | None = None,
+) -> int:
+    """Compute every ``(name, key, task)`` the store lacks in ``jobs`` worker processes; return how many.
+
+    Each record is stored by this process the moment its worker returns it, so an interruption
+    loses only the runs in flight. A worker that dies (killed, out of memory) breaks the pool:
+    the runs it and its siblings had in flight go back to the queue and a new pool takes over,
+    up to ``_MAX_RESTARTS`` times. Workers are spawned (not forked), which CUDA requires.
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    pending = []
+    for name, key, task in tasks:
+        if store.get(name, key) is None:
+            pending.append((name, key, task))
+        elif on_done:
+            on_done()
+    computed, restarts = 0, 0
+    context = multiprocessing.get_context("spawn")
+    while pending:
+        counter = context.Value("i", 0)
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                                 initargs=(config, counter, jobs)) as pool:  # fmt: skip
+            futures = {pool.submit(_work, task): (name, key, task) for name, key, task in pending}
+            broken = False
+            while futures and not broken:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name, key, task = futures.pop(future)
+                    try:
+                        record = future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        futures[future] = (name, key, task)  # lost with its worker: run it again
+                        continue
+                    store.put(name, key, record)
+                    pending.remove((name, key, task))
+                    computed += 1
+                    if on_done:
+                        on_done()
+        if broken:
+            restarts += 1
+            if restarts > _MAX_RESTARTS:
+                raise RuntimeError(
+                    f"worker processes died {restarts} times; the {computed} finished runs are stored, "
+                    "rerun the same command to resume"
+                )
+    return computed
 
 
 def _without_validation(labels: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:

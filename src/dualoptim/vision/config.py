@@ -170,3 +170,6 @@ class VisionConfig:
         "where models and data live: cpu | cuda | cuda:N | auto (cuda when available)", "auto"
     )
     threads: int | None = option("torch CPU threads (null: torch's default)", None)
+    jobs: int = option(
+        "worker processes running independent runs in parallel (each GPU of a multi-GPU machine gets one in turn)", 1
+    )
