@@ -1,6 +1,8 @@
-"""`--jobs N`: worker processes give the serial run's results and reuse the run store."""
+"""`--jobs N`: worker processes and a submitit cluster give the serial run's results and reuse the run store."""
 
 import json
+
+import pytest
 
 from dualoptim.cli import main
 
@@ -15,15 +17,22 @@ def strip_times(results):
     return rows
 
 
-def test_two_workers_equal_the_serial_run_and_resume_from_the_store(tiny_bench_yaml, tmp_path):
+@pytest.fixture(scope="module")
+def serial(tiny_bench_yaml, tmp_path_factory):
+    """The command line of a small benchmark, and its results run serially."""
     common = ["bench", "--preset", str(tiny_bench_yaml), "--methods", "GA", "--strategies", "alternate,dual",
               "--seeds", "0,1", "--threads", "1", "--no-progress"]  # fmt: skip
-    assert main([*common, "--out", str(tmp_path / "serial")]) == 0
+    out = tmp_path_factory.mktemp("serial")
+    assert main([*common, "--out", str(out)]) == 0
+    return common, json.loads((out / "results.json").read_text())
+
+
+def test_two_workers_equal_the_serial_run_and_resume_from_the_store(serial, tmp_path):
+    common, expected = serial
     assert main([*common, "--jobs", "2", "--out", str(tmp_path / "parallel")]) == 0
-    serial = json.loads((tmp_path / "serial" / "results.json").read_text())
     parallel = json.loads((tmp_path / "parallel" / "results.json").read_text())
-    assert strip_times(parallel) == strip_times(serial)
-    assert parallel["retrain"]["per_seed"][0]["FA"] == serial["retrain"]["per_seed"][0]["FA"]
+    assert strip_times(parallel) == strip_times(expected)
+    assert parallel["retrain"]["per_seed"][0]["FA"] == expected["retrain"]["per_seed"][0]["FA"]
     assert parallel["config"]["jobs"] == 2
     # A lost record is the only run computed again; the others are read from the store.
     records = sorted((tmp_path / "parallel" / "runs").glob("*.json"))
@@ -33,9 +42,23 @@ def test_two_workers_equal_the_serial_run_and_resume_from_the_store(tiny_bench_y
     assert main([*common, "--jobs", "2", "--out", str(tmp_path / "parallel")]) == 0
     assert {r.name: r.stat().st_mtime_ns for r in records if r.name in stamps} == stamps
     again = json.loads((tmp_path / "parallel" / "results.json").read_text())
-    assert strip_times(again) == strip_times(serial)
+    assert strip_times(again) == strip_times(expected)
 
 
-def test_jobs_must_be_positive(tiny_bench_yaml, tmp_path, capsys):
+def test_a_two_job_submitit_cluster_equals_the_serial_run(serial, tmp_path):
+    pytest.importorskip("submitit")
+    common, expected = serial
+    cluster = [*common, "--jobs", "2", "--set", "executor=submitit", "--set", "executor_options.cluster=local"]
+    assert main([*cluster, "--out", str(tmp_path / "cluster")]) == 0
+    parallel = json.loads((tmp_path / "cluster" / "results.json").read_text())
+    assert strip_times(parallel) == strip_times(expected)
+    # The jobs stored the records themselves, one file per run, and left their logs.
+    assert len(list((tmp_path / "cluster" / "runs").glob("*.json"))) == 2 + 2 * 2
+    assert list((tmp_path / "cluster" / "submitit").glob("*_log.out"))
+
+
+def test_bad_parallel_settings_are_named(tiny_bench_yaml, tmp_path, capsys):
     assert main(["bench", "--preset", str(tiny_bench_yaml), "--jobs", "0", "--out", str(tmp_path / "o")]) == 2
     assert "jobs must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert main(["bench", "--preset", str(tiny_bench_yaml), "--set", "executor=ray", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown executor 'ray'; valid: processes, submitit" in capsys.readouterr().err

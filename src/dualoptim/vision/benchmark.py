@@ -56,10 +56,13 @@ __all__ = [
     "resolve_settings",
     "run_benchmark",
     "run_parallel",
+    "run_submitit",
     "validate",
 ]
 
 _CACHE_VERSION = 1
+#: where the runs of a benchmark with jobs > 1 are computed
+EXECUTORS = ("processes", "submitit")
 _GRAD_BINS = 100
 #: training options added after the first cached models: they enter a model's cache key only when
 #: they differ from these defaults, so models trained before they existed keep their keys.
@@ -163,6 +166,8 @@ def validate(config: VisionConfig) -> None:
         raise ValueError(f"threads must be an integer >= 1, got {config.threads}")
     if isinstance(config.jobs, bool) or not isinstance(config.jobs, int) or config.jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {config.jobs!r}")
+    if config.executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {config.executor!r}; valid: {', '.join(EXECUTORS)}")
     if not 0.0 <= config.data.validation_fraction < 1.0:
         raise ValueError(f"data.validation_fraction must be in [0, 1), got {config.data.validation_fraction}")
     if config.train.optimizer not in TRAIN_OPTIMIZERS:
@@ -469,10 +474,14 @@ class Benchmark:
 
             bar = tqdm(total=sum(1 + len(p) for p in plans.values()), desc="benchmark", unit="run")
         if cfg.jobs > 1:
-            # Worker processes compute what the store lacks; the loop below then reads every record.
+            # Workers compute what the store lacks; the loop below then reads every record.
             tasks = [(f"Retrain__seed{seed}", self.reference_key(seed), ("reference", seed)) for seed in plans]
             tasks += [(spec.name, spec.key, ("run", spec)) for specs in plans.values() for spec in specs]
-            run_parallel(cfg, store, tasks, cfg.jobs, on_done=bar.update if bar else None)
+            on_done = bar.update if bar else None
+            if cfg.executor == "submitit":
+                run_submitit(cfg, store, tasks, cfg.jobs, out / "submitit", on_done=on_done)
+            else:
+                run_parallel(cfg, store, tasks, cfg.jobs, on_done=on_done)
         references, runs = {}, []
         for seed, specs in plans.items():
             references[seed] = self.reference(seed, store)
@@ -579,6 +588,70 @@ def run_parallel(
                     "rerun the same command to resume"
                 )
     return computed
+
+
+def _run_chunk(config: VisionConfig, runs: str, provenance: dict[str, Any] | None, chunk: list) -> int:
+    """One cluster job: build the benchmark, then compute and store each run of ``chunk`` the store lacks."""
+    benchmark = Benchmark(config, progress_bar=False, log=lambda _: None)
+    store = RunStore(runs, provenance)
+    for name, key, (kind, payload) in chunk:
+        if store.get(name, key) is None:
+            record = benchmark.compute_reference(payload) if kind == "reference" else benchmark.run_one(payload)
+            store.put(name, key, record)
+    return len(chunk)
+
+
+def run_submitit(
+    config: VisionConfig,
+    store: RunStore,
+    tasks: list[tuple[str, str, tuple[str, Any]]],
+    jobs: int,
+    folder: Path,
+    *,
+    on_done: Callable[[], Any] | None = None,
+) -> int:
+    """Compute the runs the store lacks in ``jobs`` cluster jobs through submitit; return how many.
+
+    submitit submits to SLURM where there is one and runs local subprocesses elsewhere
+    (``config.executor_options`` go to ``update_parameters``). The runs are dealt round robin into
+    the jobs; each job stores every record itself the moment it is finished (the output folder
+    must be on a file system the jobs share), so a lost job costs only the runs it had not
+    finished, and rerunning the command computes those and nothing else.
+    """
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError("executor 'submitit' needs submitit (pip install 'dualoptim[cluster]')") from None
+    pending = []
+    for name, key, task in tasks:
+        if store.get(name, key) is None:
+            pending.append((name, key, task))
+        elif on_done:
+            on_done()
+    if not pending:
+        return 0
+    options = dict(config.executor_options)
+    # "cluster" chooses the backend (slurm, local, debug) and goes to the constructor.
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=options.pop("cluster", None))
+    executor.update_parameters(**options)
+    chunks = [pending[i::jobs] for i in range(min(jobs, len(pending)))]
+    submitted = [executor.submit(_run_chunk, config, str(store.folder), store.provenance, c) for c in chunks]
+    lost = []
+    for job, chunk in zip(submitted, chunks):
+        try:
+            job.result()
+        except Exception as error:  # the job failed or was killed: its finished runs are stored
+            lost.append(f"job {job.job_id}: {str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__}")
+        if on_done:
+            for _ in chunk:
+                on_done()
+    missing = [name for name, key, _ in pending if store.get(name, key) is None]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} runs were not finished ({'; '.join(lost) or 'no job reported an error'}); "
+            "the finished runs are stored, rerun the same command to resume"
+        )
+    return len(pending)
 
 
 def _without_validation(labels: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:

@@ -173,3 +173,10 @@ class VisionConfig:
     jobs: int = option(
         "worker processes running independent runs in parallel (each GPU of a multi-GPU machine gets one in turn)", 1
     )
+    executor: str = option(
+        "where jobs > 1 runs: processes (local workers) | submitit (SLURM jobs; local subprocesses without SLURM)",
+        "processes",
+    )
+    executor_options: dict[str, Any] = option(
+        "submitit parameters, e.g. {slurm_partition: gpu, timeout_min: 600, gpus_per_node: 1}", factory=dict
+    )
