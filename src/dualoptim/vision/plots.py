@@ -107,9 +107,11 @@ def plot_sensitivity(summary: dict[str, Any], path: str | Path, methods: list[st
 
     One row per method, one line per strategy. The Gap line is the papers' Gap; its band is ± the
     std over seeds of each seed's own Gap. The Std panel is the papers' Std (itself a spread over
-    seeds, so it has no band). A ring marks the rate of lowest Gap.
+    seeds, so it has no band). A ring marks the rate of lowest Gap. Both axes are logarithmic.
     """
     plt = pyplot()
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
     side = summary.get("side", "forget")
     grid = summary["grid"]
     methods = methods or list(grid)
@@ -122,13 +124,18 @@ def plot_sensitivity(summary: dict[str, Any], path: str | Path, methods: list[st
             x = [p[f"{side}_lr"] for p in done]
             color = STRATEGY_COLORS.get(strategy)
             spread = [p.get("seed_gap_std") for p in done]
-            band(axes[i][0], x, [p["Gap"] for p in done], spread, label=strategy, color=color, floor=0.0)
+            band(axes[i][0], x, [p["Gap"] for p in done], spread, label=strategy, color=color, floor=0.05)
             axes[i][1].plot(x, [p["Std"] for p in done], color=color, marker="o", ms=3, lw=1.5, label=strategy)
             best = min(done, key=lambda p: p["Gap"])
             axes[i][0].plot([best[f"{side}_lr"]], [best["Gap"]], "o", mfc="none", mec=color, ms=9)
         for j, score in enumerate(("Gap", "Std")):
             ax = axes[i][j]
+            # Log axes: a diverging rate's Gap of 60 and the best rates' 1-3 both stay readable.
             ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_title(f"{method}: {score}", fontsize=9)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
