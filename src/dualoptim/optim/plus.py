@@ -418,9 +418,9 @@ def dual_optim_plus(
 
 @functools.cache
 def _triton_available() -> bool:
-    import importlib.util
+    from torch.utils._triton import has_triton  # torch's own check: Triton imports and a GPU can run it
 
-    return importlib.util.find_spec("triton") is not None
+    return has_triton()
 
 
 def _single_tensor_dual_optim_plus(
