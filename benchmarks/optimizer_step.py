@@ -1,12 +1,18 @@
 """Step time and optimizer-state memory of DualOptim and DualOptimPlus against torch's AdamW.
 
     python benchmarks/optimizer_step.py --out benchmarks/results/optimizer_step.json
+    python benchmarks/optimizer_step.py --shapes llm-1b --dtype bfloat16 --device cuda --out gpu.json
+    python benchmarks/optimizer_step.py --loop --out loop.json     # also the unlearning loop's steps/s
 
-Parameters have the tensor shapes of a CIFAR ResNet-18 (11.2M parameters, 62 tensors). Every
-variant steps on the same fixed gradients; variants are timed in interleaved rounds so that
-machine noise hits all of them alike, and each reports the median step time over all rounds and
-its ratio to AdamW (foreach) measured in the same run. DualOptim and DualOptimPlus alternate one
-forget step and five retain steps, the LLM schedule.
+Parameters have the tensor shapes of a CIFAR ResNet-18 (11.2M parameters, 62 tensors) or, with
+``--shapes llm-1b``, of a 1.1B-parameter Llama (TinyLlama's: 22 layers, hidden 2048, MLP 5632,
+4 key/value heads, vocabulary 32,000). Every variant steps on the same fixed gradients; variants
+are timed in interleaved rounds so that machine noise hits all of them alike, and each reports
+the median step time over all rounds and its ratios to AdamW (foreach) and AdamW (fused) measured
+in the same run. DualOptim and DualOptimPlus alternate one forget step and five retain steps,
+the LLM schedule. ``--loop`` adds the steps per second of the image-classification unlearning
+loop (``dualoptim.vision.loop.unlearn``) against a plain PyTorch loop with the same model,
+losses and optimizer.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from copy import deepcopy
 from functools import partial
 from pathlib import Path
 
@@ -49,11 +56,29 @@ def resnet18_shapes(num_classes: int = 10) -> list[tuple[int, ...]]:
     return shapes + [(num_classes, 512), (num_classes,)]
 
 
+def llm_shapes(layers: int = 22, hidden: int = 2048, mlp: int = 5632, kv: int = 256, vocab: int = 32000):
+    """Parameter shapes of a Llama with TinyLlama-1.1B's sizes (grouped-query attention, 4 kv heads)."""
+    block = [(hidden, hidden), (kv, hidden), (kv, hidden), (hidden, hidden),  # q, k, v, o
+             (mlp, hidden), (mlp, hidden), (hidden, mlp), (hidden,), (hidden,)]  # gate, up, down, 2 norms
+    return [(vocab, hidden)] + block * layers + [(hidden,), (vocab, hidden)]
+
+
+SHAPES = {"resnet18": resnet18_shapes, "llm-1b": llm_shapes}
+#: the variants of --shapes llm-1b: each holds its own parameter copies and state, so all of them
+#: would not fit in one GPU's memory at 1.1B parameters
+LLM_VARIANTS = ("AdamW (foreach)", "AdamW (fused)", "DualOptimPlus 1:5 (foreach)",
+                "DualOptimPlus 1:5 (fused, torch.compile)", "AdamW8bit", "DualOptimPlus 8bit 1:5")  # fmt: skip
+
 Stepper = Callable[[int], None]
 
 
-def make_variants(params: list[torch.Tensor]) -> dict[str, tuple[torch.optim.Optimizer, Stepper]]:
-    """name -> (optimizer, function doing step number i). Each variant gets its own parameter copies."""
+def make_variants(
+    params: list[torch.Tensor], names: tuple[str, ...] | None = None
+) -> dict[str, tuple[torch.optim.Optimizer, Stepper]]:
+    """name -> (optimizer, function doing step number i). Each variant gets its own parameter copies.
+
+    ``names`` keeps only those variants (built lazily, so the others take no memory).
+    """
 
     def fresh() -> list[torch.Tensor]:
         copies = [p.detach().clone().requires_grad_() for p in params]
@@ -77,34 +102,39 @@ def make_variants(params: list[torch.Tensor]) -> dict[str, tuple[torch.optim.Opt
     sgd = partial(torch.optim.SGD, lr=1e-2, momentum=0.9, weight_decay=5e-4, foreach=True)
     adamw_foreach = partial(adamw, foreach=True)
     adamw8bit = partial(AdamW8bit, lr=1e-4, weight_decay=0.05)
-    return {
-        "AdamW (for-loop)": plain(adamw(fresh(), foreach=False)),
-        "AdamW (foreach)": plain(adamw(fresh(), foreach=True)),
-        "AdamW (fused)": plain(adamw(fresh(), fused=True)),
-        "SGD momentum (foreach)": plain(sgd(fresh())),
-        "DualOptim forget step (AdamW foreach)": forget_only(
+    factories: dict[str, Callable[[], tuple[torch.optim.Optimizer, Stepper]]] = {
+        "AdamW (for-loop)": lambda: plain(adamw(fresh(), foreach=False)),
+        "AdamW (foreach)": lambda: plain(adamw(fresh(), foreach=True)),
+        "AdamW (fused)": lambda: plain(adamw(fresh(), fused=True)),
+        "SGD momentum (foreach)": lambda: plain(sgd(fresh())),
+        "DualOptim forget step (AdamW foreach)": lambda: forget_only(
             DualOptim(fresh(), forget=adamw_foreach, retain=sgd)
         ),
-        "DualOptim retain step (SGD foreach)": retain_only(
+        "DualOptim retain step (SGD foreach)": lambda: retain_only(
             DualOptim(fresh(), forget=adamw_foreach, retain=sgd)
         ),
-        "DualOptim AdamW+AdamW 1:5 (foreach)": alternating(
+        "DualOptim AdamW+AdamW 1:5 (foreach)": lambda: alternating(
             DualOptim(fresh(), forget=adamw_foreach, retain=adamw_foreach)
         ),
-        "DualOptimPlus 1:5 (for-loop)": alternating(DualOptimPlus(fresh(), lr=1e-4, foreach=False)),
-        "DualOptimPlus 1:5 (foreach)": alternating(DualOptimPlus(fresh(), lr=1e-4, foreach=True)),
-        "DualOptimPlus 1:5 (fused, torch.compile)": alternating(DualOptimPlus(fresh(), lr=1e-4, fused=True)),
-        "AdamW8bit": plain(AdamW8bit(fresh(), lr=1e-4, weight_decay=0.05)),
-        "DualOptim 8bit forget step (AdamW8bit)": forget_only(
+        "DualOptimPlus 1:5 (for-loop)": lambda: alternating(DualOptimPlus(fresh(), lr=1e-4, foreach=False)),
+        "DualOptimPlus 1:5 (foreach)": lambda: alternating(DualOptimPlus(fresh(), lr=1e-4, foreach=True)),
+        "DualOptimPlus 1:5 (fused, torch.compile)": lambda: alternating(DualOptimPlus(fresh(), lr=1e-4, fused=True)),
+        "AdamW8bit": lambda: plain(AdamW8bit(fresh(), lr=1e-4, weight_decay=0.05)),
+        "DualOptim 8bit forget step (AdamW8bit)": lambda: forget_only(
             DualOptim(fresh(), forget=adamw8bit, retain=sgd)
         ),
-        "DualOptim 8bit AdamW8bit+AdamW8bit 1:5": alternating(
+        "DualOptim 8bit AdamW8bit+AdamW8bit 1:5": lambda: alternating(
             DualOptim(fresh(), forget=adamw8bit, retain=adamw8bit)
         ),
-        "DualOptimPlus 8bit 1:5": alternating(
+        "DualOptimPlus 8bit 1:5": lambda: alternating(
             DualOptimPlus(fresh(), lr=1e-4, quantize_base=True, quantize_delta=True)
         ),
     }
+    chosen = names if names is not None else tuple(factories)
+    unknown = [n for n in chosen if n not in factories]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; valid: {', '.join(factories)}")
+    return {name: factories[name]() for name in chosen}
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -129,6 +159,74 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return total
 
 
+def unlearning_loop_rate(rounds: int, steps: int, arch: str, device: torch.device) -> dict[str, float]:
+    """Steps per second of ``dualoptim.vision.loop.unlearn`` and of a plain loop doing the same work.
+
+    Both run NegGrad+'s forget and retain losses, 1 forget : 5 retain steps, batch 64, with the
+    same model and the same ``dual`` optimizer (AdamW forget side, SGD retain side); evaluations
+    are off. Rounds alternate the two loops; the medians are reported.
+    """
+    from dualoptim.optim import Objective
+    from dualoptim.schedule import Schedule
+    from dualoptim.strategies import STRATEGIES, OptimizerSettings
+    from dualoptim.vision.loop import unlearn
+    from dualoptim.vision.methods import build_method
+    from dualoptim.vision.models import build_model
+
+    shape = (1, 28, 28) if arch == "small-cnn" else (3, 32, 32)
+    generator = torch.Generator().manual_seed(0)
+    forget = (torch.randn(64 * 8, *shape, generator=generator).to(device), torch.randint(0, 10, (512,)).to(device))
+    retain = (torch.randn(64 * 40, *shape, generator=generator).to(device), torch.randint(0, 10, (2560,)).to(device))
+    settings = OptimizerSettings(forget_lr=1e-4, retain_lr=1e-2)
+    iterations = max(1, steps // 6)
+    torch.manual_seed(0)
+    original = build_model(arch, shape, 10, 16 if arch == "small-cnn" else 64).to(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def ours() -> float:
+        model = deepcopy(original)
+        log = unlearn(model, build_method("NegGrad+"), forget, retain, strategy="dual", settings=settings,
+                      schedule=Schedule(iterations, 1, 5), batch_size=64)  # fmt: skip
+        sync()
+        return log.steps / log.seconds
+
+    def plain() -> float:
+        model = deepcopy(original)
+        method = build_method("NegGrad+")
+        start = time.perf_counter()
+        method.prepare(model, forget, retain, generator)
+        optimizer = STRATEGIES.get("dual").build([p for p in model.parameters()], settings)
+        model.train()
+        for i in range(iterations * 6):
+            objective = Objective.FORGET if i % 6 == 0 else Objective.RETAIN
+            data = forget if objective is Objective.FORGET else retain
+            chosen = torch.randint(0, len(data[1]), (64,), generator=generator).to(device)
+            batch = (data[0][chosen], data[1][chosen])
+            loss = (method.forget_loss if objective is Objective.FORGET else method.retain_loss)(model, batch, 0.0)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step(objective=objective)
+        sync()
+        return iterations * 6 / (time.perf_counter() - start)
+
+    rates: dict[str, list[float]] = {"loop": [], "plain": []}
+    ours(), plain()  # warm-up
+    for _ in range(rounds):
+        rates["loop"].append(ours())
+        rates["plain"].append(plain())
+    loop, reference = statistics.median(rates["loop"]), statistics.median(rates["plain"])
+    return {
+        "model": arch,
+        "steps_per_run": iterations * 6,
+        "loop_steps_per_s": round(loop, 2),
+        "plain_steps_per_s": round(reference, 2),
+        "ratio_to_plain": round(loop / reference, 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -144,20 +242,43 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shapes", choices=sorted(SHAPES), default="resnet18", help="parameter shapes (default resnet18)")
+    parser.add_argument("--layers", type=int, default=None, help="llm-1b: fewer transformer blocks (a quick smoke run)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="parameter dtype")
+    parser.add_argument("--variants", default=None, help="comma-separated variant names (default: all; llm-1b: six)")
+    parser.add_argument("--loop", action="store_true", help="also time the unlearning loop against a plain loop")
+    parser.add_argument("--loop-model", default="small-cnn", help="model of --loop: small-cnn | resnet18")
+    parser.add_argument("--note", default=None, help="a note stored in the JSON (e.g. 'machine under load')")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
 
-    params = [torch.randn(shape) * 0.05 for shape in resnet18_shapes()]
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    if args.shapes == "llm-1b":
+        shapes = llm_shapes() if args.layers is None else llm_shapes(layers=args.layers)
+    else:
+        shapes = resnet18_shapes()
+    params = [(torch.randn(shape, device=device) * 0.05).to(dtype) for shape in shapes]
     for p in params:
-        p.grad = torch.randn_like(p) * 1e-3
+        p.grad = (torch.randn_like(p, dtype=torch.float32) * 1e-3).to(dtype)
     num_params = sum(p.numel() for p in params)
-    variants = make_variants(params)
+    if args.variants:
+        names = tuple(n.strip() for n in args.variants.split(",") if n.strip())
+    else:
+        names = LLM_VARIANTS if args.shapes == "llm-1b" else None
+    variants = make_variants(params, names)
 
     for _, step in variants.values():
         for i in range(args.warmup):
             step(i)
+    sync()
     times: dict[str, list[float]] = {name: [] for name in variants}
     counters = dict.fromkeys(variants, args.warmup)
     for round_index in range(args.rounds):
@@ -165,11 +286,16 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.steps):
                 start = time.perf_counter()
                 step(counters[name])
+                sync()  # CUDA kernels run asynchronously: wait for the step before stopping the clock
                 times[name].append((time.perf_counter() - start) * 1e3)
                 counters[name] += 1
         print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
 
-    baseline = statistics.median(times["AdamW (foreach)"])
+    baselines = {
+        key: statistics.median(times[name])
+        for key, name in (("foreach", "AdamW (foreach)"), ("fused", "AdamW (fused)"))
+        if name in times
+    }
     results = []
     for name, (optimizer, _) in variants.items():
         median = statistics.median(times[name])
@@ -178,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 "name": name,
                 "step_ms": round(median, 3),
                 "step_ms_quartiles": [round(q, 3) for q in statistics.quantiles(times[name], n=4)],
-                "ratio_to_adamw_foreach": round(median / baseline, 3),
+                **{f"ratio_to_adamw_{key}": round(median / base, 3) for key, base in baselines.items()},
                 "state_bytes_per_param": round(state_bytes(optimizer) / num_params, 3),
             }
         )
@@ -186,20 +312,32 @@ def main(argv: list[str] | None = None) -> int:
         # the provenance block of every result of this project (dualoptim.runs.environment)
         "environment": environment(["python", *sys.argv]),
         "setup": {
+            "shapes": args.shapes,
             "params": num_params,
             "tensors": len(params),
+            "device": str(device),
+            "dtype": args.dtype,
             "timed_steps_per_variant": args.rounds * args.steps,
             "seed": args.seed,
+            "note": args.note,
         },
         "results": results,
     }
+    if args.loop:
+        del variants, params
+        report["loop"] = unlearning_loop_rate(max(3, args.rounds // 2), 60, args.loop_model, device)
     write_json_atomic(args.out, report)
     width = max(len(r["name"]) for r in results)
-    print(f"{'variant':<{width}}  step ms  x AdamW(foreach)  state B/param")
+    print(f"{'variant':<{width}}  step ms  x AdamW(foreach)  x AdamW(fused)  state B/param")
     for r in results:
         print(
-            f"{r['name']:<{width}}  {r['step_ms']:7.2f}  {r['ratio_to_adamw_foreach']:16.2f}  {r['state_bytes_per_param']:13.2f}"
+            f"{r['name']:<{width}}  {r['step_ms']:7.2f}  {r.get('ratio_to_adamw_foreach', float('nan')):16.2f}"
+            f"  {r.get('ratio_to_adamw_fused', float('nan')):14.2f}  {r['state_bytes_per_param']:13.2f}"
         )
+    if args.loop:
+        loop = report["loop"]
+        print(f"unlearning loop {loop['loop_steps_per_s']} steps/s, plain loop {loop['plain_steps_per_s']} "
+              f"steps/s: {loop['ratio_to_plain']}x")  # fmt: skip
     return 0
 
 

@@ -418,3 +418,17 @@ def test_fused_compiled_kernel_matches_the_literal_reference_in_float64():
             reference.step(grads, objective)
         for fast, slow in zip(params, reference_params):
             torch.testing.assert_close(fast.detach(), slow, rtol=1e-11, atol=1e-12)
+
+
+def test_fused_by_default_only_for_cuda_parameters_with_triton(monkeypatch):
+    import dualoptim.optim.plus as plus
+
+    params = make_params(torch.float32)
+    optimizer = DualOptimPlus(params, lr=1e-3)
+    assert optimizer.param_groups[0]["fused"] is None
+    # On the CPU the default takes the foreach path, whether Triton is installed or not.
+    monkeypatch.setattr(plus, "_triton_available", lambda: True)
+    monkeypatch.setattr(plus, "_fused_dual_optim_plus", lambda *a, **k: pytest.fail("fused on the CPU"))
+    assign(params, random_grads(params, torch.Generator().manual_seed(0)))
+    optimizer.step(objective="retain")
+    assert DualOptimPlus(params, lr=1e-3, fused=False).param_groups[0]["fused"] is False

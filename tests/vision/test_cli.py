@@ -131,7 +131,7 @@ def test_bad_data_and_checkpoints_are_one_line_errors(tiny_bench_yaml, tmp_path,
 def test_sweep_picks_the_forget_lr_of_lowest_gap(tiny_bench_yaml, tmp_path):
     out = tmp_path / "sweep"
     args = ["sweep", "--preset", str(tiny_bench_yaml), "--methods", "GA", "--optimizers", "dual", "--seeds", "0",
-            "--factors", "0.1,10", "--out", str(out), "--no-progress"]
+            "--factors", "0.1,10", "--extend", "0", "--out", str(out), "--no-progress"]
     assert main(args) == 0
     summary = json.loads((out / "sweep.json").read_text())
     points = summary["grid"]["GA"]["dual"]

@@ -23,6 +23,7 @@ VISION_FLAGS = {
     "cache_dir": Flag("cache_dir", is_list=False),
     "device": Flag("device", is_list=False),
     "threads": Flag("threads", is_list=False),
+    "jobs": Flag("jobs", is_list=False),
 }
 
 
@@ -32,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser, out: str = "out/bench") -> No
         methods_help="methods: FT, GA, NegGrad+, RL, SalUn, SCRUB, SFRon (default: the preset's)",
     )  # fmt: skip
     parser.add_argument("--data-root", dest="data", help=argparse.SUPPRESS)  # the name before --data
+    parser.add_argument(
+        "--jobs", type=int, metavar="N",
+        help="run N independent runs at a time in worker processes (one GPU each in turn; default 1)",
+    )  # fmt: skip
 
 
 def vision_config(args: argparse.Namespace):

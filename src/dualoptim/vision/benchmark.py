@@ -40,13 +40,33 @@ from dualoptim.vision.methods import METHODS, build_method
 from dualoptim.vision.metrics import evaluate
 from dualoptim.vision.models import MODELS, build_model
 from dualoptim.vision.splits import Split, make_split, read_indices
-from dualoptim.vision.training import load_checkpoint, save_checkpoint, train_classifier
+from dualoptim.vision.training import (
+    LR_SCHEDULES,
+    TRAIN_OPTIMIZERS,
+    load_checkpoint,
+    save_checkpoint,
+    train_classifier,
+)
 from dualoptim.vision.types import Batch
 
-__all__ = ["Benchmark", "RunSpec", "resolve_schedule", "resolve_settings", "run_benchmark", "validate"]
+__all__ = [
+    "Benchmark",
+    "RunSpec",
+    "resolve_schedule",
+    "resolve_settings",
+    "run_benchmark",
+    "run_parallel",
+    "run_submitit",
+    "validate",
+]
 
 _CACHE_VERSION = 1
+#: where the runs of a benchmark with jobs > 1 are computed
+EXECUTORS = ("processes", "submitit")
 _GRAD_BINS = 100
+#: training options added after the first cached models: they enter a model's cache key only when
+#: they differ from these defaults, so models trained before they existed keep their keys.
+_LATER_TRAIN_OPTIONS = {"optimizer": "sgd", "lr_schedule": "cosine", "milestones": [], "gamma": 0.1, "augment": False}
 
 
 @dataclass(frozen=True)
@@ -144,6 +164,22 @@ def validate(config: VisionConfig) -> None:
         raise ValueError(f"duplicated seeds: {config.seeds}")
     if config.threads is not None and config.threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {config.threads}")
+    if isinstance(config.jobs, bool) or not isinstance(config.jobs, int) or config.jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {config.jobs!r}")
+    if config.executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {config.executor!r}; valid: {', '.join(EXECUTORS)}")
+    if not 0.0 <= config.data.validation_fraction < 1.0:
+        raise ValueError(f"data.validation_fraction must be in [0, 1), got {config.data.validation_fraction}")
+    if config.train.optimizer not in TRAIN_OPTIMIZERS:
+        raise ValueError(f"unknown train.optimizer {config.train.optimizer!r}; valid: {', '.join(TRAIN_OPTIMIZERS)}")
+    if config.train.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown train.lr_schedule {config.train.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+    if config.train.lr_schedule == "step" and any(not 0 < m < config.train.epochs for m in config.train.milestones):
+        raise ValueError(
+            f"train.milestones must be epochs in [1, {config.train.epochs - 1}], got {config.train.milestones}"
+        )
+    if config.model.weights is not None and not getattr(MODELS.get(config.model.arch), "pretrained", False):
+        raise ValueError(f"model {config.model.arch!r} has no pre-trained weights (model.weights={config.model.weights!r})")
     t, u = config.train, config.unlearn
     _check_minimum({"train.epochs": t.epochs, "train.batch_size": t.batch_size, "model.width": config.model.width,
                     "unlearn.batch_size": u.batch_size, "unlearn.curve_examples": u.curve_examples}, 1)  # fmt: skip
@@ -213,22 +249,31 @@ class Benchmark:
             chosen = torch.sort(torch.randperm(len(y), generator=generator)[:limit]).values
             setattr(data, f"{split}_x", x[chosen])
             setattr(data, f"{split}_y", y[chosen])
+        if cfg.validation_fraction:
+            # The papers' code holds out 10% of each class (a fixed draw) before the forget set is
+            # chosen, so CIFAR-10's 50,000 images leave 45,000: 4,500 forget, 40,500 retain.
+            kept = _without_validation(data.train_y, cfg.validation_fraction, generator)
+            data.train_x, data.train_y = data.train_x[kept], data.train_y[kept]
         return data
 
     def new_model(self) -> nn.Module:
-        model = build_model(
-            self.config.model.arch, self.data.image_shape, self.data.num_classes, self.config.model.width
-        )
+        cfg = self.config.model
+        model = build_model(cfg.arch, self.data.image_shape, self.data.num_classes, cfg.width, cfg.weights)
         return model.to(self.device)
 
     def _model_key(self) -> dict[str, Any]:
         cfg = self.config
-        return {
-            "v": _CACHE_VERSION,
-            "data": [cfg.data.dataset, cfg.data.train_subset],
-            "model": [cfg.model.arch, cfg.model.width],
-            "train": dataclasses.asdict(cfg.train),
-        }
+        train = dataclasses.asdict(cfg.train)
+        for name, default in _LATER_TRAIN_OPTIONS.items():
+            if train[name] == default:
+                del train[name]
+        data: list[Any] = [cfg.data.dataset, cfg.data.train_subset]
+        if cfg.data.validation_fraction:
+            data.append({"validation_fraction": cfg.data.validation_fraction})
+        model: list[Any] = [cfg.model.arch, cfg.model.width]
+        if cfg.model.weights is not None:
+            model.append({"weights": cfg.model.weights})
+        return {"v": _CACHE_VERSION, "data": data, "model": model, "train": train}
 
     def _train_cached(
         self, kind: str, key: dict[str, Any], images: torch.Tensor, labels: torch.Tensor, seed: int
@@ -245,7 +290,8 @@ class Benchmark:
         t = self.config.train
         seconds = train_classifier(
             model, images, labels, epochs=t.epochs, lr=t.lr, momentum=t.momentum,
-            weight_decay=t.weight_decay, batch_size=t.batch_size, seed=seed,
+            weight_decay=t.weight_decay, batch_size=t.batch_size, seed=seed, optimizer=t.optimizer,
+            lr_schedule=t.lr_schedule, milestones=t.milestones, gamma=t.gamma, augment=t.augment,
             progress_bar=self.progress_bar, description=kind,
         )  # fmt: skip
         meta = {"seconds": seconds, "key": key, "examples": len(labels)}
@@ -280,7 +326,13 @@ class Benchmark:
         x, y = self.data.train_x, self.data.train_y
         forget = (x[split.forget].to(self.device), y[split.forget].to(self.device))
         retain = (x[split.retain].to(self.device), y[split.retain].to(self.device))
-        test = (self.data.test_x.to(self.device), self.data.test_y.to(self.device))
+        test_x, test_y = self.data.test_x, self.data.test_y
+        if self.config.data.forget == "class":
+            # Class-wise forgetting: TA is the accuracy on the classes that remain (the papers'
+            # code drops the forgotten class from the test set).
+            kept = test_y != self.config.data.forget_class
+            test_x, test_y = test_x[kept], test_y[kept]
+        test = (test_x.to(self.device), test_y.to(self.device))
         generator = torch.Generator().manual_seed(seed)
         limit = self.config.unlearn.curve_examples
 
@@ -294,6 +346,13 @@ class Benchmark:
 
     def evaluate(self, model: nn.Module, sets: tuple[Batch, Batch, Batch]) -> dict[str, float]:
         return evaluate(model, *sets, svc=self.config.unlearn.mia_svc)
+
+    def _test_id(self) -> Any:
+        """What identifies the test set of the runs' keys (unchanged from before class-wise TA existed)."""
+        cfg = self.config.data
+        if cfg.forget == "class":
+            return [cfg.test_subset, {"without_class": cfg.forget_class}]
+        return cfg.test_subset
 
     # -- the runs, resolved once ------------------------------------------------------------------------
     def _original_id(self) -> Any:
@@ -327,7 +386,7 @@ class Benchmark:
                         "batch_size": cfg.unlearn.batch_size,
                         "curve": [cfg.unlearn.curve_points, cfg.unlearn.curve_examples],
                         "svc": cfg.unlearn.mia_svc,
-                        "test": cfg.data.test_subset,
+                        "test": self._test_id(),
                     }
                 )
                 name = f"{slug(method)}__{slug(strategy)}__seed{seed}"
@@ -363,36 +422,39 @@ class Benchmark:
             },
         }
 
-    def reference(self, seed: int, store: RunStore) -> dict[str, Any]:
-        """The retrained reference's and the original model's metrics on ``seed``'s split (stored)."""
-        data = self.seed_data(seed)
-        key = stable_hash(
+    def reference_key(self, seed: int) -> str:
+        """The key of seed ``seed``'s reference record: everything that determines it."""
+        return stable_hash(
             {
                 "original": self._original_id(),
                 "retrain": self._model_key(),
-                "forget": _forget_hash(data.split),
+                "forget": _forget_hash(self.splits[seed]),
                 "seed": seed,
-                "test": self.config.data.test_subset,
+                "test": self._test_id(),
                 "svc": self.config.unlearn.mia_svc,
                 "curve": self.config.unlearn.curve_examples,
             }
         )
 
-        def retrain() -> dict[str, Any]:
-            retrain_key = {**self._model_key(), "forget": _forget_hash(data.split), "seed": seed}
-            model, meta = self._train_cached("retrain", retrain_key, *data.retain, seed)
-            return {
-                "status": "ok",
-                "seed": seed,
-                "metrics": self.evaluate(model, data.sets),
-                "seconds": meta["seconds"],
-                "curve_metrics": self.evaluate(model, data.curve_sets),
-                "original": self.evaluate(self.original, data.sets),
-                "forget_size": len(data.split.forget),
-                "retain_size": len(data.split.retain),
-            }
+    def compute_reference(self, seed: int) -> dict[str, Any]:
+        """Retrain on ``seed``'s retain set (cached) and measure it and the original on ``seed``'s sets."""
+        data = self.seed_data(seed)
+        retrain_key = {**self._model_key(), "forget": _forget_hash(data.split), "seed": seed}
+        model, meta = self._train_cached("retrain", retrain_key, *data.retain, seed)
+        return {
+            "status": "ok",
+            "seed": seed,
+            "metrics": self.evaluate(model, data.sets),
+            "seconds": meta["seconds"],
+            "curve_metrics": self.evaluate(model, data.curve_sets),
+            "original": self.evaluate(self.original, data.sets),
+            "forget_size": len(data.split.forget),
+            "retain_size": len(data.split.retain),
+        }
 
-        return store.get_or_run(f"Retrain__seed{seed}", key, retrain)[0]
+    def reference(self, seed: int, store: RunStore) -> dict[str, Any]:
+        """The retrained reference's and the original model's metrics on ``seed``'s split (stored)."""
+        return store.get_or_run(f"Retrain__seed{seed}", self.reference_key(seed), lambda: self.compute_reference(seed))[0]
 
     # -- the whole benchmark ------------------------------------------------------------------------------
     def run(self, out: str | os.PathLike[str]) -> dict[str, Any]:
@@ -411,17 +473,26 @@ class Benchmark:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=sum(1 + len(p) for p in plans.values()), desc="benchmark", unit="run")
+        if cfg.jobs > 1:
+            # Workers compute what the store lacks; the loop below then reads every record.
+            tasks = [(f"Retrain__seed{seed}", self.reference_key(seed), ("reference", seed)) for seed in plans]
+            tasks += [(spec.name, spec.key, ("run", spec)) for specs in plans.values() for spec in specs]
+            on_done = bar.update if bar else None
+            if cfg.executor == "submitit":
+                run_submitit(cfg, store, tasks, cfg.jobs, out / "submitit", on_done=on_done)
+            else:
+                run_parallel(cfg, store, tasks, cfg.jobs, on_done=on_done)
         references, runs = {}, []
         for seed, specs in plans.items():
             references[seed] = self.reference(seed, store)
-            if bar:
+            if bar and cfg.jobs == 1:
                 bar.update()
             for spec in specs:
                 record, _ = store.get_or_run(spec.name, spec.key, lambda spec=spec: self.run_one(spec))
                 if record["status"] != "ok":
                     self.log(f"{spec.method}/{spec.strategy} seed {seed} failed: {record['reason']}")
                 runs.append(record)
-                if bar:
+                if bar and cfg.jobs == 1:
                     bar.set_postfix_str(f"{spec.method}/{spec.strategy} seed {seed}")
                     bar.update()
         if bar:
@@ -431,6 +502,168 @@ class Benchmark:
         )
         write_json_atomic(out / "results.json", results)
         return results
+
+
+# -- parallel runs ------------------------------------------------------------------------------------
+#: the benchmark of this worker process (built once per worker by _start_worker)
+_WORKER: Benchmark | None = None
+#: a pool whose workers died is restarted this many times before the benchmark gives up
+_MAX_RESTARTS = 3
+
+
+def _start_worker(config: VisionConfig, counter: Any, jobs: int) -> None:
+    """Build this process's benchmark: data, and the original model from the cache the parent filled."""
+    global _WORKER
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    config = copy.deepcopy(config)
+    device = resolve_device(config.device)
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+        config.device = f"cuda:{index % torch.cuda.device_count()}"  # one GPU per worker, round robin
+    if config.threads is None:
+        config.threads = max(1, (os.cpu_count() or 1) // jobs)  # the CPU cores shared, not oversubscribed
+    _WORKER = Benchmark(config, progress_bar=False, log=lambda _: None)
+
+
+def _work(task: tuple[str, Any]) -> dict[str, Any]:
+    kind, payload = task
+    assert _WORKER is not None, "worker not started"
+    return _WORKER.compute_reference(payload) if kind == "reference" else _WORKER.run_one(payload)
+
+
+def run_parallel(
+    config: VisionConfig,
+    store: RunStore,
+    tasks: list[tuple[str, str, tuple[str, Any]]],
+    jobs: int,
+    *,
+    on_done: Callable[[], Any] | None = None,
+) -> int:
+    """Compute every ``(name, key, task)`` the store lacks in ``jobs`` worker processes; return how many.
+
+    Each record is stored by this process the moment its worker returns it, so an interruption
+    loses only the runs in flight. A worker that dies (killed, out of memory) breaks the pool:
+    the runs it and its siblings had in flight go back to the queue and a new pool takes over,
+    up to ``_MAX_RESTARTS`` times. Workers are spawned (not forked), which CUDA requires.
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    pending = []
+    for name, key, task in tasks:
+        if store.get(name, key) is None:
+            pending.append((name, key, task))
+        elif on_done:
+            on_done()
+    computed, restarts = 0, 0
+    context = multiprocessing.get_context("spawn")
+    while pending:
+        counter = context.Value("i", 0)
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                                 initargs=(config, counter, jobs)) as pool:  # fmt: skip
+            futures = {pool.submit(_work, task): (name, key, task) for name, key, task in pending}
+            broken = False
+            while futures and not broken:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name, key, task = futures.pop(future)
+                    try:
+                        record = future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        futures[future] = (name, key, task)  # lost with its worker: run it again
+                        continue
+                    store.put(name, key, record)
+                    pending.remove((name, key, task))
+                    computed += 1
+                    if on_done:
+                        on_done()
+        if broken:
+            restarts += 1
+            if restarts > _MAX_RESTARTS:
+                raise RuntimeError(
+                    f"worker processes died {restarts} times; the {computed} finished runs are stored, "
+                    "rerun the same command to resume"
+                )
+    return computed
+
+
+def _run_chunk(config: VisionConfig, runs: str, provenance: dict[str, Any] | None, chunk: list) -> int:
+    """One cluster job: build the benchmark, then compute and store each run of ``chunk`` the store lacks."""
+    benchmark = Benchmark(config, progress_bar=False, log=lambda _: None)
+    store = RunStore(runs, provenance)
+    for name, key, (kind, payload) in chunk:
+        if store.get(name, key) is None:
+            record = benchmark.compute_reference(payload) if kind == "reference" else benchmark.run_one(payload)
+            store.put(name, key, record)
+    return len(chunk)
+
+
+def run_submitit(
+    config: VisionConfig,
+    store: RunStore,
+    tasks: list[tuple[str, str, tuple[str, Any]]],
+    jobs: int,
+    folder: Path,
+    *,
+    on_done: Callable[[], Any] | None = None,
+) -> int:
+    """Compute the runs the store lacks in ``jobs`` cluster jobs through submitit; return how many.
+
+    submitit submits to SLURM where there is one and runs local subprocesses elsewhere
+    (``config.executor_options`` go to ``update_parameters``). The runs are dealt round robin into
+    the jobs; each job stores every record itself the moment it is finished (the output folder
+    must be on a file system the jobs share), so a lost job costs only the runs it had not
+    finished, and rerunning the command computes those and nothing else.
+    """
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError("executor 'submitit' needs submitit (pip install 'dualoptim[cluster]')") from None
+    pending = []
+    for name, key, task in tasks:
+        if store.get(name, key) is None:
+            pending.append((name, key, task))
+        elif on_done:
+            on_done()
+    if not pending:
+        return 0
+    options = dict(config.executor_options)
+    # "cluster" chooses the backend (slurm, local, debug) and goes to the constructor.
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=options.pop("cluster", None))
+    executor.update_parameters(**options)
+    chunks = [pending[i::jobs] for i in range(min(jobs, len(pending)))]
+    submitted = [executor.submit(_run_chunk, config, str(store.folder), store.provenance, c) for c in chunks]
+    lost = []
+    for job, chunk in zip(submitted, chunks):
+        try:
+            job.result()
+        except Exception as error:  # the job failed or was killed: its finished runs are stored
+            lost.append(f"job {job.job_id}: {str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__}")
+        if on_done:
+            for _ in chunk:
+                on_done()
+    missing = [name for name, key, _ in pending if store.get(name, key) is None]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} runs were not finished ({'; '.join(lost) or 'no job reported an error'}); "
+            "the finished runs are stored, rerun the same command to resume"
+        )
+    return len(pending)
+
+
+def _without_validation(labels: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """Sorted indices of the training examples kept after holding out ``fraction`` of each class."""
+    held = []
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        count = int(fraction * len(members))  # int(), as the papers' code: 10% of 5,000 is 500
+        held.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[torch.cat(held)] = False
+    return torch.nonzero(keep).flatten()
 
 
 def _forget_hash(split: Split) -> str:

@@ -30,7 +30,7 @@ ALL = ("FT", "GA", "NegGrad+", "RL", "SalUn", "SCRUB", "SFRon")
 
 @dataclass
 class DataConfig:
-    dataset: str = option("digits | fashion-mnist | cifar10 | cifar100 | svhn", "digits")
+    dataset: str = option("digits | fashion-mnist | cifar10 | cifar100 | svhn | tiny-imagenet", "digits")
     root: str | None = option(
         "folder holding the data sets (default: dualoptim.paths.default_data_root())", None
     )
@@ -38,6 +38,9 @@ class DataConfig:
         "use this many training examples (a fixed random subset); None = all", None
     )
     test_subset: int | None = option("use this many test examples (a fixed random subset); None = all", None)
+    validation_fraction: float = option(
+        "share of each class held out of the training set before the forget set is drawn (0: none)", 0.0
+    )
     forget: str = option("how the forget set is chosen: random | class | indices", "random")
     forget_fraction: float | None = option("random: share of the training set to forget, in (0, 1)", 0.1)
     forget_count: int | None = option("random: number of examples to forget (overrides the fraction)", None)
@@ -49,6 +52,9 @@ class DataConfig:
 class ModelConfig:
     arch: str = option("small-cnn | resnet18", "small-cnn")
     width: int = option("channels of the first stage", 16)
+    weights: str | None = option(
+        "pre-trained weights of a torchvision model (swin-t: DEFAULT = ImageNet-1k); None = random init", None
+    )
     checkpoint: str | None = option("a trained original model (state dict); None = train one (cached)", None)
 
 
@@ -57,11 +63,16 @@ class TrainConfig:
     """How the original (whole training set) and the retrained references (retain set) are trained."""
 
     epochs: int = option("training epochs", 30)
-    lr: float = option("SGD learning rate (cosine decay to 0)", 0.05)
+    lr: float = option("initial learning rate", 0.05)
     momentum: float = option("SGD momentum", 0.9)
-    weight_decay: float = option("SGD weight decay", 5e-4)
+    weight_decay: float = option("weight decay (SGD: coupled; AdamW: decoupled)", 5e-4)
     batch_size: int = option("mini-batch size", 64)
     seed: int = option("seed of the original model's training (retrains use the run seed)", 0)
+    optimizer: str = option("sgd | adamw", "sgd")
+    lr_schedule: str = option("cosine (decay to 0) | step (x gamma at each milestone epoch)", "cosine")
+    milestones: list[int] = option("step schedule: epochs at which the rate is multiplied by gamma", factory=list)
+    gamma: float = option("step schedule: the factor at each milestone", 0.1)
+    augment: bool = option("random crop (4-pixel zero padding) and horizontal flip of training images", False)
 
 
 @dataclass
@@ -159,3 +170,13 @@ class VisionConfig:
         "where models and data live: cpu | cuda | cuda:N | auto (cuda when available)", "auto"
     )
     threads: int | None = option("torch CPU threads (null: torch's default)", None)
+    jobs: int = option(
+        "worker processes running independent runs in parallel (each GPU of a multi-GPU machine gets one in turn)", 1
+    )
+    executor: str = option(
+        "where jobs > 1 runs: processes (local workers) | submitit (SLURM jobs; local subprocesses without SLURM)",
+        "processes",
+    )
+    executor_options: dict[str, Any] = option(
+        "submitit parameters, e.g. {slurm_partition: gpu, timeout_min: 600, gpus_per_node: 1}", factory=dict
+    )

@@ -179,3 +179,83 @@ def load_cifar100(root: Path) -> ImageData:
 def load_svhn(root: Path) -> ImageData:
     """SVHN via torchvision (optional extra ``vision``)."""
     return _torchvision_images("svhn", root, cls="SVHN")
+
+
+# ImageNet statistics: the normalisation the Swin-T ImageNet weights were trained with, and the
+# papers' TinyImageNet pipeline (transforms.Normalize in their data code).
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+#: test images per class: the papers' code moves the first 25 of each class's 50 official
+#: validation images to a validation folder and tests on the other 25.
+_TINY_TEST_PER_CLASS = 25
+
+
+@DATASETS.register("tiny-imagenet")
+def load_tiny_imagenet(root: Path) -> ImageData:
+    """TinyImageNet-200 (64x64 RGB, 200 classes) from the official folder layout.
+
+    Reads ``root/tiny-imagenet-200`` (or ``root``) as unpacked from ``tiny-imagenet-200.zip``:
+    ``wnids.txt``, ``train/<wnid>/images/*.JPEG`` (500 per class) and ``val/images/*.JPEG`` with
+    ``val/val_annotations.txt``. Train: every training image. Test: of each class's 50 validation
+    images (sorted by file name) the last 25, as in the papers' code, which keeps the first 25 for
+    validation. Images are decoded once into one tensor (100,000 x 3 x 64 x 64 floats, 4.9 GB) and
+    normalised with ImageNet's mean and std; crops, flips and the resize to 224 happen on the
+    device (:mod:`dualoptim.vision.augment`, :class:`dualoptim.vision.models.SwinT`).
+    """
+    folder = root / "tiny-imagenet-200"
+    if not folder.is_dir() and (root / "wnids.txt").is_file():
+        folder = root
+    wnids_file = folder / "wnids.txt"
+    if not wnids_file.is_file():
+        raise ValueError(
+            f"TinyImageNet not found: {wnids_file} does not exist (unpack tiny-imagenet-200.zip into {root})"
+        )
+    wnids = wnids_file.read_text(encoding="utf-8").split()
+    classes = {wnid: label for label, wnid in enumerate(wnids)}
+    train_files, train_labels = [], []
+    for wnid in wnids:
+        files = sorted((folder / "train" / wnid / "images").glob("*.JPEG"))
+        if not files:
+            raise ValueError(f"no training images in {folder / 'train' / wnid / 'images'}")
+        train_files += files
+        train_labels += [classes[wnid]] * len(files)
+    annotations = folder / "val" / "val_annotations.txt"
+    if not annotations.is_file():
+        raise ValueError(f"TinyImageNet validation labels not found: {annotations}")
+    per_class: dict[str, list[str]] = {}
+    for line in annotations.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 2:
+            if fields[1] not in classes:
+                raise ValueError(f"{annotations}: unknown class {fields[1]!r} (not in wnids.txt)")
+            per_class.setdefault(fields[1], []).append(fields[0])
+    test_files, test_labels = [], []
+    for wnid, names in per_class.items():
+        kept = sorted(names)[len(names) // 2 :][-_TINY_TEST_PER_CLASS:]  # the second half, at most 25
+        test_files += [folder / "val" / "images" / name for name in kept]
+        test_labels += [classes[wnid]] * len(kept)
+    mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
+    train_x = (_decode_rgb(train_files) - mean) / std
+    test_x = (_decode_rgb(test_files) - mean) / std
+    return ImageData(
+        "tiny-imagenet", train_x, torch.tensor(train_labels), test_x, torch.tensor(test_labels), len(wnids)
+    )
+
+
+def _decode_rgb(files: list[Path]) -> Tensor:
+    """Decode image files of one size into a float ``[N, 3, H, W]`` tensor in [0, 1] (grey images as RGB)."""
+    import numpy as np
+    from PIL import Image
+
+    arrays = []
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                arrays.append(np.asarray(image.convert("RGB")))
+        except OSError as error:
+            raise ValueError(f"cannot read image {path}: {error}") from None
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"images of different sizes {sorted(shapes)[:3]}: resize them to one size first")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0

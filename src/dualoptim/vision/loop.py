@@ -21,6 +21,10 @@ from dualoptim.vision.types import Batch
 
 __all__ = ["BatchStream", "Checkpoints", "RunLog", "Source", "Stream", "unlearn"]
 
+#: losses are checked for non-finite values every this many steps (and at evaluations and the end):
+#: reading a value back from the device every step would make each step wait for the device
+CHECK_EVERY = 16
+
 
 @dataclass
 class RunLog:
@@ -171,9 +175,30 @@ def unlearn(
     log = RunLog(steps=len(plan))
     eval_at = {round(i * len(plan) / eval_points) for i in range(eval_points)} if eval_points else set()
     eval_seconds = 0.0
+    # Losses and gradient norms stay on the device until they are checked or logged.
+    unchecked: list[tuple[int, Objective, Tensor]] = []
+    norms: dict[Objective, list[Tensor]] = {Objective.FORGET: [], Objective.RETAIN: []}
+
+    def check_losses() -> None:
+        """Stop with the first non-finite loss since the last check (one read-back for all of them)."""
+        if not unchecked:
+            return
+        finite = torch.stack([torch.isfinite(loss) for _, _, loss in unchecked])
+        if not bool(finite.all()):
+            step, objective, loss = unchecked[int((~finite).nonzero()[0])]
+            raise NonFiniteLoss(f"{objective.value} loss became {loss.item()} at step {step} of {len(plan)}")
+        unchecked.clear()
+
+    def flush_norms() -> None:
+        """Move the gradient norms kept on the device into the log (one read-back for all of them)."""
+        for objective, values in norms.items():
+            if values:
+                log.grad_norms[objective.value].extend(torch.stack(values).tolist())
+                values.clear()
 
     def record(step: int) -> None:
         nonlocal eval_seconds
+        check_losses()
         tick = time.perf_counter()
         log.curve.append({"progress": step / len(plan), **evaluate(model)})
         eval_seconds += time.perf_counter() - tick
@@ -192,33 +217,36 @@ def unlearn(
     for step in steps:
         if evaluate is not None and step in eval_at:
             record(step)
+        if step % CHECK_EVERY == 0:
+            check_losses()
         objectives = plan[step]
         progress = step / len(plan)
         model.train()
-        total = [torch.zeros_like(p) for p in params]
+        total: list[Tensor] | None = None
         for objective in objectives:
             loss = losses[objective](model, streams[objective].next(), progress)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"{objective.value} loss became {loss.item()} at step {step} of {len(plan)}"
-                )
+            unchecked.append((step, objective, loss.detach()))
             grads = torch.autograd.grad(loss, params, allow_unused=True)
+            # Only a parameter this loss does not use (rare) gets a zero gradient.
             grads = {name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(named, grads)}
             # Masked weights get no gradient from this objective (SalUn: both, SFRon: forget only).
             grads = mask_gradients(grads, masks[objective])
-            norm = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(g) for g in grads.values()])
-            ).item()
-            log.grad_norms[objective.value].append(norm)
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(grads.values()))))
+            norms[objective].append(norm)
             log.grad_steps[objective.value].append(step)
-            # SFRon clips the global norm of the forget gradient.
-            if clips[objective] is not None and norm > clips[objective]:
-                grads = {name: g * (clips[objective] / norm) for name, g in grads.items()}
+            values = list(grads.values())
+            # SFRon clips the global norm of the forget gradient; the scale is computed on the
+            # device (in float64, as a Python float would be) so that the step does not wait.
+            if clips[objective] is not None:
+                scale = torch.where(norm.double() > clips[objective], clips[objective] / norm.double(), 1.0)
+                values = torch._foreach_mul(values, scale.to(norm.dtype))
             # Joint steps add L_f and L_r gradients here, so methods never add losses themselves;
             # the forget gradient is weighted eta_f / eta_r so that a joint step honours both rates.
             weight = forget_weight if objective is Objective.FORGET and len(objectives) > 1 else 1.0
-            for accumulated, g in zip(total, grads.values()):
-                accumulated.add_(g, alpha=weight)
+            if total is None:
+                total = values if weight == 1.0 else torch._foreach_mul(values, weight)
+            else:
+                torch._foreach_add_(total, values, alpha=weight)
         for p, g in zip(params, total):
             p.grad = g
         # Weights frozen for this step's objectives are put back after the step: weight decay and
@@ -228,14 +256,19 @@ def unlearn(
         try:
             optimizer.step(objective=objectives[-1])
         except FloatingPointError as error:  # 8-bit states refuse non-finite gradients
+            check_losses()  # a non-finite loss is the better explanation
             raise NonFiniteLoss(f"non-finite gradient at step {step} of {len(plan)}: {error}") from None
         restore_frozen(model, frozen)
         if scheduler is not None:
             scheduler.step()
         if checkpoints is not None and (step + 1) % checkpoints.every == 0 and step + 1 < len(plan):
+            check_losses()  # never save a state that a non-finite loss already spoiled
+            flush_norms()
             checkpoints.save(_state(step + 1, time.perf_counter() - start - eval_seconds, model, optimizer,
                                     scheduler, generator, streams, log))  # fmt: skip
+    check_losses()
     optimizer.zero_grad(set_to_none=True)
+    flush_norms()
     if not all(torch.isfinite(p).all() for p in params):
         raise NonFiniteLoss(f"parameters became non-finite during the {len(plan)} steps")
     if evaluate is not None:

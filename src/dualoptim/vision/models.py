@@ -1,19 +1,30 @@
-"""Image classifiers: a small CNN for 8x8 and 28x28 images and ResNet-18 with the CIFAR stem."""
+"""Image classifiers: a small CNN for 8x8 and 28x28 images, ResNet-18 with the CIFAR stem, Swin-T."""
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dualoptim.registry import Registry
 
-__all__ = ["MODELS", "ResNet18", "SmallCNN", "build_model"]
+__all__ = ["MODELS", "ResNet18", "SmallCNN", "SwinT", "build_model"]
 
 MODELS = Registry["type[nn.Module]"]("model")
 
 
-def build_model(name: str, image_shape: tuple[int, int, int], num_classes: int, width: int) -> nn.Module:
-    """Build model ``name`` (see ``MODELS.names()``) for ``image_shape`` = (channels, height, width)."""
-    return MODELS.get(name)(image_shape=image_shape, num_classes=num_classes, width=width)
+def build_model(
+    name: str, image_shape: tuple[int, int, int], num_classes: int, width: int, weights: str | None = None
+) -> nn.Module:
+    """Build model ``name`` (see ``MODELS.names()``) for ``image_shape`` = (channels, height, width).
+
+    ``weights`` names pre-trained weights of models that have them (``swin-t``); None = random init.
+    """
+    cls = MODELS.get(name)
+    if weights is None:
+        return cls(image_shape=image_shape, num_classes=num_classes, width=width)
+    if not getattr(cls, "pretrained", False):
+        raise ValueError(f"model {name!r} has no pre-trained weights (got weights={weights!r}); use swin-t")
+    return cls(image_shape=image_shape, num_classes=num_classes, width=width, weights=weights)
 
 
 @MODELS.register("small-cnn")
@@ -99,3 +110,42 @@ class ResNet18(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.pool(self.layers(self.stem(x))))
+
+
+@MODELS.register("swin-t")
+class SwinT(nn.Module):
+    """torchvision's Swin-T behind a bicubic resize to 224x224, with a new ``num_classes`` head.
+
+    The TinyImageNet setting of the papers' code: 64x64 images (already cropped and flipped) are
+    resized to 224 (``transforms.Resize(224, BICUBIC)``), the input size of the ImageNet-1k
+    weights. ``weights="DEFAULT"`` (or a torchvision weight name) loads those weights, downloaded
+    by torchvision on first use; None builds a randomly initialised network. ``width`` is unused.
+    torchvision is imported here, not at module import, because it is an optional extra.
+    """
+
+    pretrained = True
+    input_size = 224
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] = (3, 64, 64),
+        num_classes: int = 200,
+        width: int = 0,
+        weights: str | None = None,
+    ) -> None:
+        super().__init__()
+        if image_shape[0] != 3:
+            raise ValueError(f"swin-t takes RGB images (3 channels), got {image_shape[0]} channels")
+        try:
+            from torchvision.models import swin_t
+        except Exception as error:  # ImportError, or RuntimeError when torchvision mismatches torch
+            raise ValueError(
+                f"model swin-t needs torchvision (pip install 'dualoptim[vision]'), which cannot be imported: {error}"
+            ) from None
+        self.body = swin_t(weights=weights)
+        self.body.head = nn.Linear(self.body.head.in_features, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bicubic", align_corners=False)
+        return self.body(x)

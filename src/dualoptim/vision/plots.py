@@ -1,4 +1,4 @@
-"""Image-classification figures from results.json: metrics along the run (stability) and gradient norms."""
+"""Image-classification figures: metrics along the run (stability), gradient norms, the sensitivity map."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dualoptim.metrics.aggregate import METRICS
 from dualoptim.reports.plots import STRATEGY_COLORS, band, pyplot, save
 from dualoptim.vision.results import strategy_of
 
-__all__ = ["plot_grad_norms", "plot_stability"]
+__all__ = ["plot_grad_norms", "plot_sensitivity", "plot_stability"]
 
 
 def _header(fig, axes, title: str) -> None:
@@ -99,4 +99,48 @@ def plot_grad_norms(results: dict[str, Any], path: str | Path, methods: list[str
     _header(
         fig, axes, "gradient norm of each objective (after masking, before clipping), mean ± std over seeds"
     )
+    return save(fig, path)
+
+
+def plot_sensitivity(summary: dict[str, Any], path: str | Path, methods: list[str] | None = None) -> Path:
+    """The sensitivity map of a sweep.json: Gap and Std against the swept learning rate (log scale).
+
+    One row per method, one line per strategy. The Gap line is the papers' Gap; its band is ± the
+    std over seeds of each seed's own Gap. The Std panel is the papers' Std (itself a spread over
+    seeds, so it has no band). A ring marks the rate of lowest Gap. Both axes are logarithmic.
+    """
+    plt = pyplot()
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    side = summary.get("side", "forget")
+    grid = summary["grid"]
+    methods = methods or list(grid)
+    fig, axes = plt.subplots(len(methods), 2, figsize=(8.0, 2.5 * len(methods) + 0.7), squeeze=False)
+    for i, method in enumerate(methods):
+        for strategy, points in grid.get(method, {}).items():
+            done = [p for p in points if p["Gap"] is not None]
+            if not done:
+                continue
+            x = [p[f"{side}_lr"] for p in done]
+            color = STRATEGY_COLORS.get(strategy)
+            spread = [p.get("seed_gap_std") for p in done]
+            band(axes[i][0], x, [p["Gap"] for p in done], spread, label=strategy, color=color, floor=0.05)
+            axes[i][1].plot(x, [p["Std"] for p in done], color=color, marker="o", ms=3, lw=1.5, label=strategy)
+            best = min(done, key=lambda p: p["Gap"])
+            axes[i][0].plot([best[f"{side}_lr"]], [best["Gap"]], "o", mfc="none", mec=color, ms=9)
+        for j, score in enumerate(("Gap", "Std")):
+            ax = axes[i][j]
+            # Log axes: a diverging rate's Gap of 60 and the best rates' 1-3 both stay readable.
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_title(f"{method}: {score}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            if i == len(methods) - 1:
+                ax.set_xlabel(f"{side} learning rate", fontsize=8)
+    seeds = summary.get("seeds", [])
+    _header(fig, axes, f"sensitivity to the {side} learning rate ({len(seeds)} seeds; lower is better)")
     return save(fig, path)
