@@ -21,6 +21,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS: dict[str, str] = {
     "bench": "dualoptim.cli.bench",
     "tofu": "dualoptim.cli.tofu",
+    "diffusion": "dualoptim.cli.diffusion",
     "sweep": "dualoptim.cli.sweep",
     "report": "dualoptim.cli.report",
     "strategies": "dualoptim.cli.strategies",

@@ -8,7 +8,7 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", help="vision or tofu")
+    parser.add_argument("task", help="vision, tofu or diffusion")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,8 +20,10 @@ def run(args: argparse.Namespace) -> int:
         from dualoptim.vision.config import VisionConfig as cls
     elif args.task == "tofu":
         from dualoptim.llm.config import TofuConfig as cls
+    elif args.task == "diffusion":
+        from dualoptim.diffusion.config import DiffusionConfig as cls
     else:
-        raise ValueError(f"unknown task {args.task!r}; valid: tofu, vision")
+        raise ValueError(f"unknown task {args.task!r}; valid: diffusion, tofu, vision")
     for key in describe(cls):
         if key.type == "section":
             print(f"{key.key}:  {key.help}")
