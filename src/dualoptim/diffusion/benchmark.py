@@ -176,9 +176,18 @@ class Benchmark:
             config, self.data, self.cache, self.device, progress_bar=progress_bar, log=log
         )
         self.original.eval().requires_grad_(True)
+        if self.original.num_classes != self.data.num_classes:
+            raise ValueError(f"the model has {self.original.num_classes} classes, the data set {self.data.num_classes}")
+        # A latent model (DiT) is trained, unlearned and sampled on VAE latents; metrics see decoded images.
+        self.latent = hasattr(self.original, "encode")
+        self.train_images = self._encode(self.data.images) if self.latent else self.data.images
         self.noise = self._noise_bank()
         self.real = self._real_reference()
         self._before: dict[int, Tensor] | None = None
+        self._before_space: dict[int, Tensor] | None = None
+
+    def _encode(self, images: Tensor) -> Tensor:
+        return torch.cat([self.original.encode(images[i : i + 64].to(self.device)).cpu() for i in range(0, len(images), 64)])
 
     def _load_data(self) -> LabelledImages:
         cfg = self.config.data
@@ -195,7 +204,7 @@ class Benchmark:
     def _noise_bank(self) -> dict[int, Tensor]:
         """Starting noise of every generated image: ``forget_samples`` per class, the same for every model."""
         n = max(self.config.eval.forget_samples, self.config.eval.kept_samples)
-        shape = self.data.image_shape
+        shape = tuple(self.train_images.shape[1:])
         return {c: torch.randn((n, *shape), generator=torch.Generator().manual_seed(_EVAL_SEED + c))
                 for c in range(self.data.num_classes)}  # fmt: skip
 
@@ -209,20 +218,28 @@ class Benchmark:
             feats[c] = images[chosen]
         return feats
 
-    def generate(self, model: nn.Module, per_class: dict[int, int]) -> dict[int, Tensor]:
-        """``per_class[c]`` images of every class ``c``, grown from the first noises of its bank."""
+    def generate(self, model: nn.Module, per_class: dict[int, int], *, raw: bool = False) -> dict[int, Tensor]:
+        """``per_class[c]`` images of every class ``c``, grown from the first noises of its bank
+        (decoded to pixels for a latent model unless ``raw``)."""
         labels = torch.cat([torch.full((n,), c) for c, n in per_class.items()])
         noise = torch.cat([self.noise[c][:n] for c, n in per_class.items()])
         s = self.config.sample
         images = self.diffusion.sample(model, labels, noise, steps=s.ddim_steps, guidance=s.guidance, batch_size=s.batch_size)
+        if self.latent and not raw:
+            images = torch.cat([model.decode(images[i : i + 32].to(self.device)).cpu() for i in range(0, len(images), 32)])
         return dict(zip(per_class, images.split(list(per_class.values()))))
 
-    def before(self) -> dict[int, Tensor]:
-        """The original model's samples: ``forget_samples`` of every class (also SA's replay and Fisher data)."""
+    def before(self, raw: bool = False) -> dict[int, Tensor]:
+        """The original model's samples: ``forget_samples`` of every class (in the model's space, ``raw``,
+        they are SA's replay and Fisher data)."""
         if self._before is None:
             n = max(self.config.eval.forget_samples, self.config.eval.kept_samples)
-            self._before = self.generate(self.original, {c: n for c in range(self.data.num_classes)})
-        return self._before
+            self._before_space = self.generate(self.original, {c: n for c in range(self.data.num_classes)}, raw=True)
+            self._before = self._before_space
+            if self.latent:
+                self._before = {c: torch.cat([self.original.decode(x[i : i + 32].to(self.device)).cpu()
+                                              for i in range(0, len(x), 32)]) for c, x in self._before_space.items()}  # fmt: skip
+        return self._before_space if raw else self._before
 
     def distance(self, generated: dict[int, Tensor], kept: list[int]) -> float:
         """FD (classifier features) or FID of the kept classes' generated images against their real images."""
@@ -289,9 +306,9 @@ class Benchmark:
         return specs
 
     def context(self, forget_class: int, seed: int) -> Context:
-        x, y = self.data.images, self.data.labels
+        x, y = self.train_images, self.data.labels
         forget = y == forget_class
-        generated = self.before()
+        generated = self.before(raw=True)
         gen_labels = torch.cat([torch.full((len(v),), c) for c, v in generated.items()])
         return Context(
             diffusion=self.diffusion, forget_class=forget_class, num_classes=self.data.num_classes,

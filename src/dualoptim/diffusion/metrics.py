@@ -60,7 +60,7 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
         raise ValueError(f"the Fréchet distance needs at least 2 samples per set, got {len(a)} and {len(b)}")
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
     values, vectors = np.linalg.eigh(cov_a)
     root_a = (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
     middle = np.linalg.eigvalsh(root_a @ cov_b @ root_a).clip(min=0)
