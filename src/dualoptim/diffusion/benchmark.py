@@ -14,6 +14,7 @@ class), so grids and metrics compare images grown from the same noise.
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import time
@@ -273,16 +274,20 @@ class Benchmark:
         }
 
     def grid(self, generated: dict[int, Tensor], forget_class: int) -> dict[str, Any]:
-        """The pixels (uint8) of a grid: the forgotten class and a few kept classes, before and after."""
+        """The pixels of a grid (uint8, ``[classes, images, C, H, W]``, base64): the forgotten class and a few
+        kept classes, before and after unlearning."""
         e = self.config.eval
         kept = [c for c in range(self.data.num_classes) if c != forget_class][: e.grid_classes]
         classes = [forget_class, *kept]
 
-        def pixels(images: dict[int, Tensor]) -> list:
+        def pixels(images: dict[int, Tensor]) -> str:
             rows = torch.stack([images[c][: e.grid_images] for c in classes])
-            return ((rows + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).tolist()
+            # uint8 bytes as base64: a record stays a few kB instead of a number per line
+            return base64.b64encode(((rows + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy().tobytes()).decode()
 
-        return {"classes": [self.data.classes[c] for c in classes], "before": pixels(self.before()), "after": pixels(generated)}
+        shape = [len(classes), e.grid_images, *self.data.image_shape]
+        return {"classes": [self.data.classes[c] for c in classes], "shape": shape,
+                "before": pixels(self.before()), "after": pixels(generated)}  # fmt: skip
 
     # -- the runs -------------------------------------------------------------------------------------
     def specs(self) -> list[RunSpec]:

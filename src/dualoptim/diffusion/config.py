@@ -132,7 +132,7 @@ class OptimConfig:
 
 @dataclass
 class UnlearnConfig:
-    forget_classes: list[int | str] = option("classes to forget, one run each (index or name)", factory=lambda: [0, 1, 7])
+    forget_classes: list[int | str] = option("classes to forget, one run each (index or name)", factory=lambda: [1, 2, 8])
     iterations: int = option("iterations: each one forget step then one retain step (the 1:1 schedule)", 60)
     batch_size: int = option("mini-batch size of forget and retain batches", 64)
     optim: OptimConfig = option("optimizer settings", factory=OptimConfig)

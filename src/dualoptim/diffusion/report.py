@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from dualoptim.io import read_json, write_text_atomic
 from dualoptim.reports.plots import STRATEGY_COLORS, pyplot, save
@@ -80,11 +83,11 @@ def write_grids(runs: Path, out: Path) -> list[Path]:
         if "grid" not in record:
             continue
         grid = record["grid"]
-        fig, axes = plt.subplots(1, 2, figsize=(6, 0.9 * len(grid["classes"]) + 0.6))
+        rows, columns = grid["shape"][0], grid["shape"][1]
+        fig, axes = plt.subplots(1, 2, figsize=(2 * 0.55 * columns + 1.2, 0.55 * rows + 0.8))
         for ax, side in zip(axes, ("before", "after")):
-            import numpy as np
-
-            pixels = np.asarray(grid[side], dtype=np.uint8)  # [classes, images, C, H, W]
+            raw = np.frombuffer(base64.b64decode(grid[side]), dtype=np.uint8)
+            pixels = raw.reshape(grid["shape"])  # [classes, images, C, H, W]
             rows = [np.concatenate(list(row.transpose(0, 2, 3, 1)), axis=1) for row in pixels]
             image = np.concatenate(rows, axis=0)
             ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
