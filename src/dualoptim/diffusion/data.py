@@ -106,15 +106,16 @@ def _idx(folder: Path, stem: str) -> Path:
 
 
 @DATASETS.register("fashion-mnist")
-def load_fashion_mnist(root: Path) -> LabelledImages:
-    """The 60,000 Fashion-MNIST training images from ``root/fashion-mnist`` (or ``root``)."""
+def load_fashion_mnist(root: Path, test: bool = False) -> LabelledImages:
+    """The 60,000 Fashion-MNIST training images (``test``: the 10,000 test images) from ``root/fashion-mnist`` (or ``root``)."""
     folder = root / "fashion-mnist"
     if not folder.is_dir() and (root / "train-images-idx3-ubyte.gz").is_file():
         folder = root
     if not folder.is_dir():
         raise ValueError(f"data folder {folder} does not exist (pass --data with the folder of the IDX files)")
-    images = _read_idx(_idx(folder, "train-images-idx3-ubyte")).float().unsqueeze(1) / 127.5 - 1.0
-    labels = _read_idx(_idx(folder, "train-labels-idx1-ubyte")).long()
+    prefix = "t10k" if test else "train"
+    images = _read_idx(_idx(folder, f"{prefix}-images-idx3-ubyte")).float().unsqueeze(1) / 127.5 - 1.0
+    labels = _read_idx(_idx(folder, f"{prefix}-labels-idx1-ubyte")).long()
     if len(images) != len(labels):
         raise ValueError(f"image and label files in {folder} disagree on the number of examples")
     return LabelledImages("fashion-mnist", images, labels, FASHION_MNIST_CLASSES)
