@@ -18,6 +18,7 @@ def test_a_tiny_benchmark_writes_the_envelope_table_figure_grids_and_resumes(tmp
     results = json.loads((out / "results.json").read_text())
     assert list(results)[:6] == ["task", "config", "environment", "command", "rows", "seconds"]
     assert results["task"] == "diffusion" and results["distance"] == "FD (classifier features)"
+    assert isinstance(results["seconds"], float) and results["run_seconds"] > 0
     rows = {(r["method"], r["strategy"]): r for r in results["rows"]}
     assert set(rows) == {("Original", None), ("SFRon", "alternate"), ("SFRon", "dual"), ("SA", "alternate"), ("SA", "dual")}
     for row in results["rows"]:

@@ -50,12 +50,14 @@ def build_results(config: DiffusionConfig, environment: dict[str, Any], original
     for (method, strategy), by_class in grouped.items():
         per_class = {name: {k: sum(e[k] for e in entries) / len(entries) for k in entries[0]}
                      for name, entries in by_class.items()}  # fmt: skip
-        seconds = [m["seconds"] for m in per_class.values()]
-        rows.append(_row(method, strategy, per_class, seconds=sum(seconds) / len(seconds)))
+        times = [m["seconds"] for m in per_class.values()]
+        rows.append(_row(method, strategy, per_class, seconds=sum(times) / len(times)))
     return envelope(
         TASK, to_dict(config), environment, rows, seconds,
         distance=distance, classes=list(classes),
         original={"sample_accuracy": original["sample_accuracy"], "pretrain_seconds": original["pretrain_seconds"],
                   "classifier_seconds": original["classifier_seconds"]},
         failures=failures,
+        # unlearning plus sampling of every run, as stored: unlike `seconds` it survives a resume
+        run_seconds=sum(r.get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in records),
     )  # fmt: skip
