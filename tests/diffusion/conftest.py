@@ -45,9 +45,9 @@ strategies: [alternate, dual]
 cache_dir: {model_cache}
 data: {{dataset: digits, image_size: 8}}
 model: {{channels: [8, 16], attention: [false, false], norm_groups: 4}}
-train: {{steps: 150, batch_size: 64, lr: 3.0e-3, ema_decay: 0.9, timesteps: 100}}
+train: {{steps: 40, batch_size: 32, lr: 3.0e-3, ema_decay: 0.9, timesteps: 100}}
 sample: {{ddim_steps: 5}}
-classifier: {{epochs: 2, width: 8}}
+classifier: {{epochs: 1, width: 8}}
 eval: {{forget_samples: 12, kept_samples: 4, real_per_class: 8, grid_classes: 2, grid_images: 3}}
 unlearn:
   forget_classes: [3]
