@@ -1,7 +1,8 @@
 """Accuracy of the diffusion task's classifier (the judge of FA and the features of FD) on held-out real images.
 
 Loads the cached classifier of a diffusion preset (training it when it is not cached) and scores
-it on the Fashion-MNIST test images, resized like the training images. Writes JSON with the
+it on the Fashion-MNIST test images, resized like the training images, and records how it labels
+1,000 uniform-noise images (what FA counts when a method turns a class into noise). Writes JSON with the
 command, commit, hardware and torch version.
 
     python benchmarks/diffusion_classifier.py --preset fashion-mnist-ddpm --data ../shared/data \
@@ -45,12 +46,18 @@ def main() -> None:
     images = F.interpolate(test.images, size=(size, size), mode="area").clamp(-1, 1)
     per_class = {name: class_accuracy(classifier, images[test.labels == c], test.labels[test.labels == c])
                  for c, name in enumerate(test.classes)}  # fmt: skip
+    # What the judge says about images of no class: FA counts these too when a method maps the
+    # forgotten class to noise (SA) or to degenerate patterns.
+    noise = torch.rand((1000, *train.image_shape), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        predicted = classifier(noise).argmax(1)
+    noise_labels = {name: 100.0 * (predicted == c).float().mean().item() for c, name in enumerate(test.classes)}
     write_json_atomic(args.out, {
         "what": "accuracy (%) of the diffusion task's classifier on the 10,000 Fashion-MNIST test images",
         "image_size": size, "accuracy": class_accuracy(classifier, images, test.labels), "per_class": per_class,
-        "classifier_training_seconds": meta.get("seconds"), "environment": env,
+        "uniform_noise_labels": noise_labels, "classifier_training_seconds": meta.get("seconds"), "environment": env,
     })  # fmt: skip
-    print(per_class)
+    print(per_class, noise_labels)
 
 
 if __name__ == "__main__":
