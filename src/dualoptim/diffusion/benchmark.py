@@ -210,7 +210,7 @@ class Benchmark:
                 for c in range(self.data.num_classes)}  # fmt: skip
 
     def _real_reference(self) -> dict[int, Tensor]:
-        """Classifier features of ``real_per_class`` real training images of every class."""
+        """``real_per_class`` real training images of every class (a fixed draw): what FD compares against."""
         generator = torch.Generator().manual_seed(_EVAL_SEED)
         feats = {}
         for c in range(self.data.num_classes):
