@@ -32,7 +32,7 @@ from dualoptim.io import read_json, write_json_atomic, write_text_atomic
 __all__ = ["ENVELOPE_KEYS", "RunStore", "environment", "envelope", "open_output", "stable_hash", "slug"]
 
 #: packages whose versions every provenance block records when they are installed
-VERSIONED = ("numpy", "scipy", "scikit-learn", "transformers", "tokenizers", "accelerate", "datasets", "torchvision")
+VERSIONED = ("numpy", "scipy", "scikit-learn", "transformers", "tokenizers", "accelerate", "datasets", "torchvision", "diffusers")
 #: the top level of every results.json, in this order; tasks add their own keys after these.
 ENVELOPE_KEYS = ("task", "config", "environment", "command", "rows", "seconds")
 

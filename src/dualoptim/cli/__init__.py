@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "tofu": "dualoptim.cli.tofu",
     "train": "dualoptim.cli.train",
     "unlearn": "dualoptim.cli.unlearn",
+    "diffusion": "dualoptim.cli.diffusion",
     "sweep": "dualoptim.cli.sweep",
     "report": "dualoptim.cli.report",
     "strategies": "dualoptim.cli.strategies",

@@ -15,7 +15,7 @@ def _task(results: object, path: str) -> str:
     """The task of a results file; files written before the shared envelope name it ``benchmark``."""
     if isinstance(results, dict) and "rows" in results:
         task = results.get("task") or {"image-classification": "vision"}.get(results.get("benchmark"), results.get("benchmark"))
-        required = {"vision": ("retrain", "config"), "tofu": ("split", "tasks")}.get(task)
+        required = {"vision": ("retrain", "config"), "tofu": ("split", "tasks"), "diffusion": ("distance", "original")}.get(task)
         missing = [key for key in required or () if key not in results]
         if required is not None and missing:
             raise ValueError(f"{path} is a {task} results file without {', '.join(missing)}: not one dualoptim wrote")
@@ -31,8 +31,14 @@ def run(args: argparse.Namespace) -> int:
 
     path = Path(args.dir) / "results.json"
     results = read_json(path)
-    if _task(results, str(path)) == "vision":
+    task = _task(results, str(path))
+    if task == "vision":
         from dualoptim.vision.report import markdown_table, write_report
+
+        written = write_report(results, args.dir)
+        print(markdown_table(results))
+    elif task == "diffusion":
+        from dualoptim.diffusion.report import markdown_table, write_report
 
         written = write_report(results, args.dir)
         print(markdown_table(results))
