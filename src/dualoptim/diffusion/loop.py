@@ -6,16 +6,17 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from dualoptim.diffusion.masks import mask_gradients, restore_frozen, snapshot_frozen
-from dualoptim.diffusion.methods.base import Batch, Context, Method
+from dualoptim.batches import BatchStream
+from dualoptim.diffusion.methods.base import Context, Method
 from dualoptim.errors import NonFiniteLoss
+from dualoptim.masks import mask_gradients, restore_frozen, snapshot_frozen
 from dualoptim.optim import Objective
 from dualoptim.schedule import Schedule, plan_steps
 from dualoptim.strategies import STRATEGIES, OptimizerSettings, joint_forget_weight
 
-__all__ = ["BatchStream", "RunLog", "unlearn"]
+__all__ = ["RunLog", "unlearn"]
 
 
 @dataclass
@@ -26,27 +27,6 @@ class RunLog:
     seconds: float = 0.0
     losses: dict[str, list[float]] = field(default_factory=lambda: {"forget": [], "retain": []})
     grad_norms: dict[str, list[float]] = field(default_factory=lambda: {"forget": [], "retain": []})
-
-
-class BatchStream:
-    """Endless shuffled mini-batches of one set; each pass is a fresh permutation from ``generator``."""
-
-    def __init__(self, data: Batch, batch_size: int, generator: torch.Generator) -> None:
-        self.images, self.labels = data
-        if len(self.labels) == 0:
-            raise ValueError("cannot draw batches from an empty set")
-        self.batch_size = batch_size
-        self.generator = generator
-        self._order: Tensor = torch.empty(0, dtype=torch.int64)
-        self._position = 0
-
-    def next(self) -> Batch:
-        if self._position >= len(self._order):
-            self._order = torch.randperm(len(self.labels), generator=self.generator)
-            self._position = 0
-        chosen = self._order[self._position : self._position + self.batch_size]
-        self._position += self.batch_size
-        return self.images[chosen], self.labels[chosen]
 
 
 def unlearn(

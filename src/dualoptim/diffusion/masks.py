@@ -1,23 +1,20 @@
-"""Weight masks of the masked methods (SalUn's saliency, SFRon's Fisher ratio), and how they truly freeze weights.
+"""The weight masks of the diffusion methods: SalUn's saliency mask and SFRon's Fisher-ratio mask.
 
-A mask is ``{parameter name: bool tensor}``, True where the weight may move. Zeroing masked
-gradients is not enough: Adam's moments (shared or per objective) and weight decay would still
-move a weight, so the loop also puts frozen weights back after every step (:func:`restore_frozen`).
+A mask is ``{parameter name: bool tensor}``, True where the weight may move; the loop makes it
+really freeze weights with :mod:`dualoptim.masks` (zeroed gradients, and frozen weights put back
+after every step, undoing Adam's moments and weight decay).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
     "fisher_ratio_mask",
-    "mask_gradients",
-    "restore_frozen",
     "saliency_mask",
-    "snapshot_frozen",
     "squared_gradients",
     "summed_gradient",
 ]
@@ -84,34 +81,3 @@ def fisher_ratio_mask(
     f_forget = squared_gradients(model, loss_fn, forget)
     f_retain = squared_gradients(model, loss_fn, retain)
     return {n: (f_forget[n] + 1e-15) / (f_retain[n] + 1e-15) >= threshold for n in f_forget}
-
-
-def mask_gradients(grads: dict[str, Tensor], mask: dict[str, Tensor] | None) -> dict[str, Tensor]:
-    """The gradients with every weight the mask freezes set to zero."""
-    if mask is None:
-        return grads
-    return {name: g * mask[name] if name in mask else g for name, g in grads.items()}
-
-
-def snapshot_frozen(model: nn.Module, masks: Iterable[dict[str, Tensor] | None]) -> dict[str, tuple[Tensor, Tensor]]:
-    """Copies of the weights frozen by *every* given mask (a joint step freezes what both freeze)."""
-    masks = list(masks)
-    if any(mask is None for mask in masks):
-        return {}
-    saved = {}
-    for name, p in model.named_parameters():
-        frozen = torch.ones_like(p, dtype=torch.bool)
-        for mask in masks:
-            frozen &= ~mask[name] if name in mask else torch.zeros_like(frozen)
-        if frozen.any():
-            saved[name] = (frozen, p.detach().clone())
-    return saved
-
-
-@torch.no_grad()
-def restore_frozen(model: nn.Module, saved: dict[str, tuple[Tensor, Tensor]]) -> None:
-    """Put the frozen weights back to their values before the step (undoing Adam's momentum and decay)."""
-    for name, p in model.named_parameters():
-        if name in saved:
-            frozen, before = saved[name]
-            p.copy_(torch.where(frozen, before, p))

@@ -11,15 +11,16 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from dualoptim.batches import BatchStream
 from dualoptim.errors import NonFiniteLoss
+from dualoptim.masks import mask_gradients, restore_frozen, snapshot_frozen
 from dualoptim.optim import Objective
 from dualoptim.schedule import Schedule, plan_steps
 from dualoptim.strategies import STRATEGIES, OptimizerSettings, joint_forget_weight
-from dualoptim.vision.masks import mask_gradients, restore_frozen, snapshot_frozen
 from dualoptim.vision.methods.base import Method
 from dualoptim.vision.types import Batch
 
-__all__ = ["BatchStream", "Checkpoints", "RunLog", "Source", "Stream", "unlearn"]
+__all__ = ["Checkpoints", "RunLog", "Source", "Stream", "unlearn"]
 
 #: losses are checked for non-finite values every this many steps (and at evaluations and the end):
 #: reading a value back from the device every step would make each step wait for the device
@@ -65,31 +66,6 @@ class Checkpoints(Protocol):
 
     def load(self) -> dict[str, Any] | None: ...
     def save(self, state: dict[str, Any]) -> None: ...
-
-
-class BatchStream:
-    """Endless shuffled mini-batches of one set; each pass is a fresh permutation from ``generator``."""
-
-    def __init__(self, data: Batch, batch_size: int, generator: torch.Generator) -> None:
-        self.images, self.labels = data
-        self.batch_size = batch_size
-        self.generator = generator
-        self._order: Tensor = torch.empty(0, dtype=torch.int64)
-        self._position = 0
-
-    def next(self) -> Batch:
-        if self._position >= len(self._order):
-            self._order = torch.randperm(len(self.labels), generator=self.generator)
-            self._position = 0
-        chosen = self._order[self._position : self._position + self.batch_size]
-        self._position += self.batch_size
-        return self.images[chosen], self.labels[chosen]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"order": self._order.clone(), "position": self._position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._order, self._position = state["order"], state["position"]
 
 
 def _size(data: Batch | Source) -> int:

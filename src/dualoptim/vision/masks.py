@@ -1,14 +1,11 @@
-"""Weight masks of the masked methods, and how the loop makes a mask really freeze weights.
+"""The weight masks of the image-classification methods: SalUn's saliency mask and SFRon's Fisher mask.
 
-A mask is ``{parameter name: bool tensor}``, True where the weight may move. Multiplying gradients
-by the mask is not enough to freeze a weight: weight decay and momentum (of any optimizer state,
-shared or per objective) still move it, a known bug of the public SalUn code. The loop therefore
-also puts frozen weights back after every step (:func:`restore_frozen`).
+A mask is ``{parameter name: bool tensor}``, True where the weight may move; the loop makes it
+really freeze weights with :mod:`dualoptim.masks` (zeroed gradients, and frozen weights put back
+after every step).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +15,8 @@ from dualoptim.vision.types import Batch, Mask
 
 __all__ = [
     "fisher_mask",
-    "mask_gradients",
     "mean_gradient",
-    "restore_frozen",
     "saliency_mask",
-    "snapshot_frozen",
 ]
 
 
@@ -102,37 +96,3 @@ def fisher_mask(model: nn.Module, forget: Batch, retain: Batch, threshold: float
     fisher_forget = diagonal_fisher(model, forget)
     fisher_retain = diagonal_fisher(model, retain)
     return {name: fisher_forget[name] >= threshold * fisher_retain[name] for name in fisher_forget}
-
-
-def mask_gradients(grads: dict[str, Tensor], mask: Mask | None) -> dict[str, Tensor]:
-    """The gradients with every weight the mask freezes set to zero."""
-    if mask is None:
-        return grads
-    return {name: g * mask[name] if name in mask else g for name, g in grads.items()}
-
-
-def snapshot_frozen(model: nn.Module, masks: Iterable[Mask | None]) -> dict[str, tuple[Tensor, Tensor]]:
-    """Copies of the weights frozen by *every* given mask (a joint step freezes what both freeze)."""
-    masks = list(masks)
-    if any(mask is None for mask in masks):
-        return {}  # some objective of this step may move every weight
-    saved = {}
-    for name, p in model.named_parameters():
-        frozen = torch.ones_like(p, dtype=torch.bool)
-        for mask in masks:
-            if name in mask:
-                frozen &= ~mask[name]
-            else:
-                frozen &= False
-        if frozen.any():
-            saved[name] = (frozen, p.detach().clone())
-    return saved
-
-
-@torch.no_grad()
-def restore_frozen(model: nn.Module, saved: dict[str, tuple[Tensor, Tensor]]) -> None:
-    """Put the frozen weights back to their values before the step (undoing decay and momentum)."""
-    for name, p in model.named_parameters():
-        if name in saved:
-            frozen, before = saved[name]
-            p.copy_(torch.where(frozen, before, p))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from dualoptim.masks import Mask
+
 __all__ = ["Batch", "Mask"]
 
 #: (images, labels) of one mini-batch, or of a whole set.
 Batch = tuple[Tensor, Tensor]
-#: parameter name -> bool tensor of its shape, True where the weight may move.
-Mask = dict[str, Tensor]
