@@ -4,8 +4,9 @@ import struct
 import pytest
 import torch
 
+from dualoptim.idx import read_idx
 from dualoptim.paths import default_data_root
-from dualoptim.vision.datasets import _read_idx, load_dataset
+from dualoptim.vision.datasets import load_dataset
 
 
 def test_digits_is_embedded_and_normalised():
@@ -33,19 +34,19 @@ def _write_idx(path, array_bytes: bytes, header: bytes) -> None:
 def test_idx_reader_rejects_corrupt_files(tmp_path):
     good = tmp_path / "good.gz"
     _write_idx(good, bytes(range(6)), struct.pack(">HBBII", 0, 8, 2, 2, 3))
-    assert _read_idx(good).tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert read_idx(good).tolist() == [[0, 1, 2], [3, 4, 5]]
     truncated = tmp_path / "truncated.gz"
     _write_idx(truncated, bytes(range(5)), struct.pack(">HBBII", 0, 8, 2, 2, 3))
     with pytest.raises(ValueError, match=r"truncated.gz is truncated or corrupt: 17 bytes, header says 18"):
-        _read_idx(truncated)
+        read_idx(truncated)
     wrong = tmp_path / "wrong.gz"
     _write_idx(wrong, b"", b"\x01\x02\x03\x04")
     with pytest.raises(ValueError, match=r"wrong.gz is not an IDX file of unsigned bytes"):
-        _read_idx(wrong)
+        read_idx(wrong)
     garbage = tmp_path / "garbage.gz"
     garbage.write_bytes(b"not gzip at all")
     with pytest.raises(ValueError, match=r"cannot read IDX file .*garbage.gz"):
-        _read_idx(garbage)
+        read_idx(garbage)
 
 
 @pytest.mark.skipif(not (default_data_root() / "fashion-mnist").is_dir(), reason="Fashion-MNIST IDX files not present")

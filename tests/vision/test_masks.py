@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from dualoptim.masks import mask_gradients, restore_frozen, snapshot_frozen
 from dualoptim.schedule import Schedule
 from dualoptim.strategies import STRATEGIES, OptimizerSettings
 from dualoptim.vision import loop
 from dualoptim.vision.loop import unlearn
-from dualoptim.masks import mask_gradients, restore_frozen, snapshot_frozen
 from dualoptim.vision.masks import diagonal_fisher, fisher_mask, mean_gradient, saliency_mask
 from dualoptim.vision.methods import build_method
 

@@ -7,8 +7,6 @@ and ImageNet go through torchvision (GPU presets). Batches are index slices of o
 
 from __future__ import annotations
 
-import gzip
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dualoptim.idx import find_idx, read_idx
 from dualoptim.paths import default_data_root
 from dualoptim.registry import Registry
 
@@ -80,29 +79,8 @@ def load_images(name: str, root: str | Path | None = None, image_size: int | Non
     return data
 
 
-def _read_idx(path: Path) -> Tensor:
-    """One (optionally gzipped) IDX file of unsigned bytes as a uint8 tensor."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as error:
-        raise ValueError(f"cannot read IDX file {path}: {error}") from error
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4]) if len(raw) >= 4 else (1, 0, 0)
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    body = raw[4 + 4 * ndim :]
-    if len(body) != int(torch.tensor(shape).prod()):
-        raise ValueError(f"{path} is truncated or corrupt")
-    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
 
 
-def _idx(folder: Path, stem: str) -> Path:
-    for candidate in (folder / f"{stem}.gz", folder / stem):
-        if candidate.is_file():
-            return candidate
-    raise ValueError(f"missing {stem}[.gz] in data folder {folder}")
 
 
 @DATASETS.register("fashion-mnist")
@@ -114,8 +92,8 @@ def load_fashion_mnist(root: Path, test: bool = False) -> LabelledImages:
     if not folder.is_dir():
         raise ValueError(f"data folder {folder} does not exist (pass --data with the folder of the IDX files)")
     prefix = "t10k" if test else "train"
-    images = _read_idx(_idx(folder, f"{prefix}-images-idx3-ubyte")).float().unsqueeze(1) / 127.5 - 1.0
-    labels = _read_idx(_idx(folder, f"{prefix}-labels-idx1-ubyte")).long()
+    images = read_idx(find_idx(folder, f"{prefix}-images-idx3-ubyte")).float().unsqueeze(1) / 127.5 - 1.0
+    labels = read_idx(find_idx(folder, f"{prefix}-labels-idx1-ubyte")).long()
     if len(images) != len(labels):
         raise ValueError(f"image and label files in {folder} disagree on the number of examples")
     return LabelledImages("fashion-mnist", images, labels, FASHION_MNIST_CLASSES)

@@ -8,14 +8,13 @@ batches are index slices of one tensor, which is much faster on a CPU than a ``D
 
 from __future__ import annotations
 
-import gzip
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from dualoptim.idx import find_idx, read_idx
 from dualoptim.paths import default_data_root
 from dualoptim.registry import Registry
 
@@ -74,32 +73,8 @@ def load_digits(root: Path) -> ImageData:
     return ImageData("digits", train_x, y[train_idx], test_x, y[test_idx], 10)
 
 
-def _read_idx(path: Path) -> Tensor:
-    """Read one (optionally gzipped) IDX file of unsigned bytes into a uint8 tensor."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as error:
-        raise ValueError(f"cannot read IDX file {path}: {error}") from error
-    if len(raw) < 4:
-        raise ValueError(f"{path} is not an IDX file (only {len(raw)} bytes)")
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes (header {raw[:4].hex()})")
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    expected = 4 + 4 * ndim + int(torch.tensor(shape).prod())
-    if len(raw) != expected:
-        raise ValueError(f"{path} is truncated or corrupt: {len(raw)} bytes, header says {expected}")
-    data = torch.frombuffer(bytearray(raw[4 + 4 * ndim :]), dtype=torch.uint8)
-    return data.reshape(shape)
 
 
-def _find_idx(folder: Path, stem: str) -> Path:
-    for candidate in (folder / f"{stem}.gz", folder / stem):
-        if candidate.is_file():
-            return candidate
-    raise ValueError(f"missing {stem}[.gz] in data folder {folder}")
 
 
 @DATASETS.register("fashion-mnist")
@@ -113,10 +88,10 @@ def load_fashion_mnist(root: Path) -> ImageData:
         folder = root
     if not folder.is_dir():
         folder = _torchvision_download_fashion_mnist(root)
-    train_x = _read_idx(_find_idx(folder, "train-images-idx3-ubyte")).float().unsqueeze(1) / 255.0
-    train_y = _read_idx(_find_idx(folder, "train-labels-idx1-ubyte")).long()
-    test_x = _read_idx(_find_idx(folder, "t10k-images-idx3-ubyte")).float().unsqueeze(1) / 255.0
-    test_y = _read_idx(_find_idx(folder, "t10k-labels-idx1-ubyte")).long()
+    train_x = read_idx(find_idx(folder, "train-images-idx3-ubyte")).float().unsqueeze(1) / 255.0
+    train_y = read_idx(find_idx(folder, "train-labels-idx1-ubyte")).long()
+    test_x = read_idx(find_idx(folder, "t10k-images-idx3-ubyte")).float().unsqueeze(1) / 255.0
+    test_y = read_idx(find_idx(folder, "t10k-labels-idx1-ubyte")).long()
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise ValueError(f"image and label files in {folder} disagree on the number of examples")
     train_x, test_x = _normalise(train_x, test_x)
