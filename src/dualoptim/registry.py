@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 __all__ = ["Registry"]
 
@@ -38,6 +39,19 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             raise ValueError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}") from None
+
+    def build(self, name: str, options: Mapping[str, Any] | None = None) -> Any:
+        """An instance of the registered dataclass ``name`` made with keyword ``options``.
+
+        An option that is not one of its init fields is an error that lists the valid ones.
+        """
+        cls = self.get(name)
+        options = dict(options or {})
+        valid = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown option {unknown[0]!r} for {self.kind} {name}; valid: {', '.join(valid) or 'none'}")
+        return cls(**options)
 
     def names(self) -> list[str]:
         return list(self._items)

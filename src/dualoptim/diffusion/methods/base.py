@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -79,10 +78,4 @@ class Method:
 
 def build_method(name: str, options: dict[str, Any] | None = None) -> Method:
     """Instantiate registered method ``name`` with hyper-parameter ``options`` (unknown keys are errors)."""
-    cls = METHODS.get(name)
-    options = dict(options or {})
-    valid = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r} for method {name}; valid: {', '.join(sorted(valid)) or 'none'}")
-    return cls(**options)
+    return METHODS.build(name, options)
