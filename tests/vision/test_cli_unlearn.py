@@ -124,3 +124,18 @@ def test_out_may_not_overwrite_the_input_and_divergence_is_one_line(digits_model
                     "--strategy", "alternate", "--steps", "3")  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith("dualoptim unlearn: error: unlearning diverged:") and len(err.splitlines()) == 1, err
+
+
+def test_preset_files_layer_under_set_and_flags(digits_model, ids, tmp_path, capsys):
+    forget = _write(tmp_path / "f.txt", ids[:20])
+    team = tmp_path / "team.yaml"
+    team.write_text("method: GA\nstrategy: alternate\nforget_lr: 0.0001\n")
+    assert _unlearn(digits_model / "model.pt", ["--forget", forget], tmp_path / "p", "--preset", str(team),
+                    "--set", "strategy=dual", "--forget-lr", "0.0002") == 0  # fmt: skip
+    request = json.loads((tmp_path / "p" / "audit.json").read_text())["request"]
+    assert request["method"] == "GA" and request["strategy"] == "dual"  # preset <- --set
+    assert request["settings"]["forget_lr"] == 0.0002  # <- explicit flag
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("metod: GA\n")
+    assert _unlearn(digits_model / "model.pt", ["--forget", forget], tmp_path / "q", "--preset", str(bad)) == 2
+    assert "dualoptim unlearn: error: unknown config key 'metod'; valid:" in capsys.readouterr().err

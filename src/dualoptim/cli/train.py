@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int)
     add("--format", choices=("pt", "safetensors"), help="checkpoint format (default pt)")
     add("--workers", type=int, help="DataLoader workers for image files (default 2)")
+    add("--preset", action="append", default=[], metavar="FILE",
+        help="YAML file of training keys; repeat to layer them (later wins)")
     add("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="any key of `dualoptim config train`")
     add("--data-root", help="folder of the embedded data sets (default: ../shared/data)")
     add("--device", help="cpu | cuda | cuda:N | auto (default)")
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from dualoptim.config import from_dict, load_config
     from dualoptim.vision.fit import TrainRequest, train_images
 
-    request = load_config(TrainRequest, "train", (), args.overrides)
+    request = load_config(TrainRequest, "train", args.preset, args.overrides)
     given = {name: getattr(args, name) for name in FLAGS if getattr(args, name, None) is not None}
     request = from_dict(TrainRequest, given, base=request)
     meta = train_images(request, args.out, progress_bar=not args.no_progress, command=command_line("train", args))

@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int)
     add("--require", action="append", default=[], metavar="CRIT<=X,...",
         help="audit thresholds, e.g. mia_auc<=0.55,retain_drop<=2; exit status 3 when one fails")  # fmt: skip
+    add("--preset", action="append", default=[], metavar="FILE",
+        help="YAML file of request keys (e.g. a team's standard settings); repeat to layer them (later wins)")  # fmt: skip
     add("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="any request key (dualoptim config unlearn-image | unlearn-llm), e.g. --set method_options.mask_ratio=0.3")  # fmt: skip
     add("--data-root", help="folder of the embedded data sets (default: ../shared/data)")
@@ -84,7 +86,7 @@ def detect_task(args: argparse.Namespace) -> str:
 def _request(args: argparse.Namespace, cls: type, flags: tuple[str, ...], task: str):
     from dualoptim.config import from_dict, load_config
 
-    request = load_config(cls, task, (), args.overrides)
+    request = load_config(cls, task, args.preset, args.overrides)
     given = {name: getattr(args, name) for name in flags if getattr(args, name, None) not in (None, False)}
     if args.require:
         given["require"] = [part for value in args.require for part in value.split(",") if part.strip()]
