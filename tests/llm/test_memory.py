@@ -91,3 +91,24 @@ def test_every_registered_strategy_has_a_memory_model(strategy):
     config.strategies = [strategy]
     (row,) = memory.estimate(config, [(8192,)], {"hidden": 8, "layers": 1, "vocab": 8})
     assert row.states > 0
+
+
+def test_lora_estimate_counts_the_adapters_alone(tmp_path):
+    folder = _llama_folder(tmp_path / "small", vocab_size=1000, hidden_size=64, intermediate_size=128,
+                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                           tie_word_embeddings=False)  # fmt: skip
+    config = load_config(TofuConfig, "tofu", ["tofu-llama2-7b"], [
+        f"model.name_or_path={folder}", "strategies=dual,dual+", "losses=ME+GD", "unlearn.lora.enabled=true",
+        "unlearn.lora.r=8", "unlearn.lora.target_modules=q_proj,down_proj",
+    ])  # fmt: skip
+    shapes, sizes = memory.model_shapes(config)
+    params = sum(math.prod(s) for s in shapes)
+    # per layer: q_proj 64 -> 64 gives 8*64 + 64*8; down_proj 128 -> 64 gives 8*128 + 64*8
+    adapters = 2 * ((8 * 64 + 64 * 8) + (8 * 128 + 64 * 8))
+    assert sum(sizes["lora_numels"]) == adapters
+    rows = {r.strategy: r for r in memory.estimate(config, shapes, sizes)}
+    dual, plus = rows["dual"], rows["dual+"]
+    assert dual.weights == 2 * params + 4 * adapters  # bf16 base + float32 adapters
+    assert dual.gradients == 4 * adapters and dual.masters == 0 and dual.reference == 0
+    assert (dual.states, plus.states) == (16 * adapters, 24 * adapters)
+    assert "LoRA r=8 on q_proj, down_proj" in memory.render(config, shapes, sizes)

@@ -195,3 +195,32 @@ def test_two_processes_hold_identical_weights(tmp_path):
     # a loss that became NaN on one process stopped both, each with the reason
     assert (tmp_path / "rank0-nonfinite.txt").read_text().startswith("non-finite forget loss nan")
     assert (tmp_path / "rank1-nonfinite.txt").read_text().startswith("non-finite forget loss on another process")
+
+
+@pytest.mark.parametrize("strategy", ["alternate", "dual", "dual+"])
+def test_lora_trains_only_the_adapters(strategy, model, tokenizer, tofu_dir, tmp_path):
+    from dualoptim.llm.models import apply_lora
+
+    base = {name: p.detach().clone() for name, p in model.named_parameters()}
+    adapted = apply_lora(model, r=4, alpha=8.0, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    trainer = _trainer(adapted, tokenizer, tofu_dir, tmp_path, strategy=strategy, loss="NPO+GD", max_steps=3)
+    trainer.train()
+    optimizer = _inner(trainer.optimizer)
+    stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    named = dict(adapted.named_parameters())
+    adapters = {name for name in named if "lora_" in name}
+    # the optimizer holds exactly the adapters (4 tensors a layer), and only they moved
+    assert adapters and stepped == {id(named[name]) for name in adapters}
+    for name, p in named.items():
+        original = name.replace("base_model.model.", "").replace(".base_layer", "")
+        if name in adapters:
+            continue
+        assert torch.equal(p, base[original]), name
+    assert any(not torch.equal(named[name], torch.zeros_like(named[name])) for name in adapters if "lora_B" in name)
+
+
+def test_lora_target_that_matches_no_layer_is_named(model):
+    from dualoptim.llm.models import apply_lora
+
+    with pytest.raises(ValueError, match=r"unlearn.lora.target_modules \['qkv'\] match no linear layer"):
+        apply_lora(model, r=4, alpha=8.0, dropout=0.0, target_modules=["q_proj", "qkv"])

@@ -273,10 +273,11 @@ class TofuBenchmark:
         """Every (loss, strategy, seed) run of ``task``, each resolved into a frozen :class:`TofuRun`."""
         cfg = self.config
         settings, alternation = optimizer_settings(cfg), schedule(cfg)
-        # checkpointing changes how a run survives a crash, not its result
         # checkpointing (of a crashed run, or of activations) changes how a run survives and what it
         # holds in memory, not its result
         unlearn = {k: v for k, v in to_dict(cfg.unlearn).items() if k not in ("save_steps", "gradient_checkpointing")}
+        if not cfg.unlearn.lora.enabled:
+            del unlearn["lora"]  # full fine-tuning keeps the run keys it had before adapters existed
         runs = []
         for loss in cfg.losses:
             for strategy in cfg.strategies:
@@ -358,6 +359,14 @@ class TofuBenchmark:
         loss = UnlearningLoss(run.loss, u.forget_coeff, u.regularization_coeff, u.beta)
         eval_sets = self.eval_sets(self.splits[run.task])
         model = copy.deepcopy(self.models.target)
+        if u.lora.enabled:
+            from dualoptim.llm.models import apply_lora
+
+            # only the adapters train; the frozen base needs no gradient, state or master copy
+            model = apply_lora(model, u.lora.r, u.lora.alpha, u.lora.dropout, u.lora.target_modules)
+            if u.gradient_checkpointing:
+                # a checkpointed block must see an input that needs a gradient, or the adapters in it get none
+                model.enable_input_require_grads()
         model.train()
         callback = TrajectoryCallback(self._trajectory(eval_sets, u.trajectory_size), u.eval_every)
         run_dir = checkpoints / f"{run.name.replace('/', '__')}-{run.key}"

@@ -19,6 +19,8 @@ __all__ = [
     "TASK",
     "DataSection",
     "FinetuneSection",
+    "LORA_TARGETS",
+    "LoraSection",
     "ModelSection",
     "TofuConfig",
     "UnlearnSection",
@@ -103,6 +105,26 @@ class DataSection:
     )
 
 
+#: the linear layers of a Llama-style decoder block (attention and MLP), LoRA's usual targets
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class LoraSection:
+    """Low-rank adapters (LoRA, Hu et al. 2022) through ``peft``: unlearning trains only the adapters.
+
+    Every strategy then steps the adapters' parameters alone, so gradients and optimizer states
+    shrink from the model's size to the adapters' (tens of millions of parameters on a 7B model)
+    and the frozen base needs no float32 master copy.
+    """
+
+    enabled: bool = option("train LoRA adapters instead of every weight (pip install peft)", False)
+    r: int = option("adapter rank", 16)
+    alpha: float = option("adapter scaling numerator: the update is (alpha / r) B A", 32.0)
+    dropout: float = option("dropout on the adapters' input", 0.05)
+    target_modules: list[str] = option("names of the linear layers that get adapters", factory=lambda: list(LORA_TARGETS))
+
+
 @dataclass
 class UnlearnSection:
     """The unlearning run: steps, batches, optimizer settings, alternation, loss weights."""
@@ -135,6 +157,7 @@ class UnlearnSection:
         "recompute each layer's activations in the backward pass: keeps only layer inputs (less memory, ~30% more compute)",
         False,
     )
+    lora: LoraSection = option("train low-rank adapters only (full fine-tuning when disabled)", factory=LoraSection)
 
 
 @dataclass
@@ -221,6 +244,17 @@ def validate(config: TofuConfig) -> None:
             "model.finetune needs lr > 0, warmup_epochs >= 0 and weight_decay >= 0, got "
             f"{f.lr}, {f.warmup_epochs}, {f.weight_decay}"
         )
+    lora = config.unlearn.lora
+    if lora.enabled:
+        if lora.r < 1 or not lora.alpha > 0 or not 0.0 <= lora.dropout < 1.0 or not lora.target_modules:
+            raise ValueError(
+                "unlearn.lora needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one target module, got "
+                f"r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, target_modules={lora.target_modules}"
+            )
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            raise ValueError("unlearn.lora.enabled needs the peft package: pip install peft") from None
     chat = config.data.format.chat_template
     if isinstance(chat, str) and chat != "auto":
         raise ValueError(f"data.format.chat_template must be true, false or auto, got {chat!r}")

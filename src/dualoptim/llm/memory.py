@@ -12,6 +12,9 @@ Per strategy the estimate adds up, in bytes (``docs/design.md`` §4.4):
 * **optimizer states**: per parameter tensor, each moment float32 (4 bytes an element) or, for the
   8-bit strategies and tensors of at least 4,096 elements, one byte an element plus a float32
   absmax per block of 256; the moments a strategy keeps are listed in :data:`STATE_MOMENTS`;
+* **LoRA** (``unlearn.lora.enabled``): the weights gain the float32 adapters (:math:`r (d_{in} +
+  d_{out})` parameters per adapted linear layer), and gradients, optimizer states and master copies
+  are those of the adapters alone: the frozen base has none;
 * **activations**: what the backward pass keeps of one micro-batch of :math:`b` rows of :math:`s`
   tokens (hidden size :math:`h`, :math:`L` layers, vocabulary :math:`V`), after Korthikanti et al.
   (2022, "Reducing Activation Recomputation in Large Transformer Models", eq. 2 with fused
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from dualoptim.llm.config import TofuConfig
 
@@ -65,8 +69,11 @@ class MemoryEstimate:
         return self.weights + self.masters + self.reference + self.gradients + self.states + self.activations
 
 
-def model_shapes(config: TofuConfig) -> tuple[list[tuple[int, ...]], dict[str, int]]:
-    """Shapes of the model's (unique) parameters and its sizes, built on the meta device."""
+def model_shapes(config: TofuConfig) -> tuple[list[tuple[int, ...]], dict[str, Any]]:
+    """Shapes of the model's (unique) parameters and its sizes, built on the meta device.
+
+    With LoRA, ``sizes["lora_numels"]`` lists the element counts of the adapter tensors (A and B
+    of every adapted linear layer)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
@@ -88,11 +95,17 @@ def model_shapes(config: TofuConfig) -> tuple[list[tuple[int, ...]], dict[str, i
         model = AutoModelForCausalLM.from_config(model_config)
     shapes = [tuple(p.shape) for p in model.parameters()]  # tied weights appear once
     text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
-    sizes = {
+    sizes: dict[str, Any] = {
         "hidden": int(text.hidden_size),
         "layers": int(text.num_hidden_layers),
         "vocab": int(text.vocab_size),
     }
+    lora = config.unlearn.lora
+    if lora.enabled:
+        targets = set(lora.target_modules)
+        linears = [m for name, m in model.named_modules()
+                   if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets]  # fmt: skip
+        sizes["lora_numels"] = [n for m in linears for n in (lora.r * m.in_features, m.out_features * lora.r)]
     return shapes, sizes
 
 
@@ -113,13 +126,17 @@ def _moments(strategy: str, family: str) -> tuple[int, int]:
     return 2, 1  # dual: forget Adam (8-bit in dual-8bit) + retain SGD momentum
 
 
-def estimate(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str, int]) -> list[MemoryEstimate]:
+def estimate(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str, Any]) -> list[MemoryEstimate]:
     """The estimate of every strategy of ``config`` (see the module docstring)."""
     from dualoptim.llm.losses import UnlearningLoss
 
     width = {"float32": 4, "bfloat16": 2, "float16": 2}[config.model.dtype if config.model.kind == "pretrained" else "float32"]
     numels = [math.prod(shape) for shape in shapes]
     params = sum(numels)
+    adapters = sizes.get("lora_numels") if config.unlearn.lora.enabled else None
+    # what the optimizer steps: every weight, or (LoRA) the float32 adapters alone
+    trained, trained_width = (adapters, 4) if adapters is not None else (numels, width)
+    extra = 4 * sum(adapters) if adapters is not None else 0  # the adapters' own float32 weights
     needs_reference = any(UnlearningLoss(loss).needs_reference for loss in config.losses)
     b, s = config.unlearn.batch_size, config.data.max_length
     h, layers, vocab = sizes["hidden"], sizes["layers"], sizes["vocab"]
@@ -136,14 +153,14 @@ def estimate(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str,
             raise ValueError(f"no memory model for strategy {strategy!r}; known: {', '.join(STATE_MOMENTS)}")
         adam, sgd = _moments(strategy, config.unlearn.family)
         quantized = STATE_MOMENTS[strategy][1]
-        states = sum(adam * _moment_bytes(n, quantized) + sgd * 4 * n for n in numels)
+        states = sum(adam * _moment_bytes(n, quantized) + sgd * 4 * n for n in trained)
         out.append(
             MemoryEstimate(
                 strategy=strategy,
-                weights=params * width,
-                masters=4 * params if width < 4 else 0,
-                reference=params * width if needs_reference else 0,
-                gradients=params * width,
+                weights=params * width + extra,
+                masters=4 * sum(trained) if trained_width < 4 else 0,
+                reference=params * width + extra if needs_reference else 0,
+                gradients=sum(trained) * trained_width,
                 states=states,
                 activations=activations * (2 if strategy == "joint" else 1),
             )
@@ -151,7 +168,7 @@ def estimate(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str,
     return out
 
 
-def render(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str, int]) -> str:
+def render(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str, Any]) -> str:
     """The dry-run report: the model's size, then one row per strategy, in GiB."""
     rows = estimate(config, shapes, sizes)
     params = sum(math.prod(shape) for shape in shapes)
@@ -162,7 +179,10 @@ def render(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str, i
         "",
         f"{params:,} parameters ({params / 1e9:.2f} B) in {dtype}; hidden {sizes['hidden']}, "
         f"{sizes['layers']} layers, vocabulary {sizes['vocab']:,}; micro-batch {config.unlearn.batch_size} x "
-        f"{config.data.max_length} tokens; family {config.unlearn.family}.",
+        f"{config.data.max_length} tokens; family {config.unlearn.family}"
+        + (f"; LoRA r={config.unlearn.lora.r} on {', '.join(config.unlearn.lora.target_modules)}: "
+           f"{sum(sizes.get('lora_numels', [])):,} trainable parameters" if config.unlearn.lora.enabled else "")
+        + ".",
         "",
         "| strategy | weights | master copies | reference model | gradients | optimizer states | activations | total |",
         "|---|---|---|---|---|---|---|---|",

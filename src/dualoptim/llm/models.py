@@ -27,7 +27,7 @@ import torch
 from dualoptim.config import option
 from dualoptim.llm.data import QAFormat, check_tokenizer, encode_rows, pad_batch
 
-__all__ = ["SPECIAL_TOKENS", "TinyModelConfig", "answer_only_nll", "build_tiny_llama", "cache_key", "check_quantization", "finetune", "finetuned_model", "load_pretrained", "load_tokenizer", "looks_local", "tiny_model", "tiny_tokenizer", "train_tokenizer"]
+__all__ = ["SPECIAL_TOKENS", "TinyModelConfig", "answer_only_nll", "apply_lora", "build_tiny_llama", "cache_key", "check_quantization", "finetune", "finetuned_model", "load_pretrained", "load_tokenizer", "looks_local", "tiny_model", "tiny_tokenizer", "train_tokenizer"]
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
@@ -358,3 +358,24 @@ def load_tokenizer(name_or_path: str, pad_token: str | None = None) -> Any:
         tokenizer.pad_token = tokenizer.eos_token if pad_token == "eos" else pad_token
     check_tokenizer(tokenizer, f"the tokenizer of {name_or_path}")
     return tokenizer
+
+
+def apply_lora(model: torch.nn.Module, r: int, alpha: float, dropout: float, target_modules: list[str]) -> torch.nn.Module:
+    """``model`` with LoRA adapters on ``target_modules`` (``peft``); only the adapters train.
+
+    An adapted layer computes :math:`W x + \frac{\alpha}{r} B A x` with :math:`A \\in \\mathbb{R}^{r \times
+    d_{in}}` (random) and :math:`B \\in \\mathbb{R}^{d_{out} \times r}` (zero), so the adapted model
+    starts exactly equal to ``model``. A target name that matches no layer is an error naming it.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    missing = [target for target in target_modules if target not in present]
+    if missing:
+        raise ValueError(
+            f"unlearn.lora.target_modules {missing} match no linear layer of the model; its linear layers: "
+            f"{', '.join(sorted(present))}"
+        )
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
+                        task_type="CAUSAL_LM")  # fmt: skip
+    return get_peft_model(model, config)
