@@ -205,3 +205,18 @@ def test_one_gpu_of_several_is_chosen_with_cuda_visible_devices(monkeypatch):
     config = build_config("tofu-tiny", ["device=cuda:1"])
     with pytest.raises(ValueError, match=r"device 'cuda:1': the TOFU Trainer takes auto, cpu or cuda; .*CUDA_VISIBLE_DEVICES"):
         validate(config)
+
+
+def test_lora_layer_runs_end_to_end_and_is_part_of_the_key(tofu_dir, tmp_path, cache):
+    out = tmp_path / "out"
+    argv = ["tofu", "--data", str(tofu_dir), "--tasks", "1", "--losses", "NPO+GD", "--strategies", "dual",
+            "--out", str(out), *TINY]
+    assert main(argv) == 0
+    record = out / "runs" / "task1" / "NPOplusGD__dual__seed0.json"
+    full = json.loads(record.read_text())
+    assert main([*argv, "--preset", "lora", "--set", "unlearn.lora.r=2"]) == 0
+    adapted = json.loads(record.read_text())
+    assert adapted["key"] != full["key"]  # adapters are another run, evaluated like any other
+    assert adapted["optimizer_steps"] == full["optimizer_steps"] and "stopped" not in adapted
+    assert adapted["metrics"]["forget/ROUGE"] is not None
+    assert adapted["metrics"]["forget/Probability"] != full["metrics"]["forget/Probability"]
