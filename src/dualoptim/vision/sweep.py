@@ -6,12 +6,16 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from dualoptim.io import write_json_atomic, write_text_atomic
+from dualoptim.io import write_json_atomic
+from dualoptim.sweep import Objective, best_rates, check_factors, write_best_preset
 from dualoptim.vision.benchmark import Benchmark, resolve_settings
 from dualoptim.vision.config import MethodConfig, VisionConfig
 from dualoptim.vision.methods import METHODS
 
-__all__ = ["run_sweep", "scaled_config"]
+__all__ = ["OBJECTIVE", "run_sweep", "scaled_config"]
+
+#: the papers select the forget rate of lowest Gap
+OBJECTIVE = Objective("Gap", higher_is_better=False)
 
 
 def scaled_config(config: VisionConfig, factor: float) -> VisionConfig:
@@ -42,8 +46,7 @@ def run_sweep(
     ``best.yaml`` is a preset fragment with the forget learning rate of lowest Gap per
     (method, strategy); pass it after the base preset: ``--preset base --preset out/best.yaml``.
     """
-    if not factors or any(not f > 0 for f in factors):
-        raise ValueError(f"sweep factors must be positive numbers, got {factors}")
+    factors = check_factors(factors)
     if not any(METHODS.get(m).has_forget for m in config.methods):
         raise ValueError(
             f"none of the methods {config.methods} has a forget loss, so there is no forget lr to tune"
@@ -70,20 +73,10 @@ def run_sweep(
                     "failed": len(row["failed"]),
                 }
             )
-    best: dict[str, dict[str, float]] = {}
-    for method, strategies in grid.items():
-        for strategy, points in strategies.items():
-            finished = [p for p in points if p["Gap"] is not None and p["failed"] == 0]
-            if finished:
-                # 3 significant digits: 0.3 x 3e-4 is 9e-05, not 8.999999999999999e-05
-                best.setdefault(method, {})[strategy] = float(
-                    f"{min(finished, key=lambda p: p['Gap'])['forget_lr']:.3g}"
-                )
+    best = best_rates(grid, OBJECTIVE, "forget_lr")
     summary = {"factors": factors, "seeds": config.seeds, "grid": grid, "best_forget_lr": best}
     write_json_atomic(out / "sweep.json", summary)
-    import yaml
-
     fragment = {"unlearn": {"methods": {m: {"forget_lr": lrs} for m, lrs in best.items()}}}
-    header = f"# forget learning rates of lowest Gap from `dualoptim sweep` (factors {factors}, seeds {config.seeds})\n"
-    write_text_atomic(out / "best.yaml", header + yaml.safe_dump(fragment, sort_keys=False))
+    header = f"forget learning rates of lowest Gap from `dualoptim sweep` (factors {factors}, seeds {config.seeds})"
+    write_best_preset(out / "best.yaml", fragment, header)
     return summary
