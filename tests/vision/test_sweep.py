@@ -5,11 +5,16 @@ import json
 import pytest
 
 from dualoptim.cli import main
-from dualoptim.vision.sweep import edge_extensions, scaled_config, sensitivity_points
+from dualoptim.sweep import edge_extension
+from dualoptim.vision.sweep import OBJECTIVE, scaled_config, sensitivity_points
 
 
 def point(factor, gap, failed=0):
     return {"factor": factor, "Gap": gap, "Std": 0.0, "failed": failed}
+
+
+def edge_extensions(points):
+    return edge_extension(points, OBJECTIVE)
 
 
 def test_the_grid_extends_past_the_end_where_the_lowest_gap_sits():

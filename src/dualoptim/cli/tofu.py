@@ -11,7 +11,7 @@ import argparse
 
 from dualoptim.cli.common import Flag, add_run_arguments
 
-__all__ = ["TOFU_FLAGS", "add_arguments", "run"]
+__all__ = ["TOFU_FLAGS", "add_arguments", "add_tofu_arguments", "run", "tofu_config"]
 
 #: command-line flag (argparse dest) -> TOFU config key
 TOFU_FLAGS = {
@@ -34,12 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         methods_help="FORGET+RETAIN losses, e.g. ME+GD,IDK+AP,NPO+GD (also --losses; default: the preset's)",
     )  # fmt: skip
     parser.set_defaults(preset=None)
-    parser.add_argument("--losses", dest="methods", nargs="+", metavar="NAME", help=argparse.SUPPRESS)
-    parser.add_argument("--tasks", nargs="+", metavar="T", help="forget task ids, e.g. 1,2,3 (default: the preset's)")
-    parser.add_argument("--split", help="forget01, forget05 or forget10")
-    parser.add_argument(
-        "--hub", action="store_const", const="hub", default=None, help="load TOFU from the hub (needs dualoptim[hub])"
-    )
+    add_tofu_arguments(parser)
     parser.add_argument(
         "--dry-run", action="store_true",
         help="print each strategy's memory estimate (weights, gradients, optimizer states, activations) "
@@ -47,14 +42,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def run(args: argparse.Namespace) -> int:
-    from dualoptim.cli.common import command_line, config_from_args, print_config
-    from dualoptim.llm.benchmark import run_benchmark
-    from dualoptim.llm.config import TASK, TofuConfig, validate
+def add_tofu_arguments(parser: argparse.ArgumentParser) -> None:
+    """The TOFU flags beside the shared ones (``dualoptim tofu`` and ``dualoptim sweep --task tofu``)."""
+    parser.add_argument("--losses", dest="methods", nargs="+", metavar="NAME", help=argparse.SUPPRESS)
+    parser.add_argument("--tasks", nargs="+", metavar="T", help="TOFU forget task ids, e.g. 1,2,3 (default: the preset's)")
+    parser.add_argument("--split", help="TOFU forget split: forget01, forget05 or forget10")
+    parser.add_argument(
+        "--hub", action="store_const", const="hub", default=None, help="load TOFU from the hub (needs dualoptim[hub])"
+    )
 
-    if args.preset is None:
-        args.preset = ["tofu-tiny"]  # the CPU preset unless another is named
-    config = config_from_args(args, TofuConfig, TASK, TOFU_FLAGS)
+
+def tofu_config(args: argparse.Namespace):
+    """The TOFU config of the parsed flags (the CPU preset ``tofu-tiny`` unless another is named)."""
+    from dualoptim.cli.common import config_from_args
+    from dualoptim.llm.config import TASK, TofuConfig
+
+    if not args.preset:
+        args.preset = ["tofu-tiny"]
+    return config_from_args(args, TofuConfig, TASK, TOFU_FLAGS)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dualoptim.cli.common import command_line, print_config
+    from dualoptim.llm.benchmark import run_benchmark
+    from dualoptim.llm.config import validate
+
+    config = tofu_config(args)
     validate(config)  # bad values fail before the configuration is printed and any work starts
     if args.dry_run:
         from dualoptim.llm.memory import dry_run

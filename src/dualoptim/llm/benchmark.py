@@ -16,6 +16,7 @@ interrupted benchmark resumes where it stopped and a changed setting reruns only
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 import time
 import warnings
@@ -32,7 +33,14 @@ from dualoptim.errors import NonFiniteLoss
 from dualoptim.io import write_json_atomic
 from dualoptim.llm import evaluate as E
 from dualoptim.llm import metrics as M
-from dualoptim.llm.config import TofuConfig, UnlearnSection, optimizer_settings, schedule, validate
+from dualoptim.llm.config import (
+    TofuConfig,
+    UnlearnSection,
+    forget_lr_of,
+    optimizer_settings,
+    schedule,
+    validate,
+)
 from dualoptim.llm.data import (
     TofuSource,
     TofuSplit,
@@ -189,6 +197,8 @@ class TofuBenchmark:
             set_reasons = {s: TINY_SET_REASON for s in ("real_authors", "world_facts")}
         self.scorer = Scorer(config, judges, set_reasons)
         self._datasets: dict[tuple[str, int], UnlearningDataset] = {}
+        # reference records by key: a sweep writes the same ones into each factor's folder, computed once
+        self._references: dict[str, dict[str, Any]] = {}
 
     # -- models -----------------------------------------------------------------------------------------
     def _load_models(self) -> Models:
@@ -275,24 +285,36 @@ class TofuBenchmark:
         settings, alternation = optimizer_settings(cfg), schedule(cfg)
         # checkpointing (of a crashed run, or of activations) changes how a run survives and what it
         # holds in memory, not its result
-        unlearn = {k: v for k, v in to_dict(cfg.unlearn).items() if k not in ("save_steps", "gradient_checkpointing")}
+        # the per-pair rates enter a run's key as the one rate that run uses
+        excluded = ("save_steps", "gradient_checkpointing", "forget_lrs")
+        unlearn = {k: v for k, v in to_dict(cfg.unlearn).items() if k not in excluded}
         if not cfg.unlearn.lora.enabled:
             del unlearn["lora"]  # full fine-tuning keeps the run keys it had before adapters existed
         runs = []
         for loss in cfg.losses:
             for strategy in cfg.strategies:
+                rate = forget_lr_of(cfg, loss, strategy)
                 for seed in cfg.seeds:
                     key = stable_hash(
-                        {**self._fixed_part(), "unlearn": unlearn, "task": task, "loss": loss,
-                         "strategy": strategy, "seed": seed}
+                        {**self._fixed_part(), "unlearn": {**unlearn, "forget_lr": rate}, "task": task,
+                         "loss": loss, "strategy": strategy, "seed": seed}
                     )  # fmt: skip
                     name = f"task{task}/{slug(loss)}__{slug(strategy)}__seed{seed}"
-                    section = copy.deepcopy(cfg.unlearn)
-                    runs.append(TofuRun(task, loss, strategy, seed, settings, alternation, section, name, key))
+                    section = dataclasses.replace(copy.deepcopy(cfg.unlearn), forget_lr=rate)
+                    runs.append(TofuRun(
+                        task, loss, strategy, seed, dataclasses.replace(settings, forget_lr=rate), alternation,
+                        section, name, key,
+                    ))  # fmt: skip
         return runs
 
     def reference(self, task: str) -> dict[str, Any]:
         """Evaluations of the target (before unlearning) and of the retain model on ``task``."""
+        key = self.reference_key(task)
+        if key not in self._references:
+            self._references[key] = self._evaluate_references(task)
+        return copy.deepcopy(self._references[key])
+
+    def _evaluate_references(self, task: str) -> dict[str, Any]:
         split = self.splits[task]
         eval_sets = self.eval_sets(split)
         start = time.perf_counter()

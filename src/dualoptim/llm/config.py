@@ -24,6 +24,7 @@ __all__ = [
     "ModelSection",
     "TofuConfig",
     "UnlearnSection",
+    "forget_lr_of",
     "optimizer_settings",
     "schedule",
     "validate",
@@ -134,6 +135,11 @@ class UnlearnSection:
     gradient_accumulation_steps: int = option("micro-batches per optimizer step", 4)
     lr: float = option("retain learning rate (and the single rate of joint)", 1e-5)
     forget_lr: float = option("forget learning rate", 1e-5)
+    forget_lrs: dict[str, dict[str, float]] = option(
+        "per loss, per strategy forget learning rate (the tuned rates `dualoptim sweep --task tofu` writes); "
+        "pairs not named use forget_lr",
+        factory=dict,
+    )
     family: str = option("the pre-training optimizer: adamw | adam | sgd (retain side, shared state)", "adamw")
     betas: tuple[float, float] = option("AdamW betas of both sides", (0.9, 0.95))
     plus_betas: tuple[float, float, float, float] = option(
@@ -199,6 +205,19 @@ def optimizer_settings(config: TofuConfig) -> OptimizerSettings:
         plus_betas=tuple(u.plus_betas),
         plus_weight_decay=u.weight_decay,
     )
+
+
+def forget_lr_of(config: TofuConfig, loss: str, strategy: str) -> float:
+    """The forget learning rate of one (loss, strategy): ``unlearn.forget_lrs`` or else ``unlearn.forget_lr``.
+
+    An 8-bit strategy without a rate of its own takes its float32 twin's (``rates_from``, docs/design.md §2.5).
+    """
+    from dualoptim.strategies import STRATEGIES
+
+    rates = config.unlearn.forget_lrs.get(loss, {})
+    if strategy not in rates and strategy in STRATEGIES.names():
+        strategy = STRATEGIES.get(strategy).rates_from or strategy
+    return rates.get(strategy, config.unlearn.forget_lr)
 
 
 def schedule(config: TofuConfig) -> Schedule:
@@ -277,6 +296,10 @@ def validate(config: TofuConfig) -> None:
             "the alternation needs unlearn.forget_steps >= 1 and unlearn.retain_steps >= 0, got "
             f"{config.unlearn.forget_steps}:{config.unlearn.retain_steps}"
         )
+    for loss, rates in config.unlearn.forget_lrs.items():
+        for strategy, rate in rates.items():
+            if not rate > 0:
+                raise ValueError(f"unlearn.forget_lrs.{loss}.{strategy} must be > 0, got {rate}")
     if config.unlearn.warmup_steps < 0:
         raise ValueError(f"unlearn.warmup_steps must be >= 0, got {config.unlearn.warmup_steps}")
     if config.unlearn.save_steps < 0:

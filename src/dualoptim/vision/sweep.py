@@ -15,19 +15,22 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dualoptim.io import write_json_atomic, write_text_atomic
+from dualoptim.io import write_json_atomic
 from dualoptim.metrics.aggregate import METRICS, mean_std
 from dualoptim.runs import slug
+from dualoptim.sweep import Objective, best_rates, check_factors, run_grid, write_best_preset
 from dualoptim.vision.benchmark import Benchmark, resolve_settings
 from dualoptim.vision.config import MethodConfig, VisionConfig
 from dualoptim.vision.methods import METHODS
 from dualoptim.vision.plots import plot_sensitivity
 from dualoptim.vision.results import DDOF, strategy_of
 
-__all__ = ["SIDES", "edge_extensions", "run_sweep", "scaled_config", "sensitivity_points"]
+__all__ = ["OBJECTIVE", "SIDES", "run_sweep", "scaled_config", "sensitivity_points"]
 
 #: which learning rate a sweep scales
 SIDES = ("forget", "retain")
+#: the papers select the rate of lowest Gap
+OBJECTIVE = Objective("Gap", higher_is_better=False)
 
 
 def _has_side(method: str, side: str) -> bool:
@@ -78,22 +81,6 @@ def sensitivity_points(results: dict[str, Any], factor: float) -> dict[tuple[str
     return points
 
 
-def edge_extensions(points: list[dict[str, Any]]) -> float | None:
-    """The next factor past the end of the grid where the lowest Gap sits, or None when it is inside.
-
-    The step repeats the ratio of the last two factors at that end (x2 after 5 -> 10, giving 20).
-    A grid of one factor, or one whose every point failed, is not extended.
-    """
-    finished = sorted((p for p in points if p["Gap"] is not None and p["failed"] == 0), key=lambda p: p["factor"])
-    factors = sorted(p["factor"] for p in points)
-    if len(factors) < 2 or not finished:
-        return None
-    best = min(finished, key=lambda p: p["Gap"])["factor"]
-    if best == factors[0]:
-        return factors[0] * factors[0] / factors[1]
-    if best == factors[-1]:
-        return factors[-1] * factors[-1] / factors[-2]
-    return None
 
 
 def _folder(factor: float) -> str:
@@ -121,60 +108,34 @@ def run_sweep(
     """
     if side not in SIDES:
         raise ValueError(f"unknown learning-rate side {side!r}; valid: {', '.join(SIDES)}")
-    if not factors or any(not f > 0 for f in factors):
-        raise ValueError(f"sweep factors must be positive numbers, got {factors}")
-    if len(set(factors)) != len(factors):
-        raise ValueError(f"sweep factors must differ, got {factors}")
-    if extend < 0:
-        raise ValueError(f"extend must be >= 0 (rounds of grid extension), got {extend}")
+    factors = check_factors(factors)
     if not any(_has_side(m, side) for m in config.methods):
         raise ValueError(f"none of the methods {config.methods} has a {side} loss, so there is no {side} lr to tune")
     out = Path(out)
+    field = f"{side}_lr"
     benchmark: Benchmark | None = None
-    grid: dict[str, dict[str, list[dict[str, Any]]]] = {}
 
-    def run_factor(factor: float, subset: VisionConfig) -> None:
+    def run_factor(factor: float, pairs: dict[str, list[str]] | None) -> dict[tuple[str, str], dict[str, Any]]:
         nonlocal benchmark
+        subset = config
+        if pairs is not None:
+            # Only the (method, strategy) pairs whose best rate sits at this end run here.
+            subset = copy.deepcopy(config)
+            subset.methods = [m for m in config.methods if m in pairs]
+            subset.strategies = [s for s in config.strategies if any(s in v for v in pairs.values())]
         scaled = scaled_config(subset, factor, side)
         log(f"sweep: {side} learning rates x {factor:g} ({', '.join(scaled.methods)})")
         if benchmark is None:
             benchmark = Benchmark(scaled, progress_bar=progress_bar, log=log, command=command)
         else:
             benchmark.config = scaled  # same data and original model; only learning rates differ
-        results = benchmark.run(out / _folder(factor))
-        for (method, strategy), point in sensitivity_points(results, factor).items():
-            point[f"{side}_lr"] = getattr(resolve_settings(scaled, method, strategy), f"{side}_lr")
-            line = grid.setdefault(method, {}).setdefault(strategy, [])
-            line.append(point)
-            line.sort(key=lambda p: p["factor"])
+        points = sensitivity_points(benchmark.run(out / _folder(factor)), factor)
+        for (method, strategy), point in points.items():
+            point[field] = getattr(resolve_settings(scaled, method, strategy), field)
+        return points
 
-    for factor in factors:
-        run_factor(factor, config)
-    extended = []
-    for _ in range(extend):
-        wanted: dict[float, dict[str, list[str]]] = {}
-        for method, strategies in grid.items():
-            for strategy, points in strategies.items():
-                factor = edge_extensions(points)
-                if factor is not None:
-                    wanted.setdefault(float(f"{factor:.4g}"), {}).setdefault(method, []).append(strategy)
-        if not wanted:
-            break
-        for factor, pairs in sorted(wanted.items()):
-            # Only the (method, strategy) pairs whose best rate sits at this end run here.
-            subset = copy.deepcopy(config)
-            subset.methods = [m for m in config.methods if m in pairs]
-            subset.strategies = [s for s in config.strategies if any(s in v for v in pairs.values())]
-            run_factor(factor, subset)
-            extended.append({"factor": factor, "pairs": pairs})
-    field = f"{side}_lr"
-    best: dict[str, dict[str, float]] = {}
-    for method, strategies in grid.items():
-        for strategy, points in strategies.items():
-            finished = [p for p in points if p["Gap"] is not None and p["failed"] == 0]
-            if finished:
-                # 3 significant digits: 0.3 x 3e-4 is 9e-05, not 8.999999999999999e-05
-                best.setdefault(method, {})[strategy] = float(f"{min(finished, key=lambda p: p['Gap'])[field]:.3g}")
+    grid, extended = run_grid(factors, run_factor, OBJECTIVE, extend)
+    best = best_rates(grid, OBJECTIVE, field)
     summary = {
         "side": side,
         "factors": factors,
@@ -185,14 +146,10 @@ def run_sweep(
         f"best_{field}": best,
     }
     write_json_atomic(out / "sweep.json", summary)
-    import yaml
-
     fragment = {"unlearn": {"methods": {m: {field: lrs} for m, lrs in best.items()}}}
-    header = (
-        f"# {side} learning rates of lowest Gap from `dualoptim sweep` "
-        f"(factors {factors}, extended {[e['factor'] for e in extended]}, seeds {config.seeds})\n"
-    )
-    write_text_atomic(out / "best.yaml", header + yaml.safe_dump(fragment, sort_keys=False))
+    header = (f"{side} learning rates of lowest Gap from `dualoptim sweep` "
+              f"(factors {factors}, extended {[e['factor'] for e in extended]}, seeds {config.seeds})")  # fmt: skip
+    write_best_preset(out / "best.yaml", fragment, header)
     plot_sensitivity(summary, out / "sensitivity.png")
     for method in grid:
         plot_sensitivity(summary, out / f"sensitivity-{slug(method)}.png", methods=[method])

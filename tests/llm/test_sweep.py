@@ -1,0 +1,118 @@
+"""``dualoptim sweep --task tofu``: forget lr x strategy, selected by OVR on task 1, resumable."""
+
+import json
+import statistics
+
+import pytest
+
+from dualoptim.cli import main
+from dualoptim.config import load_config
+from dualoptim.llm.config import TofuConfig, forget_lr_of
+from dualoptim.llm.sweep import OBJECTIVE, scaled_config, sweep_points
+from dualoptim.sweep import best_rates
+from tests.llm.test_cli_tofu import TINY
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUALOPTIM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _results(ovr_by_task):
+    runs = [{"task": t, "seed": 0, "metrics": {"OVR": v, "UFE": v, "MU": 50.0}} for t, v in ovr_by_task.items()]
+    overall = statistics.fmean(ovr_by_task.values())
+    return {"rows": [
+        {"loss": "target", "strategy": "-", "runs": [], "metrics": {}},
+        {"loss": "ME+GD", "strategy": "dual", "runs": runs, "metrics": {"OVR": {"mean": overall, "std": 1.0}}},
+    ]}  # fmt: skip
+
+
+def test_selection_is_by_ovr_on_the_selection_task_not_the_mean_over_tasks():
+    config = load_config(TofuConfig, "tofu", ["tofu-tiny"], ["tasks=1,2"])
+    grid = {"ME+GD": {"dual": []}}
+    # x0.1 is better on task 1; x10 is better on average over the tasks
+    for factor, ovr in ((0.1, {"1": 60.0, "2": 10.0}), (10, {"1": 40.0, "2": 90.0})):
+        point = sweep_points(_results(ovr), scaled_config(config, factor), "1")[("ME+GD", "dual")]
+        grid["ME+GD"]["dual"].append({**point, "factor": factor})
+    assert [p["forget_lr"] for p in grid["ME+GD"]["dual"]] == pytest.approx([1e-4, 1e-2])
+    assert [p["OVR"] for p in grid["ME+GD"]["dual"]] == [60.0, 40.0]
+    assert [p["OVR_all_tasks"] for p in grid["ME+GD"]["dual"]] == [35.0, 65.0]
+    assert best_rates(grid, OBJECTIVE, "forget_lr") == {"ME+GD": {"dual": 1e-4}}
+    # on task 2 the other rate wins
+    point = sweep_points(_results({"1": 40.0, "2": 90.0}), scaled_config(config, 10), "2")[("ME+GD", "dual")]
+    assert point["OVR"] == 90.0
+    # a stopped run leaves its point without a score: it can never be selected
+    stopped = _results({"1": 99.0})
+    stopped["rows"][1]["runs"][0]["stopped"] = "non-finite loss"
+    point = sweep_points(stopped, config, "1")[("ME+GD", "dual")]
+    assert point["OVR"] is None and point["failed"] == 1
+
+
+def test_scaled_config_scales_each_pairs_own_rate_and_narrows_to_pairs():
+    config = load_config(TofuConfig, "tofu", ["tofu-tiny"], ["unlearn.forget_lrs.ME+GD.dual=4e-3"])
+    scaled = scaled_config(config, 0.5)
+    assert forget_lr_of(scaled, "ME+GD", "dual") == pytest.approx(2e-3)
+    assert forget_lr_of(scaled, "ME+GD", "joint") == pytest.approx(5e-4)
+    assert forget_lr_of(config, "ME+GD", "dual") == 4e-3  # the input is not modified
+    assert forget_lr_of(config, "ME+GD", "dual-8bit") == 4e-3  # the 8-bit twin takes dual's rate
+    assert forget_lr_of(config, "ME+GD", "dual+-8bit") == config.unlearn.forget_lr
+    narrow = scaled_config(config, 2, {"IDK+GD": ["dual+"]})
+    assert (narrow.losses, narrow.strategies) == (["IDK+GD"], ["dual+"])
+
+
+def test_sweep_end_to_end_resumes_and_writes_a_preset_layer(tofu_dir, tmp_path, cache, capsys, monkeypatch):
+    from dualoptim.llm.benchmark import TofuBenchmark
+
+    evaluated = []
+    original = TofuBenchmark._evaluate_references
+    monkeypatch.setattr(
+        TofuBenchmark, "_evaluate_references", lambda self, task: evaluated.append(task) or original(self, task)
+    )
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--task", "tofu", "--preset", "tofu-tiny", "--data", str(tofu_dir), "--tasks", "1,2",
+            "--losses", "ME+GD", "--strategies", "dual", "--factors", "0.1,10", "--out", str(out), *TINY]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| ME+GD | dual | 0.0001: " in printed and "OVR at each forget_lr" in printed
+    assert evaluated == ["1", "2"]  # the references are evaluated once, not once per factor
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["selection"] == {"metric": "OVR", "higher_is_better": True, "task": "1"}
+    for strategy in ("dual",):
+        points = summary["grid"]["ME+GD"][strategy]
+        assert [(p["factor"], p["forget_lr"]) for p in points] == [(0.1, pytest.approx(1e-4)), (10, pytest.approx(1e-2))]
+        for point in points:
+            # each point is the task-1 OVR of the runs in its factor's folder, made at its rate
+            results = json.loads((out / f"factor-{point['factor']:g}" / "results.json").read_text())
+            assert results["config"]["unlearn"]["forget_lrs"]["ME+GD"][strategy] == pytest.approx(point["forget_lr"])
+            row = next(r for r in results["rows"] if (r["loss"], r["strategy"]) == ("ME+GD", strategy))
+            assert point["OVR"] == pytest.approx(next(r["metrics"]["OVR"] for r in row["runs"] if r["task"] == "1"))
+            assert point["OVR_all_tasks"] == pytest.approx(row["metrics"]["OVR"]["mean"])
+        chosen = max(points, key=lambda p: p["OVR"])["forget_lr"]
+        assert summary["best_forget_lr"]["ME+GD"][strategy] == pytest.approx(chosen)
+    assert "OVR on task 1" in (out / "sweep.md").read_text()
+    tuned = load_config(TofuConfig, "tofu", ["tofu-tiny", str(out / "best.yaml")])
+    assert forget_lr_of(tuned, "ME+GD", "dual") == pytest.approx(summary["best_forget_lr"]["ME+GD"]["dual"])
+    # resume: nothing is recomputed
+    done = out / "factor-10" / "runs" / "task2" / "MEplusGD__dual__seed0.json"
+    stamp = done.stat().st_mtime_ns
+    evaluated.clear()
+    assert main(argv) == 0
+    assert done.stat().st_mtime_ns == stamp and json.loads((out / "sweep.json").read_text()) == summary
+    # a per-pair rate keys a run as the same single rate does: `dualoptim tofu` at x10 finds them all done
+    assert main(["tofu", "--preset", "tofu-tiny", "--data", str(tofu_dir), "--tasks", "1,2", "--losses", "ME+GD",
+                 "--strategies", "dual", "--set", "unlearn.forget_lr=1e-2", "--out", str(out / "factor-10"),
+                 *TINY]) == 0  # fmt: skip
+    assert done.stat().st_mtime_ns == stamp and evaluated == []
+
+
+def test_sweep_bad_input_is_one_line(tofu_dir, tmp_path, cache, capsys):
+    base = ["sweep", "--task", "tofu", "--data", str(tofu_dir), "--out", str(tmp_path / "s"), *TINY]
+    assert main([*base, "--select-task", "3", "--tasks", "1"]) == 2
+    assert "the selection task '3' is not among the tasks run ['1']" in capsys.readouterr().err
+    assert main([*base, "--factors", "1,1"]) == 2
+    assert "sweep factors must differ" in capsys.readouterr().err
+    assert main(["sweep", "--tasks", "1", "--out", str(tmp_path / "v")]) == 2
+    assert "--tasks apply to --task tofu only" in capsys.readouterr().err
+    assert main([*base, "--set", "unlearn.forget_lrs.ME+GD.dual=-1"]) == 2
+    assert "unlearn.forget_lrs.ME+GD.dual must be > 0, got -1" in capsys.readouterr().err
