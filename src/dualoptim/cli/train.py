@@ -40,13 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dualoptim.cli.common import command_line
-    from dualoptim.config import from_dict, load_config
+    from dualoptim.cli.common import Flag, command_line, config_from_args
     from dualoptim.vision.fit import TrainRequest, train_images
 
-    request = load_config(TrainRequest, "train", args.preset, args.overrides)
-    given = {name: getattr(args, name) for name in FLAGS if getattr(args, name, None) is not None}
-    request = from_dict(TrainRequest, given, base=request)
+    request = config_from_args(args, TrainRequest, "train", {name: Flag(name, is_list=False) for name in FLAGS})
     meta = train_images(request, args.out, progress_bar=not args.no_progress, command=command_line("train", args))
     accuracy = ", ".join(f"{k} accuracy {v:.2f}%" for k, v in meta["accuracy"].items())
     print(f"trained {meta['arch']} on {meta['examples']} examples in {meta['seconds']:.1f} s: {accuracy}")

@@ -23,7 +23,7 @@ __all__ = ["IMAGE_FLAGS", "LLM_FLAGS", "add_arguments", "detect_task", "run"]
 #: flag (argparse dest) -> ImageRequest key
 IMAGE_FLAGS = ("model", "weights", "trust_pickle", "image_size", "data", "forget", "forget_class", "retain", "heldout",
                "method", "strategy", "epochs", "steps", "forget_lr", "lr", "batch_size", "device", "threads", "workers",
-               "checkpoint_every", "seed", "eval_examples", "bootstrap")  # fmt: skip
+               "checkpoint_every", "seed", "eval_examples", "bootstrap", "data_root")  # fmt: skip
 #: flag (argparse dest) -> LLMRequest key
 LLM_FLAGS = ("model", "forget", "retain", "heldout", "method", "strategy", "epochs", "steps", "forget_lr", "lr",
              "batch_size", "device", "threads", "checkpoint_every", "seed", "eval_examples", "bootstrap")  # fmt: skip
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--eval-examples", type=int, metavar="N", help="examples per set scored for the audit (default 10000)")
     add("--bootstrap", type=int, metavar="N", help="bootstrap resamples of each AUC (default 1000)")
     add("--seed", type=int)
-    add("--require", action="append", default=[], metavar="CRIT<=X,...",
+    add("--require", action="append", metavar="CRIT<=X,...",
         help="audit thresholds, e.g. mia_auc<=0.55,retain_drop<=2; exit status 3 when one fails")  # fmt: skip
     add("--preset", action="append", default=[], metavar="FILE",
         help="YAML file of request keys (e.g. a team's standard settings); repeat to layer them (later wins)")  # fmt: skip
@@ -84,15 +84,11 @@ def detect_task(args: argparse.Namespace) -> str:
 
 
 def _request(args: argparse.Namespace, cls: type, flags: tuple[str, ...], task: str):
-    from dualoptim.config import from_dict, load_config
+    """Defaults <- ``--preset`` files <- ``--set`` <- the explicit flags (``--require`` items are comma-separated)."""
+    from dualoptim.cli.common import Flag, config_from_args
 
-    request = load_config(cls, task, args.preset, args.overrides)
-    given = {name: getattr(args, name) for name in flags if getattr(args, name, None) not in (None, False)}
-    if args.require:
-        given["require"] = [part for value in args.require for part in value.split(",") if part.strip()]
-    if getattr(args, "data_root", None) and hasattr(request, "data_root"):
-        given["data_root"] = args.data_root
-    return from_dict(cls, given, base=request) if given else request
+    return config_from_args(args, cls, task, {**{name: Flag(name, is_list=False) for name in flags},
+                                              "require": Flag("require")})  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

@@ -532,6 +532,17 @@ def _work(task: tuple[str, Any]) -> dict[str, Any]:
     return _WORKER.compute_reference(payload) if kind == "reference" else _WORKER.run_one(payload)
 
 
+def _pending(tasks, store, on_done):
+    """The tasks whose record the store lacks; ``on_done`` is called once for every one it has."""
+    pending = []
+    for name, key, task in tasks:
+        if store.get(name, key) is None:
+            pending.append((name, key, task))
+        elif on_done:
+            on_done()
+    return pending
+
+
 def run_parallel(
     config: VisionConfig,
     store: RunStore,
@@ -551,12 +562,7 @@ def run_parallel(
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    pending = []
-    for name, key, task in tasks:
-        if store.get(name, key) is None:
-            pending.append((name, key, task))
-        elif on_done:
-            on_done()
+    pending = _pending(tasks, store, on_done)
     computed, restarts = 0, 0
     context = multiprocessing.get_context("spawn")
     while pending:
@@ -622,12 +628,7 @@ def run_submitit(
         import submitit
     except ImportError:
         raise ValueError("executor 'submitit' needs submitit (pip install 'dualoptim[cluster]')") from None
-    pending = []
-    for name, key, task in tasks:
-        if store.get(name, key) is None:
-            pending.append((name, key, task))
-        elif on_done:
-            on_done()
+    pending = _pending(tasks, store, on_done)
     if not pending:
         return 0
     options = dict(config.executor_options)
