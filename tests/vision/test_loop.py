@@ -115,3 +115,34 @@ def test_retrain_starts_from_a_fresh_initialisation(task):
     # one small SGD step from the trained weights could not move them this far
     first_before, first_after = next(task[0].parameters()), next(model.parameters())
     assert (first_before - first_after).abs().mean() > 0.05
+
+
+class _MemoryCheckpoints:
+    """Checkpoints kept in memory; ``stop_after`` saves raise KeyboardInterrupt, as a crash would."""
+
+    def __init__(self, every, stop_after=None):
+        self.every, self.stop_after, self.saved, self.saves = every, stop_after, None, 0
+
+    def load(self):
+        return copy.deepcopy(self.saved)
+
+    def save(self, state):
+        self.saved, self.saves = copy.deepcopy(state), self.saves + 1
+        if self.saves == self.stop_after:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_logs_every_steps_gradient_norm_once(task):
+    model, forget, retain = task
+    run = dict(strategy="dual", settings=OptimizerSettings(1e-3, 1e-2), schedule=Schedule(2, 1, 3), batch_size=16)
+    whole = unlearn(copy.deepcopy(model), build_method("NegGrad+"), forget, retain, **run)
+    checkpoints = _MemoryCheckpoints(every=3, stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        unlearn(copy.deepcopy(model), build_method("NegGrad+"), forget, retain, checkpoints=checkpoints, **run)
+    checkpoints.stop_after = None
+    resumed = unlearn(copy.deepcopy(model), build_method("NegGrad+"), forget, retain, checkpoints=checkpoints, **run)
+    # the norms of the steps before the interrupt come back from the checkpoint, the rest are new
+    assert resumed.grad_steps == whole.grad_steps
+    for objective in ("forget", "retain"):
+        assert resumed.grad_norms[objective] == pytest.approx(whole.grad_norms[objective])
+    assert len(resumed.grad_norms["retain"]) == len(whole.grad_steps["retain"]) > 0
