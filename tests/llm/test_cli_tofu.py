@@ -217,6 +217,9 @@ def test_lora_layer_runs_end_to_end_and_is_part_of_the_key(tofu_dir, tmp_path, c
     assert main([*argv, "--preset", "lora", "--set", "unlearn.lora.r=2"]) == 0
     adapted = json.loads(record.read_text())
     assert adapted["key"] != full["key"]  # adapters are another run, evaluated like any other
+    # rank-2 adapters on the seven linear layers of each of the 2 blocks (hidden 32, MLP 64) are all that trains
+    per_block = 4 * 2 * (32 + 32) + 2 * 2 * (32 + 64) + 2 * (64 + 32)
+    assert adapted["trainable_parameters"] == 2 * per_block < full["trainable_parameters"]
     assert adapted["optimizer_steps"] == full["optimizer_steps"] and "stopped" not in adapted
     assert adapted["metrics"]["forget/ROUGE"] is not None
     assert adapted["metrics"]["forget/Probability"] != full["metrics"]["forget/Probability"]

@@ -406,7 +406,8 @@ class TofuBenchmark:
             data_collator=UnlearningCollator(tokenizer.pad_token_id), loss=loss, strategy=run.strategy,
             optimizer_settings=run.settings, schedule=run.schedule, callbacks=[callback],
         )  # fmt: skip
-        record: dict[str, Any] = {"loss": run.loss, "strategy": run.strategy, "task": run.task, "seed": run.seed}
+        record: dict[str, Any] = {"loss": run.loss, "strategy": run.strategy, "task": run.task, "seed": run.seed,
+                                  "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
         start = time.perf_counter()
         resume = u.save_steps > 0 and any(run_dir.glob("checkpoint-*"))
         try:
