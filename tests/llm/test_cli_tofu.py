@@ -223,3 +223,33 @@ def test_lora_layer_runs_end_to_end_and_is_part_of_the_key(tofu_dir, tmp_path, c
     assert adapted["optimizer_steps"] == full["optimizer_steps"] and "stopped" not in adapted
     assert adapted["metrics"]["forget/ROUGE"] is not None
     assert adapted["metrics"]["forget/Probability"] != full["metrics"]["forget/Probability"]
+
+
+def test_joint_runs_with_its_own_steps_and_forget_weight_and_the_others_keep_their_keys(tofu_dir, tmp_path, cache):
+    out = tmp_path / "out"
+    argv = ["tofu", "--data", str(tofu_dir), "--tasks", "1", "--losses", "GA+GD", "--strategies", "joint", "dual",
+            "--out", str(out), *TINY]
+    assert main(argv) == 0
+    runs = out / "runs" / "task1"
+    dual, joint = (json.loads((runs / f"GAplusGD__{s}__seed0.json").read_text()) for s in ("dual", "joint"))
+    assert joint["optimizer_steps"] == {"forget": 0, "retain": 0, "joint": 4}
+    # the reference scripts' joint baseline: fewer steps, a smaller forget weight
+    assert main([*argv, "--set", "unlearn.joint.steps=2", "--set", "unlearn.joint.forget_coeff=0.1"]) == 0
+    assert json.loads((runs / "GAplusGD__dual__seed0.json").read_text()) == dual  # not recomputed
+    rerun = json.loads((runs / "GAplusGD__joint__seed0.json").read_text())
+    assert rerun["key"] != joint["key"]
+    assert rerun["optimizer_steps"] == {"forget": 0, "retain": 0, "joint": 2}
+    # the logged forget loss is the weighted one: GA's -NLL times 0.1 on the same first batch
+    assert rerun["losses"][0]["forget"] == pytest.approx(0.1 * joint["losses"][0]["forget"], rel=1e-4)
+
+
+def test_joint_section_changes_joint_alone():
+    from dualoptim.llm.config import section_of
+
+    config = build_config("tofu-tiny", ["unlearn.joint.steps=7", "unlearn.joint.warmup_steps=1"])
+    joint, dual = section_of(config, "joint", 0.5), section_of(config, "dual", 0.5)
+    assert (joint.steps, joint.warmup_steps, joint.forget_lr) == (7, 1, 0.5)
+    assert (dual.steps, dual.warmup_steps) == (config.unlearn.steps, config.unlearn.warmup_steps)
+    assert joint.forget_coeff == dual.forget_coeff == config.unlearn.forget_coeff
+    with pytest.raises(ValueError, match="unlearn.joint needs steps >= 1"):
+        validate(build_config("tofu-tiny", ["unlearn.joint.steps=0"]))

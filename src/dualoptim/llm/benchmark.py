@@ -39,6 +39,7 @@ from dualoptim.llm.config import (
     forget_lr_of,
     optimizer_settings,
     schedule,
+    section_of,
     validate,
 )
 from dualoptim.llm.data import (
@@ -286,24 +287,25 @@ class TofuBenchmark:
         # checkpointing (of a crashed run, or of activations) changes how a run survives and what it
         # holds in memory, not its result
         # the per-pair rates enter a run's key as the one rate that run uses
-        excluded = ("save_steps", "gradient_checkpointing", "forget_lrs")
-        unlearn = {k: v for k, v in to_dict(cfg.unlearn).items() if k not in excluded}
-        if not cfg.unlearn.lora.enabled:
-            del unlearn["lora"]  # full fine-tuning keeps the run keys it had before adapters existed
+        # the joint section enters a joint run's key as the values it changes (section_of)
+        excluded = ("save_steps", "gradient_checkpointing", "forget_lrs", "joint")
         runs = []
         for loss in cfg.losses:
             for strategy in cfg.strategies:
                 rate = forget_lr_of(cfg, loss, strategy)
+                section = section_of(cfg, strategy, rate)
+                unlearn = {k: v for k, v in to_dict(section).items() if k not in excluded}
+                if not section.lora.enabled:
+                    del unlearn["lora"]  # full fine-tuning keeps the run keys it had before adapters existed
                 for seed in cfg.seeds:
                     key = stable_hash(
-                        {**self._fixed_part(), "unlearn": {**unlearn, "forget_lr": rate}, "task": task,
+                        {**self._fixed_part(), "unlearn": unlearn, "task": task,
                          "loss": loss, "strategy": strategy, "seed": seed}
                     )  # fmt: skip
                     name = f"task{task}/{slug(loss)}__{slug(strategy)}__seed{seed}"
-                    section = dataclasses.replace(copy.deepcopy(cfg.unlearn), forget_lr=rate)
                     runs.append(TofuRun(
                         task, loss, strategy, seed, dataclasses.replace(settings, forget_lr=rate), alternation,
-                        section, name, key,
+                        copy.deepcopy(section), name, key,
                     ))  # fmt: skip
         return runs
 

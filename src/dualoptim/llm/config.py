@@ -6,6 +6,8 @@ these defaults; ``--set section.key=value`` overrides both.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 
 from dualoptim.config import option
@@ -19,6 +21,7 @@ __all__ = [
     "TASK",
     "DataSection",
     "FinetuneSection",
+    "JointSection",
     "LORA_TARGETS",
     "LoraSection",
     "ModelSection",
@@ -27,6 +30,7 @@ __all__ = [
     "forget_lr_of",
     "optimizer_settings",
     "schedule",
+    "section_of",
     "validate",
 ]
 
@@ -127,6 +131,22 @@ class LoraSection:
 
 
 @dataclass
+class JointSection:
+    """The joint baseline as the reference scripts run it, where that differs from the alternating
+    strategies (docs/tofu.md, "The joint baseline"). Null: as the other strategies.
+
+    The DualOptim+ scripts run joint for ``num_epochs`` passes over the forget set, one joint step
+    per forget batch (5 x 10 = 50 steps at forget10, batch 40), warm-up one epoch, forget
+    coefficient 0.1 (``baselines.sh``); the alternating strategies run 300 steps (50 forget + 250
+    retain) with forget coefficient 1.0. Both make the same number of forget updates.
+    """
+
+    steps: int | None = option("optimizer steps of joint (null: unlearn.steps)", None)
+    forget_coeff: float | None = option("weight of the forget loss in joint (null: unlearn.forget_coeff)", None)
+    warmup_steps: int | None = option("learning-rate warm-up steps of joint (null: unlearn.warmup_steps)", None)
+
+
+@dataclass
 class UnlearnSection:
     """The unlearning run: steps, batches, optimizer settings, alternation, loss weights."""
 
@@ -164,6 +184,7 @@ class UnlearnSection:
         False,
     )
     lora: LoraSection = option("train low-rank adapters only (full fine-tuning when disabled)", factory=LoraSection)
+    joint: JointSection = option("the joint baseline's own steps, forget weight and warm-up", factory=JointSection)
 
 
 @dataclass
@@ -218,6 +239,18 @@ def forget_lr_of(config: TofuConfig, loss: str, strategy: str) -> float:
     if strategy not in rates and strategy in STRATEGIES.names():
         strategy = STRATEGIES.get(strategy).rates_from or strategy
     return rates.get(strategy, config.unlearn.forget_lr)
+
+
+def section_of(config: TofuConfig, strategy: str, forget_lr: float) -> UnlearnSection:
+    """The unlearning settings one strategy runs with: ``unlearn`` at ``forget_lr``, and for joint
+    the values ``unlearn.joint`` sets (its steps, forget weight and warm-up)."""
+    from dualoptim.strategies import STRATEGIES
+
+    section = dataclasses.replace(copy.deepcopy(config.unlearn), forget_lr=forget_lr)
+    if strategy in STRATEGIES.names() and STRATEGIES.get(strategy).joint:
+        overrides = {k: v for k, v in dataclasses.asdict(section.joint).items() if v is not None}
+        section = dataclasses.replace(section, **overrides)
+    return section
 
 
 def schedule(config: TofuConfig) -> Schedule:
@@ -300,6 +333,9 @@ def validate(config: TofuConfig) -> None:
         for strategy, rate in rates.items():
             if not rate > 0:
                 raise ValueError(f"unlearn.forget_lrs.{loss}.{strategy} must be > 0, got {rate}")
+    j = config.unlearn.joint
+    if (j.steps is not None and j.steps < 1) or (j.warmup_steps is not None and j.warmup_steps < 0):
+        raise ValueError(f"unlearn.joint needs steps >= 1 and warmup_steps >= 0 (or null), got {j.steps}, {j.warmup_steps}")
     if config.unlearn.warmup_steps < 0:
         raise ValueError(f"unlearn.warmup_steps must be >= 0, got {config.unlearn.warmup_steps}")
     if config.unlearn.save_steps < 0:
