@@ -98,3 +98,36 @@ def test_bad_pretrained_inputs_are_one_line_errors(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("dualoptim tofu: error: ")
     assert re.search(message, err), err
+
+
+def test_lora_fine_tuning_merges_the_adapters_into_a_plain_target(tofu_dir, model, tokenizer, tmp_path, cache):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    lora = ["--set", "model.finetune.lora.enabled=true", "--set", "model.finetune.lora.r=2",
+            "--set", "model.finetune.lora.target_modules=[q_proj,v_proj]"]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KnowledgeWarning)
+        assert main([*_argv(tofu_dir, base, tmp_path / "lora"), *lora]) == 0
+    target = json.loads((tmp_path / "lora" / "results.json").read_text())["models"]["target"]
+    layers = model.config.num_hidden_layers
+    hidden = model.config.hidden_size
+    # A (r x d_in) and B (d_out x r) on q_proj and v_proj of every layer
+    kv = model.config.num_key_value_heads * (hidden // model.config.num_attention_heads)
+    r = 2
+    assert target["trainable_parameters"] == layers * (r * (hidden + hidden) + r * (hidden + kv))
+    tuned = AutoModelForCausalLM.from_pretrained(target["path"])
+    original = dict(model.named_parameters())
+    changed = {name for name, p in tuned.named_parameters() if not torch.equal(p, original[name])}
+    # a plain model with the base's names; only the adapted projections moved
+    assert set(dict(tuned.named_parameters())) == set(original)
+    assert changed and all(".q_proj." in name or ".v_proj." in name for name in changed)
+    # full fine-tuning is another cache entry
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KnowledgeWarning)
+        assert main(_argv(tofu_dir, base, tmp_path / "full")) == 0
+    full = json.loads((tmp_path / "full" / "results.json").read_text())["models"]["target"]
+    assert full["path"] != target["path"] and full["cached"] is False

@@ -60,6 +60,10 @@ class FinetuneSection:
     check_probability_ratio: float = option(
         "knowledge check: the target's forget Probability must be this many times the retain model's", 2.0
     )
+    lora: LoraSection = option(
+        "fine-tune LoRA adapters (peft) and merge them into the weights, instead of every weight",
+        factory=lambda: LoraSection(),
+    )
 
 
 @dataclass
@@ -296,17 +300,18 @@ def validate(config: TofuConfig) -> None:
             "model.finetune needs lr > 0, warmup_epochs >= 0 and weight_decay >= 0, got "
             f"{f.lr}, {f.warmup_epochs}, {f.weight_decay}"
         )
-    lora = config.unlearn.lora
-    if lora.enabled:
+    for where, lora in (("unlearn.lora", config.unlearn.lora), ("model.finetune.lora", f.lora)):
+        if not lora.enabled:
+            continue
         if lora.r < 1 or not lora.alpha > 0 or not 0.0 <= lora.dropout < 1.0 or not lora.target_modules:
             raise ValueError(
-                "unlearn.lora needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one target module, got "
+                f"{where} needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one target module, got "
                 f"r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, target_modules={lora.target_modules}"
             )
         try:
             import peft  # noqa: F401
         except ImportError:
-            raise ValueError("unlearn.lora.enabled needs the peft package: pip install peft") from None
+            raise ValueError(f"{where}.enabled needs the peft package: pip install peft") from None
     chat = config.data.format.chat_template
     if isinstance(chat, str) and chat != "auto":
         raise ValueError(f"data.format.chat_template must be true, false or auto, got {chat!r}")

@@ -174,6 +174,9 @@ def answer_only_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> t
     cost is the vocabulary projection. A model without ``.model`` (decoder) and ``.lm_head`` takes
     the full forward pass of ``mean_nll``.
     """
+    if hasattr(model, "get_base_model"):
+        # a peft model: its adapters live inside the base model, whose decoder and head we call
+        model = model.get_base_model()
     if not (hasattr(model, "model") and hasattr(model, "lm_head")):
         from dualoptim.llm.losses import mean_nll
 
@@ -285,7 +288,7 @@ def finetuned_model(
     """``base`` (a hub id or folder) fine-tuned on ``rows``, once, and cached.
 
     The TOFU recipe (``settings``: epochs, rows per step, learning rate, warm-up epochs, weight
-    decay). Training runs in float32 (bf16 weights would round lr-1e-5 updates away); the result
+    decay; ``settings.lora.enabled``: train LoRA adapters and merge them into the weights). Training runs in float32 (bf16 weights would round lr-1e-5 updates away); the result
     is saved and returned in ``dtype``. The cache key covers the base, the settings, the dtype,
     the seed and the exact token ids trained on, like :func:`tiny_model`'s.
     """
@@ -296,6 +299,9 @@ def finetuned_model(
     encoded = encode_rows(tokenizer, rows, fmt, max_length, kind)
     data_hash = hashlib.sha256(json.dumps(sorted(e["input_ids"] + [-1] + e["labels"] for e in encoded)).encode())
     recipe_key = {k: v for k, v in asdict(settings).items() if k in ("epochs", "lr", "warmup_epochs", "weight_decay", "batch_size")}
+    lora = getattr(settings, "lora", None)
+    if lora is not None and lora.enabled:
+        recipe_key["lora"] = asdict(lora)  # full fine-tuning keeps the cache keys it had before adapters
     key = cache_key(base=base, settings=recipe_key, dtype=dtype, seed=seed, data=data_hash.hexdigest())
     folder = cache_dir / f"finetuned-{Path(base).name or 'model'}-{kind}-{key}"
     log_path = folder / "finetune_log.json"
@@ -304,6 +310,9 @@ def finetuned_model(
         model.eval()
         return model, {**json.loads(log_path.read_text()), "cached": True, "path": str(folder)}
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
+    if lora is not None and lora.enabled:
+        # only the adapters train; merged into the weights afterwards, so the target is a plain model
+        model = apply_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules, "model.finetune.lora")
     steps_per_epoch = math.ceil(len(rows) / settings.batch_size)
     recipe = SimpleNamespace(
         epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, weight_decay=settings.weight_decay,
@@ -313,6 +322,10 @@ def finetuned_model(
         model, tokenizer, rows, fmt, recipe, max_length, seed, progress, desc=f"fine-tune {kind} model",
         eager_attention=False,
     )  # fmt: skip
+    if lora is not None and lora.enabled:
+        log["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        model = model.merge_and_unload()  # W + (alpha / r) B A: the adapters become part of the weights
+        model.requires_grad_(True)  # peft froze the base; the target is a plain model, as if loaded from its folder
     model = model.to(dtype=getattr(torch, dtype))
     model.save_pretrained(folder)
     from dualoptim.io import write_json_atomic
@@ -360,7 +373,9 @@ def load_tokenizer(name_or_path: str, pad_token: str | None = None) -> Any:
     return tokenizer
 
 
-def apply_lora(model: torch.nn.Module, r: int, alpha: float, dropout: float, target_modules: list[str]) -> torch.nn.Module:
+def apply_lora(
+    model: torch.nn.Module, r: int, alpha: float, dropout: float, target_modules: list[str], where: str = "unlearn.lora"
+) -> torch.nn.Module:
     """``model`` with LoRA adapters on ``target_modules`` (``peft``); only the adapters train.
 
     An adapted layer computes :math:`W x + \frac{\alpha}{r} B A x` with :math:`A \\in \\mathbb{R}^{r \times
@@ -373,7 +388,7 @@ def apply_lora(model: torch.nn.Module, r: int, alpha: float, dropout: float, tar
     missing = [target for target in target_modules if target not in present]
     if missing:
         raise ValueError(
-            f"unlearn.lora.target_modules {missing} match no linear layer of the model; its linear layers: "
+            f"{where}.target_modules {missing} match no linear layer of the model; its linear layers: "
             f"{', '.join(sorted(present))}"
         )
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
