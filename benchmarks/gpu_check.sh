@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command GPU check: on one CUDA GPU, in under 8 minutes, run
 #   1. the CUDA tests (pytest -m cuda: fused and 8-bit optimizer paths against the float64
-#      reference, the non-finite guard, the unlearning loop's NonFiniteLoss on the device);
+#      reference, the non-finite guard, the unlearning loop's NonFiniteLoss on the device, and
+#      FSDP2 through transformers.Trainer / accelerate: sharded steps, sharded checkpoints, resume);
 #   2. the optimizer benchmark at LLM scale (1.1B parameters in bf16, ratios to AdamW fused);
 #   3. a short cifar10-resnet18 run (4 epochs, seed 0, SalUn and SFRon, alternate vs dual);
 #   4. a tiny TOFU run (tofu-tiny, ME+GD, alternate vs dual, task 1);
@@ -57,7 +58,7 @@ if [[ "$has_cuda" != 1 ]]; then
 fi
 
 # 1. CUDA tests (they skip themselves without a GPU; the step then records the skips)
-step cuda_tests 240 "$PY" -m pytest -m cuda -q -rs -p no:cacheprovider tests
+step cuda_tests 330 "$PY" -m pytest -m cuda -q -rs -p no:cacheprovider tests
 
 # 2. Optimizer step at LLM scale: 1.1B parameters, bf16, six variants, ratios to AdamW (fused)
 if [[ "$has_cuda" == 1 ]]; then
