@@ -253,3 +253,20 @@ def test_joint_section_changes_joint_alone():
     assert joint.forget_coeff == dual.forget_coeff == config.unlearn.forget_coeff
     with pytest.raises(ValueError, match="unlearn.joint needs steps >= 1"):
         validate(build_config("tofu-tiny", ["unlearn.joint.steps=0"]))
+
+
+def test_retain_tasks_limits_the_retain_models_and_forget_quality_says_why(tofu_dir, tmp_path, cache):
+    out = tmp_path / "out"
+    argv = ["tofu", "--data", str(tofu_dir), "--tasks", "1", "2", "--losses", "GA+GD", "--strategies", "dual",
+            "--set", "model.retain_tasks=[1]", "--out", str(out), *TINY]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [k for k in results["models"] if k.startswith("retain")] == ["retain task 1"]
+    run = {r["task"]: r for r in next(r for r in results["rows"] if r["loss"] == "GA+GD")["runs"]}
+    assert run["1"]["metrics"]["Forget Quality"] is not None
+    assert run["2"]["metrics"]["Forget Quality"] is None
+    row = next(r for r in results["rows"] if r["loss"] == "GA+GD")
+    assert row["metrics"]["Forget Quality"] is None
+    assert row["absent"]["Forget Quality"] in ("no retain model for task 2 (model.retain_tasks: ['1'])",)
+    with pytest.raises(ValueError, match=r"model.retain_tasks names tasks that are not run: \['4'\]"):
+        validate(build_config("tofu-tiny", ["model.retain_tasks=[4]"]))

@@ -238,6 +238,8 @@ class TofuBenchmark:
         from dualoptim.llm.models import finetuned_model, load_pretrained, tiny_model
 
         cfg = self.config
+        if cfg.model.retain_tasks is not None and split.task not in cfg.model.retain_tasks:
+            return None, f"no retain model for task {split.task} (model.retain_tasks: {cfg.model.retain_tasks})", None
         if cfg.model.kind == "tiny":
             model, log = tiny_model(
                 f"retain-{split.split}-task{split.task}", split.retain, self.models.tokenizer, cfg.data.format,
@@ -275,7 +277,10 @@ class TofuBenchmark:
     def _fixed_part(self) -> dict[str, Any]:
         """What every record of this config depends on (not the lists of runs to make)."""
         cfg = self.config
-        return {"model": to_dict(cfg.model), "data": to_dict(cfg.data)}
+        model = to_dict(cfg.model)
+        if model["retain_tasks"] is None:
+            del model["retain_tasks"]  # every task has a retain model: the keys records had before the option
+        return {"model": model, "data": to_dict(cfg.data)}
 
     def reference_key(self, task: str) -> str:
         return stable_hash({**self._fixed_part(), "task": task, "record": "reference"})

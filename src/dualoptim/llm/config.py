@@ -81,6 +81,12 @@ class ModelSection:
     pad_token: str | None = option(
         'pad with this token when the tokenizer has none ("eos": the eos token); null: require one', None
     )
+    retain_tasks: list[str | int] | None = option(
+        "forget tasks that get a retain model (trained, fine-tuned or loaded); null: every task. A retain "
+        "model costs as much as the target: a task without one reports Forget Quality absent, and its "
+        "knowledge check falls back to forget ROUGE >= 0.5",
+        None,
+    )
     seed: int = option("seed of the tiny target and retain models' training", 0)
     tiny: TinyModelConfig = option("the tiny Llama and its fine-tuning (kind tiny)", factory=TinyModelConfig)
     finetune: FinetuneSection = option(
@@ -213,6 +219,8 @@ class TofuConfig:
     def __post_init__(self) -> None:
         # task ids are names ("1"), however YAML or --set wrote them
         self.tasks = [str(task) for task in self.tasks]
+        if self.model.retain_tasks is not None:
+            self.model.retain_tasks = [str(task) for task in self.model.retain_tasks]
 
 
 def optimizer_settings(config: TofuConfig) -> OptimizerSettings:
@@ -324,6 +332,9 @@ def validate(config: TofuConfig) -> None:
         raise ValueError("data.eval_sets must include 'forget'")
     if not config.tasks:
         raise ValueError("tasks must name at least one forget task")
+    unknown = [t for t in config.model.retain_tasks or [] if t not in config.tasks]
+    if unknown:
+        raise ValueError(f"model.retain_tasks names tasks that are not run: {unknown} (tasks: {config.tasks})")
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {config.seeds}")
     for key in ("steps", "batch_size", "gradient_accumulation_steps", "eval_every"):
