@@ -54,7 +54,11 @@ def _offline(monkeypatch):
 def test_data_that_cannot_be_loaded_is_absent_never_zero(model, tokenizer, monkeypatch, tmp_path):
     pytest.importorskip("lm_eval")
     _offline(monkeypatch)
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty-cache"))  # nothing cached either
+    import datasets
+
+    # nothing cached either (datasets reads the variable at import, hence both)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "empty-cache")
     result = downstream_utility(model, tokenizer, ["arc_challenge"], limit=2)
     entry = result["arc_challenge"]
     assert entry["value"] is None
