@@ -101,7 +101,9 @@ def test_load_config_layers_presets_then_overrides(tmp_path):
 
 def test_presets_are_listed_per_task_and_unknown_names_list_them():
     assert preset_names("vision") == ["cifar10-resnet18", "digits", "fashion-mnist", "tinyimagenet-swin-t"]
-    assert preset_names("tofu") == ["lora", "tofu-llama2-7b", "tofu-phi15", "tofu-small", "tofu-tiny"]
+    assert preset_names("tofu") == [
+        "lora", "real-world-llama3-8b", "real-world-tiny", "tofu-llama2-7b", "tofu-phi15", "tofu-small", "tofu-tiny"
+    ]
     assert read_preset("tofu", "tofu-tiny")["model"]["kind"] == "tiny"
     with pytest.raises(ValueError, match=r"unknown preset 'tofu-tiny'; valid: cifar10-resnet18, digits, fashion-mnist"):
         read_preset("vision", "tofu-tiny")

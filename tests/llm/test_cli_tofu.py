@@ -113,7 +113,8 @@ def test_missing_data_folder_is_named(tmp_path, cache, capsys):
 def test_every_preset_is_valid(preset):
     config = build_config(preset)
     validate(config)
-    assert config.strategies == ["joint", "alternate", "dual", "dual+"]
+    # the four strategies of the papers' tables (real-world-llama3-8b adds the 8-bit pair)
+    assert config.strategies[:4] == ["joint", "alternate", "dual", "dual+"]
 
 
 def test_gpu_preset_runs_on_a_local_save_pretrained_model(tofu_dir, model, tokenizer, tmp_path, cache, nli_dir):

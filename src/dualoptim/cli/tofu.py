@@ -1,6 +1,8 @@
 """Unlearn TOFU authors from an LLM with each loss x strategy, evaluate, and tabulate.
 
 Example: dualoptim tofu --preset tofu-tiny --methods ME+GD,IDK+GD --strategies dual,dual+ --tasks 1,2,3
+The real-person task of the closer look and DualOptim+ runs through the same command:
+dualoptim tofu --preset real-world-tiny (CPU) or --preset real-world-llama3-8b (GPU).
 The effective config is printed and saved as config.yaml; results land in results.json, table.md
 and tofu_curves.png. Rerunning with the same --out resumes: finished runs are not recomputed.
 """
@@ -45,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_tofu_arguments(parser: argparse.ArgumentParser) -> None:
     """The TOFU flags beside the shared ones (``dualoptim tofu`` and ``dualoptim sweep --task tofu``)."""
     parser.add_argument("--losses", dest="methods", nargs="+", metavar="NAME", help=argparse.SUPPRESS)
-    parser.add_argument("--tasks", nargs="+", metavar="T", help="TOFU forget task ids, e.g. 1,2,3 (default: the preset's)")
+    parser.add_argument("--tasks", nargs="+", metavar="T", help="forget task ids, e.g. 1,2,3 (real_world: all, or a person 1-20; default: the preset's)")
     parser.add_argument("--split", help="TOFU forget split: forget01, forget05 or forget10")
     parser.add_argument(
         "--hub", action="store_const", const="hub", default=None, help="load TOFU from the hub (needs dualoptim[hub])"

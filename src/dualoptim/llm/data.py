@@ -1,4 +1,4 @@
-"""TOFU: loading (hub or local folder), forget/retain splits, prompt formatting and tokenisation.
+"""TOFU and the real-person set: loading, forget/retain splits, prompt formatting and tokenisation.
 
 TOFU (Maini et al., 2024) is 200 fictitious authors x 20 question/answer pairs. A forget split
 (``forget01``, ``forget05``, ``forget10``) holds several forget tasks marked by ``task_id``; the
@@ -9,6 +9,16 @@ Two sources with one layout (JSON Lines files named like the hub's configs):
 
 * a local folder (``../shared/data/tofu`` in this workplace; no extra dependency);
 * the Hugging Face hub (``locuslab/TOFU`` through ``datasets``, imported only on that path).
+
+The real-person set of the "closer look" study (Yuan et al., 2025) and DualOptim+ (``data.dataset:
+real_world``, :class:`RealWorldSource`) has the same shape: 20 real people x 20 questions to forget
+(``forget.json``, ``task_id`` 1-20: one person each; ``forget_perturbed.json``: the same rows with
+paraphrased and perturbed answers) and neighbour people. The two neighbour files hold *different*
+people: ``neighbor.json``'s 20 are the retain set that regularises unlearning, and
+``neighbor_perturbed.json``'s 20 others are the evaluation set that measures utility (the talk's
+"40 neighbours, 20 regularising and 20 measuring"). Unlearning trains on ``answer`` (the instruct
+model's own long answers); evaluation compares with ``golden_answer`` (short), as the reference's
+``real_world.yaml`` does. Task ``all`` forgets every person at once (the papers' setting).
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import torch
 
 from dualoptim.config import option
 
-__all__ = ["EVAL_FILES", "HUB_ID", "IGNORE_INDEX", "QAFormat", "REQUIRED_FILES", "SPLITS", "TofuSource", "TofuSplit", "UnlearningCollator", "UnlearningDataset", "all_rows", "answer_token_count", "check_tokenizer", "encode_prompt", "encode_qa", "encode_rows", "load_split", "pad_batch", "task_ids"]
+__all__ = ["DATASETS", "EVAL_FILES", "HUB_ID", "IGNORE_INDEX", "QAFormat", "REAL_WORLD_ALL", "REAL_WORLD_FILES", "REQUIRED_FILES", "SPLITS", "RealWorldSource", "TofuSource", "TofuSplit", "UnlearningCollator", "UnlearningDataset", "all_rows", "answer_token_count", "check_tokenizer", "encode_prompt", "encode_qa", "encode_rows", "load_split", "make_source", "pad_batch", "task_ids"]
 
 SPLITS = ("forget01", "forget05", "forget10")
 #: files the local folder must hold (the hub has the same names as configs).
@@ -37,6 +47,21 @@ EVAL_FILES = {
 }
 HUB_ID = "locuslab/TOFU"
 IGNORE_INDEX = -100
+#: data.dataset -> its evaluation sets (the first is the forget set, the second the retain side)
+DATASETS = {
+    "tofu": ("forget", "retain", "real_authors", "world_facts"),
+    "real_world": ("forget", "neighbor"),
+}
+#: real_world file -> the keys each of its rows must have
+REAL_WORLD_FILES = {
+    "forget.json": ("name", "question", "answer", "golden_answer", "task_id"),
+    "neighbor.json": ("name", "question", "answer", "golden_answer"),
+    "forget_perturbed.json": ("question", "answer", "golden_answer", "paraphrased_answer", "perturbed_answer", "task_id"),
+    "neighbor_perturbed.json": ("question", "answer", "golden_answer", "paraphrased_answer", "perturbed_answer"),
+}
+#: the real_world task that forgets all 20 people at once (the papers' setting)
+REAL_WORLD_ALL = "all"
+IDK_FILE = "idontknow.jsonl"
 
 
 @dataclass(frozen=True)
@@ -125,6 +150,76 @@ def _hub_rows(name: str) -> list[dict[str, Any]]:
     return [dict(row) for row in datasets.load_dataset(HUB_ID, config, split="train")]
 
 
+class RealWorldSource:
+    """Reads the real-person set (``forget.json``, ``neighbor.json`` and their ``_perturbed``
+    versions, JSON Lines) from a local folder, checking every row's keys as it reads.
+
+    The refusal strings of IDK losses are TOFU's ``idontknow.jsonl`` (the reference code uses the
+    same file for both tasks): ``idk_path``, else ``idontknow.jsonl`` in the folder, else in the
+    sibling ``tofu/`` folder of the data root.
+    """
+
+    hub = False
+
+    def __init__(self, root: str | Path | None = None, idk_path: str | Path | None = None) -> None:
+        from dualoptim.paths import default_data_root
+
+        self.root = Path(root) if root is not None else default_data_root() / "real_world"
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"real_world data folder {str(self.root)!r} does not exist")
+        missing = [name for name in REAL_WORLD_FILES if not (self.root / name).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"real_world data folder {str(self.root)!r} is missing the file(s) {', '.join(missing)}"
+            )
+        candidates = [Path(idk_path)] if idk_path else [self.root / IDK_FILE, self.root.parent / "tofu" / IDK_FILE]
+        self.idk_path = next((c for c in candidates if c.is_file()), None)
+        if self.idk_path is None:
+            raise FileNotFoundError(
+                f"no refusal strings for the real_world task: none of {', '.join(repr(str(c)) for c in candidates)} "
+                "exists (set data.idk_path to TOFU's idontknow.jsonl)"
+            )
+
+    def rows(self, name: str) -> list[dict[str, Any]]:
+        """The rows of one file, each checked for the keys :data:`REAL_WORLD_FILES` lists."""
+        if name == IDK_FILE:
+            with self.idk_path.open(encoding="utf-8") as handle:
+                return [{"answer": line.strip()} for line in handle if line.strip()]
+        if name not in REAL_WORLD_FILES:
+            raise FileNotFoundError(
+                f"real_world has no file {name!r}; its files: {', '.join(REAL_WORLD_FILES)}"
+            )
+        path, keys, rows = self.root / name, REAL_WORLD_FILES[name], []
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{number}: not a JSON object ({error.msg})") from None
+                lacking = [k for k in keys if not isinstance(row, dict) or k not in row]
+                if lacking:
+                    raise ValueError(
+                        f"{path}:{number}: the row has no {', '.join(repr(k) for k in lacking)} "
+                        f"(each row of {name} needs {', '.join(keys)})"
+                    )
+                rows.append(row)
+        return rows
+
+
+def make_source(dataset: str = "tofu", path: str | Path | None = None, hub: bool = False,
+                idk_path: str | Path | None = None) -> TofuSource | RealWorldSource:  # fmt: skip
+    """The reader of ``dataset`` (``data.dataset``): TOFU (local or hub) or the real-person set (local)."""
+    if dataset == "tofu":
+        return TofuSource(path, hub=hub)
+    if dataset == "real_world":
+        if hub:
+            raise ValueError("the real_world set is read from a local folder only (data.source: local)")
+        return RealWorldSource(path, idk_path)
+    raise ValueError(f"unknown data.dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+
+
 @dataclass
 class TofuSplit:
     """One forget task: the forget rows, the retain rows (all other rows) and refusal answers."""
@@ -135,10 +230,21 @@ class TofuSplit:
     retain: list[dict[str, Any]]
     idk: list[str]
     eval_sets: dict[str, list[dict[str, Any]]]
+    #: the rows a model "never taught the forget set" learns (Forget Quality's reference); None: ``retain``
+    reference: list[dict[str, Any]] | None = None
+
+    @property
+    def reference_rows(self) -> list[dict[str, Any]]:
+        return self.retain if self.reference is None else self.reference
 
 
-def all_rows(source: TofuSource) -> list[dict[str, Any]]:
-    """The 4,000 TOFU rows: every task of ``forget10`` plus ``retain10`` (the hub's ``full``)."""
+def all_rows(source: TofuSource | RealWorldSource) -> list[dict[str, Any]]:
+    """The 4,000 TOFU rows: every task of ``forget10`` plus ``retain10`` (the hub's ``full``); for
+    the real-person set its 1,200 rows: the forget people, the retain neighbours and the evaluation
+    neighbours (what a from-scratch target learns, as an instruct model knows all 60 people)."""
+    if isinstance(source, RealWorldSource):
+        names = ("forget.json", "neighbor.json", "neighbor_perturbed.json")
+        return [_qa(r) for name in names for r in source.rows(name)]
     if source.hub:
         return [{"question": r["question"], "answer": r["answer"]} for r in source.rows("full.json")]
     rows = [{"question": r["question"], "answer": r["answer"]} for r in source.rows("forget10.json")]
@@ -146,15 +252,34 @@ def all_rows(source: TofuSource) -> list[dict[str, Any]]:
     return rows
 
 
-def task_ids(source: TofuSource, split: str) -> list[str]:
-    """The forget task ids a split offers (``"1"`` ... ``"10"``)."""
+def _qa(row: dict[str, Any]) -> dict[str, Any]:
+    return {"question": row["question"], "answer": row["answer"]}
+
+
+def _real_world_task_ids(source: RealWorldSource) -> list[str]:
+    ids = sorted({str(r["task_id"]) for r in source.rows("forget.json")}, key=lambda t: (len(t), t))
+    return [REAL_WORLD_ALL, *ids]
+
+
+def task_ids(source: TofuSource | RealWorldSource, split: str) -> list[str]:
+    """The forget task ids a split offers (``"1"`` ... ``"10"``; real_world: ``all`` and one per person)."""
+    if isinstance(source, RealWorldSource):
+        return _real_world_task_ids(source)
     _check_split(split)
     ids = {str(row.get("task_id", "1")) for row in source.rows(f"{split}.json")}
     return sorted(ids, key=lambda t: (len(t), t))
 
 
-def load_split(source: TofuSource, split: str = "forget10", task: str | int = "1") -> TofuSplit:
-    """Forget rows of ``task`` in ``split``; retain rows = every other row of the 4,000."""
+def load_split(
+    source: TofuSource | RealWorldSource, split: str = "forget10", task: str | int = "1",
+    answer_key: str = "golden_answer",
+) -> TofuSplit:  # fmt: skip
+    """Forget rows of ``task`` in ``split``; retain rows = every other row of the 4,000.
+
+    For the real-person set (``split`` is ignored) see :func:`load_real_world`; ``answer_key`` is
+    the key its evaluation compares with."""
+    if isinstance(source, RealWorldSource):
+        return load_real_world(source, task, answer_key)
     _check_split(split)
     task = str(task)
     rows = source.rows(f"{split}.json")
@@ -174,6 +299,52 @@ def load_split(source: TofuSource, split: str = "forget10", task: str | int = "1
             file_rows = [r for r in file_rows if str(r.get("task_id", "1")) == task]
         eval_sets[name] = file_rows
     return TofuSplit(split, task, forget, retain, idk, eval_sets)
+
+
+def load_real_world(source: RealWorldSource, task: str | int = REAL_WORLD_ALL, answer_key: str = "golden_answer") -> TofuSplit:
+    """One real-person forget task: ``all`` (the 400 rows of the 20 people: the papers' setting) or
+    one person's ``task_id``. The retain set of unlearning is always ``neighbor.json``'s 400 rows
+    (the reference's ``retain: neighbor``); the retain-only reference model learns every row but
+    the forgotten people's (both neighbour files, and the other people of a one-person task).
+    Evaluation sets: ``forget`` (the task's rows of ``forget_perturbed.json``) and ``neighbor``
+    (``neighbor_perturbed.json``: other neighbours), with ``answer`` = the row's ``answer_key``."""
+    task = str(task)
+    valid = _real_world_task_ids(source)
+    if task not in valid:
+        raise ValueError(f"unknown real_world task {task!r}; valid: {', '.join(valid)}")
+    if answer_key not in ("golden_answer", "answer"):
+        raise ValueError(f"unknown data.eval_answer_key {answer_key!r}; valid: golden_answer, answer")
+
+    def chosen(row: dict[str, Any]) -> bool:
+        return task == REAL_WORLD_ALL or str(row["task_id"]) == task
+
+    people = source.rows("forget.json")
+    forget = [_qa(r) for r in people if chosen(r)]
+    retain = [_qa(r) for r in source.rows("neighbor.json")]
+    others = [_qa(r) for r in people if not chosen(r)]
+
+    def evaluation(row: dict[str, Any]) -> dict[str, Any]:
+        # the perturbed files repeat the question and answers; answer is what ROUGE and Probability compare with
+        return {"question": row["question"], "answer": row[answer_key], "paraphrased_answer": row["paraphrased_answer"],
+                "perturbed_answer": list(row["perturbed_answer"])}  # fmt: skip
+
+    # round-robin over people, so that data.eval_size's first N items cover every person
+    eval_sets = {
+        "forget": [evaluation(r) for r in _interleave(source.rows("forget_perturbed.json")) if chosen(r)],
+        "neighbor": [evaluation(r) for r in _interleave(source.rows("neighbor_perturbed.json"))],
+    }
+    idk = [r["answer"] for r in source.rows(IDK_FILE)]
+    kept = retain + [_qa(r) for r in source.rows("neighbor_perturbed.json")] + others
+    return TofuSplit("real_world", task, forget, retain, idk, eval_sets, reference=kept)
+
+
+def _interleave(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows reordered person by person in turn: each person's first question, then each one's second, ..."""
+    people: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        people.setdefault(str(row.get("name", "")), []).append(row)
+    longest = max((len(p) for p in people.values()), default=0)
+    return [p[i] for i in range(longest) for p in people.values() if i < len(p)]
 
 
 def _check_split(split: str) -> None:

@@ -333,7 +333,8 @@ def set_metrics(name: str, raw_set: dict[str, Any], judges: Judges | None = None
     rouge_l = [r["rougeL"] for r in rouges]
     out["ROUGE"] = float(np.mean(rouge_l))
     out["ROUGE-1"] = float(np.mean([r["rouge1"] for r in rouges]))
-    if name in ("forget", "retain"):
+    # the neighbour set of the real-person task is its retain set (the reference's eval_log: plain P(answer))
+    if name in ("forget", "retain", "neighbor"):
         out["Probability"] = float(np.mean([M.probability(n) for n in raw_set["answer_nll"]]))
     else:
         out["Probability"] = float(

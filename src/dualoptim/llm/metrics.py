@@ -221,12 +221,15 @@ def _pick(
 
 
 def model_utility(
-    per_set: Mapping[str, Mapping[str, float | None]], set_reasons: Mapping[str, str] | None = None
+    per_set: Mapping[str, Mapping[str, float | None]],
+    set_reasons: Mapping[str, str] | None = None,
+    sets: Sequence[str] = SETS,
 ) -> Aggregate:
     """TOFU Model Utility: harmonic mean of {ROUGE, Probability, Truth Ratio} × {retain, real
     authors, world facts}, over the components present. ``per_set[s][name]`` holds the values;
-    ``per_set[s][name + " (absent)"]`` the reason for a missing one."""
-    values, reasons = _pick(per_set, SETS, TOFU_UTILITY, set_reasons or {})
+    ``per_set[s][name + " (absent)"]`` the reason for a missing one. ``sets``: the utility sets
+    (the real-person task has one, ``neighbor``)."""
+    values, reasons = _pick(per_set, sets, TOFU_UTILITY, set_reasons or {})
     return _aggregate("hmean", values, reasons)
 
 
@@ -234,10 +237,12 @@ def closer_look(
     per_set: Mapping[str, Mapping[str, float | None]],
     targeted: bool,
     set_reasons: Mapping[str, str] | None = None,
+    sets: Sequence[str] = SETS,
 ) -> dict[str, Aggregate]:
     """MU, UFE, TFE and OVR of the "closer look" evaluation (used in the DualOptim+ tables).
 
-    * MU = harmonic mean of the 18 retain-side values (3 sets × 6 metrics);
+    * MU = harmonic mean of the 18 retain-side values (3 sets × 6 metrics; ``sets`` names them:
+      the real-person task has the neighbour set alone, 6 values, as the reference's ``Model Utility``);
     * UFE = 1 − mean of the forget-side ROUGE, Probability, Truth Ratio (closer look), Cosine
       Similarity, Entailment (untargeted forgetting: the knowledge is gone);
     * TFE = harmonic mean of forget Token Entropy and IDK-Entailment (targeted forgetting: fluent
@@ -245,7 +250,7 @@ def closer_look(
     * OVR = (MU + FE) / 2 with FE = TFE for targeted forget losses (IDK, DPO), else UFE.
     """
     set_reasons = set_reasons or {}
-    mu = _aggregate("hmean", *_pick(per_set, SETS, CLOSER_LOOK_UTILITY, set_reasons))
+    mu = _aggregate("hmean", *_pick(per_set, sets, CLOSER_LOOK_UTILITY, set_reasons))
     ufe = _aggregate("1-mean", *_pick(per_set, ["forget"], CLOSER_LOOK_FORGET, set_reasons))
     tfe = _aggregate("hmean", *_pick(per_set, ["forget"], ("Token Entropy", "IDK Entailment"), set_reasons))
     fe_name, fe = ("TFE", tfe) if targeted else ("UFE", ufe)

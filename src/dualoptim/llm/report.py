@@ -16,7 +16,8 @@ from dualoptim.reports.tables import mean_std_cell
 __all__ = ["plot_curves", "render_table", "write_report"]
 
 COLUMNS = ("UFE", "TFE", "MU", "OVR", "Forget Quality", "Model Utility")
-SETS = {"forget": "forget set", "retain": "retain set", "real_authors": "real authors", "world_facts": "world facts"}
+SETS = {"forget": "forget set", "retain": "retain set", "neighbor": "neighbour set", "real_authors": "real authors",
+        "world_facts": "world facts"}  # fmt: skip
 PER_SET = (
     "ROUGE",
     "ROUGE-1",
@@ -35,13 +36,15 @@ def _strategy(row: dict[str, Any]) -> str:
     return row["strategy"] if "strategy" in row else row["optimizer"]
 
 
-def _cell(metric: dict[str, float] | None, percent: bool) -> str:
+def _cell(metric: dict[str, float] | None, percent: bool, scale: float | None = None) -> str:
     """``mean ± std``; the mean alone for one run, or when every run of the row gave the same value
     (the target's retain-side values on every task: one model, one retain set); ``± <0.01`` for a
     spread too small to print. Never ``± 0.00``, which reads as a measured zero spread."""
     if metric is None:
         return "absent"
     std = None if not metric["std"] else metric["std"]
+    if scale is not None:  # values already in their unit (downstream percentages)
+        return mean_std_cell(metric["mean"], std, scale=scale)
     if percent:
         if std is not None and round(100 * std, 2) == 0:
             return f"{mean_std_cell(metric['mean'], None, scale=100)} ± <0.01"
@@ -65,16 +68,35 @@ def _per_set_tables(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _downstream_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Downstream utility per lm-eval task (percent), when the run asked for it (``data.downstream``)."""
+    names = list(dict.fromkeys(n for r in rows for n in r["metrics"] if n.startswith("downstream/")))
+    if not names:
+        return []
+    tasks = [n.removeprefix("downstream/") for n in names]
+    lines = ["", "Downstream utility (lm-eval, percent):", "", "| Loss | Strategy | " + " | ".join(tasks) + " | AVG |",
+             "|---|---|" + "---|" * (len(tasks) + 1)]  # fmt: skip
+    for row in rows:
+        cells = [_cell(row["metrics"].get(n), False, scale=1) for n in [*names, "Downstream AVG"]]
+        lines.append(f"| {row['loss']} | {_strategy(row)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _histories(row: dict[str, Any]) -> list[list[dict[str, Any]]]:
     if "runs" in row:
         return [run["history"] for run in row["runs"] if run.get("history")]
     return [h for h in row.get("history", {}).values() if h]  # before the shared envelope
 
 
+def _title(results: dict[str, Any]) -> str:
+    """``TOFU forget10`` or ``Real people (closer look)``: what the table is about."""
+    return "Real people (closer look)" if results.get("dataset") == "real_world" else f"TOFU {results['split']}"
+
+
 def render_table(results: dict[str, Any]) -> str:
     """Rows loss × strategy (after the target and retain-model references); mean ± std over tasks."""
     lines = [
-        f"# TOFU {results['split']}, tasks {', '.join(results['tasks'])}"
+        f"# {_title(results)}, tasks {', '.join(results['tasks'])}"
         + (f", seeds {', '.join(str(s) for s in results['seeds'])}" if results.get("seeds") else ""),
         "",
         f"Mean ± {results.get('std', 'population std (ddof 0)')} over the runs of each row (tasks x seeds; "
@@ -94,6 +116,7 @@ def render_table(results: dict[str, Any]) -> str:
             + f" | {row['seconds']:.0f} |"
         )
     lines += _per_set_tables(results["rows"])
+    lines += _downstream_table(results["rows"])
     absent = {}
     for row in results["rows"]:
         absent.update(row.get("absent", {}))
@@ -122,9 +145,10 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path:
     plt = pyplot()
     rows = [r for r in results["rows"] if _strategy(r) != "-"]
     losses = list(dict.fromkeys(r["loss"] for r in rows)) or ["-"]
+    retain_side = "neighbor" if results.get("dataset") == "real_world" else "retain"
     fig, axes = plt.subplots(len(losses), 2, figsize=(10, 3.4 * len(losses)), squeeze=False)
     for i, loss in enumerate(losses):
-        for j, side in enumerate(("forget", "retain")):
+        for j, side in enumerate(("forget", retain_side)):
             ax = axes[i][j]
             for row in (r for r in rows if r["loss"] == loss):
                 curves = _histories(row)
@@ -145,7 +169,7 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path:
             ax.set_ylabel("P(answer)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle(f"TOFU {results['split']}: mean ± {STD_NAMES[DDOF]} over the runs, tasks {', '.join(results['tasks'])}")
+    fig.suptitle(f"{_title(results)}: mean ± {STD_NAMES[DDOF]} over the runs, tasks {', '.join(results['tasks'])}")
     fig.tight_layout()
     return save(fig, path)
 

@@ -57,7 +57,20 @@ def _notes(config: TofuConfig) -> list[str]:
         f"Tasks play the role of seeds: each is a different forget set; mean ± {STD_NAMES[DDOF]} over the "
         "runs of a row (tasks x seeds); a row of one run has no std.",
     ]
-    if config.model.kind == "tiny":
+    if config.data.dataset == "real_world":
+        notes.append(
+            "real_world: unlearning trains on the forget people's `answer`s with the 400 neighbour rows as "
+            f"the retain set; evaluation compares with `{config.data.eval_answer_key}`; Model Utility and "
+            "MU are over the neighbour set (the reference's Model Utility)."
+        )
+        if config.model.kind == "tiny":
+            notes.append(
+                "real-world-tiny: the target is a small Llama trained from scratch on the 1,200 rows (forget "
+                "+ both neighbour files), the retain model on the rows it must keep; it knows these people only "
+                "from these rows, so it shows the pipeline and the strategies' trade-off, not what an 8B "
+                "instruct model knows about them."
+            )
+    elif config.model.kind == "tiny":
         notes.append(
             "tofu-tiny: Model Utility and MU use the retain set only; real authors and world facts are "
             "not evaluated because a tiny model trained from scratch on TOFU never saw them."
@@ -103,7 +116,8 @@ def build_results(
         env,
         rows,
         seconds,
-        split=config.data.split,
+        split=config.data.split if config.data.dataset == "tofu" else config.data.dataset,
+        dataset=config.data.dataset,
         tasks=list(config.tasks),
         seeds=list(config.seeds),
         std=STD_NAMES[DDOF],
