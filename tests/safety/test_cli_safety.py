@@ -111,3 +111,50 @@ def test_bad_values(override, message):
     config = load_config(SafetyConfig, "safety", ["safety-tiny"], [override])
     with pytest.raises(ValueError, match=message):
         validate(config)
+
+
+def test_downstream_utility_enters_ovr(env, tmp_path, monkeypatch):
+    """Asked-for lm-eval tasks go through dualoptim.llm.downstream; their mean (already percent) is
+    Downstream AVG, and OVR uses it when eval.ovr_utility says so."""
+    import dualoptim.llm.downstream as downstream
+
+    calls = []
+
+    def fake(model, tokenizer, tasks, *, limit=None, batch_size=8, device="cpu"):
+        calls.append((list(tasks), limit))
+        return {"arc_challenge": {"value": 40.0, "metric": "acc_norm,none", "reason": None},
+                "gsm8k": {"value": 10.0, "metric": "exact_match,flexible-extract", "reason": None}}
+
+    monkeypatch.setattr(downstream, "downstream_utility", fake)
+    out = tmp_path / "out"
+    argv = ["safety", "--data", str(env), "--methods", "IDK+GD", "--strategies", "dual", "--seeds", "0", "--out", str(out),
+            "--set", "eval.downstream_tasks=[arc_challenge,gsm8k]", "--set", "eval.downstream_limit=5",
+            "--set", "eval.ovr_utility=Downstream AVG", *TINY]  # fmt: skip
+    assert main(argv) == 0
+    assert calls == [(["arc_challenge", "gsm8k"], 5)] * 2  # the target and the one run
+    run = json.loads((out / "results.json").read_text())["rows"][1]["runs"][0]["metrics"]
+    assert run["Downstream AVG"] == 25.0
+    assert run["OVR"] == pytest.approx((run["Safety AVG"] + 100 - run["Over-refusal"] + 25.0) / 3)
+
+
+def test_a_downstream_task_without_data_makes_it_absent_with_the_reason(env, tmp_path, monkeypatch):
+    import dualoptim.llm.downstream as downstream
+
+    def fake(model, tokenizer, tasks, **kwargs):
+        return {"mmlu": {"value": None, "metric": "acc,none", "reason": "the data of 'mmlu' could not be loaded"}}
+
+    monkeypatch.setattr(downstream, "downstream_utility", fake)
+    out = tmp_path / "out"
+    argv = ["safety", "--data", str(env), "--methods", "IDK+GD", "--strategies", "dual", "--seeds", "0", "--out", str(out),
+            "--set", "eval.downstream_tasks=[mmlu]", "--set", "eval.ovr_utility=Downstream AVG", *TINY]  # fmt: skip
+    assert main(argv) == 0
+    row = json.loads((out / "results.json").read_text())["rows"][1]
+    assert row["metrics"]["Downstream AVG"] is None and row["metrics"]["OVR"] is None
+    assert "mmlu: the data of 'mmlu' could not be loaded" in row["absent"]["Downstream AVG"]
+    assert row["absent"]["OVR"] == "needs Downstream AVG"
+
+
+def test_an_unknown_downstream_task_is_an_error():
+    config = load_config(SafetyConfig, "safety", ["safety-tiny"], ["eval.downstream_tasks=[arc_easyy]"])
+    with pytest.raises(ValueError, match="unknown downstream task 'arc_easyy'"):
+        validate(config)

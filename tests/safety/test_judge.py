@@ -89,3 +89,21 @@ def test_a_model_judge_maps_its_labels(tmp_path):
     assert ModelJudge(str(tmp_path / "judge"), ["NORMAL"]).refusals(["q"], ["x"]) == [False]
     with pytest.raises(ValueError, match=r"judge.refusal_labels \['REFUSED'\] are not labels.*NORMAL, REJECTION"):
         ModelJudge(str(tmp_path / "judge"), ["REFUSED"])
+
+
+def test_agreement_with_hand_labels_is_what_the_docs_say():
+    """100 generated answers labelled by hand (tests/safety/data; prompt ids only, never prompt text):
+    the string classifier agrees on 91 (Cohen's kappa 0.82), as docs/safety.md states."""
+    import json
+    from pathlib import Path
+
+    rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "refusal_hand_labels.jsonl").read_text().splitlines()]
+    assert len(rows) == 100 and all(set(r) == {"source", "set", "id", "answer", "hand_refusal"} for r in rows)
+    hand = [r["hand_refusal"] for r in rows]
+    string = [is_refusal(r["answer"]) for r in rows]
+    result = cohen_kappa(hand, string)
+    assert result["agreement"] == pytest.approx(0.91)
+    assert result["kappa"] == pytest.approx(0.82)
+    # every disagreement is a refusal the strings miss (a garbled opening), never a false refusal
+    assert sum(h and not s for h, s in zip(hand, string)) == 9
+    assert sum(s and not h for h, s in zip(hand, string)) == 0
