@@ -67,7 +67,8 @@ def test_end_to_end_and_resume(env, tmp_path, capsys):
 
 def test_judge_fallback_is_said_in_the_results(env, tmp_path, capsys):
     out = tmp_path / "out"
-    base = ["safety", "--data", str(env), "--methods", "IDK+GD", "--strategies", "dual", "--seeds", "0", "--out", str(out),
+    # an 8-bit strategy here: every strategy of the registry runs through this task
+    base = ["safety", "--data", str(env), "--methods", "IDK+GD", "--strategies", "dual+-8bit", "--seeds", "0", "--out", str(out),
             "--judge", str(tmp_path / "missing-judge"), *TINY]  # fmt: skip
     assert main(base) == 2
     assert "could not be loaded" in capsys.readouterr().err
@@ -158,3 +159,14 @@ def test_an_unknown_downstream_task_is_an_error():
     config = load_config(SafetyConfig, "safety", ["safety-tiny"], ["eval.downstream_tasks=[arc_easyy]"])
     with pytest.raises(ValueError, match="unknown downstream task 'arc_easyy'"):
         validate(config)
+
+
+def test_report_regenerates_the_committed_table(tmp_path, capsys):
+    """dualoptim report rebuilds table.md from the committed results.json, byte for byte."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "safety-tiny"
+    shutil.copy(folder / "results.json", tmp_path / "results.json")
+    assert main(["report", str(tmp_path)]) == 0
+    assert (tmp_path / "table.md").read_text() == (folder / "table.md").read_text()
