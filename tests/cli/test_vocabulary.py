@@ -28,7 +28,7 @@ def _flags(name: str) -> set[str]:
     return {option for action in _subparser(name)._actions for option in action.option_strings}
 
 
-@pytest.mark.parametrize("command", ["bench", "sweep", "tofu", "diffusion"])
+@pytest.mark.parametrize("command", ["bench", "sweep", "tofu", "safety", "diffusion"])
 def test_every_run_command_speaks_the_shared_vocabulary(command):
     assert SHARED <= _flags(command)
 
@@ -87,8 +87,8 @@ def test_tofu_maps_the_shared_flags_onto_its_config():
         (["bench", "--set", "seeds=three"], "dualoptim bench: error: config key 'seeds[0]' must be int, got 'three'"),
         (["tofu", "--strategies", "quad"], "dualoptim tofu: error: unknown strategy 'quad'; valid: joint, alternate"),
         (["sweep", "--factors", "1,x"], "dualoptim sweep: error: --factors must be numbers, got '1,x'"),
-        (["config", "audio"], "dualoptim config: error: unknown task 'audio'; valid: vision, tofu, diffusion, unlearn-image, unlearn-llm, train"),
-        (["presets", "audio"], "dualoptim presets: error: unknown task 'audio'; valid: diffusion, tofu, vision"),
+        (["config", "audio"], "dualoptim config: error: unknown task 'audio'; valid: vision, tofu, safety, diffusion, unlearn-image, unlearn-llm, train"),
+        (["presets", "audio"], "dualoptim presets: error: unknown task 'audio'; valid: diffusion, safety, tofu, vision"),
     ],
 )
 def test_every_error_is_one_line_with_exit_status_2(argv, message, capsys, tmp_path):

@@ -107,7 +107,7 @@ def test_presets_are_listed_per_task_and_unknown_names_list_them():
     assert read_preset("tofu", "tofu-tiny")["model"]["kind"] == "tiny"
     with pytest.raises(ValueError, match=r"unknown preset 'tofu-tiny'; valid: cifar10-resnet18, digits, fashion-mnist"):
         read_preset("vision", "tofu-tiny")
-    with pytest.raises(ValueError, match=r"unknown task 'audio'; valid: diffusion, tofu, vision"):
+    with pytest.raises(ValueError, match=r"unknown task 'audio'; valid: diffusion, safety, tofu, vision"):
         preset_names("audio")
 
 

@@ -30,7 +30,7 @@ def _layer(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1:
         return "core"
-    return parts[1] if parts[1] in ("optim", "vision", "llm", "diffusion", "cli") else "core"
+    return parts[1] if parts[1] in ("optim", "vision", "llm", "safety", "diffusion", "cli") else "core"
 
 
 #: which layers each layer may import: optimizers < core < tasks < cli
@@ -39,8 +39,10 @@ ALLOWED = {
     "core": {"optim", "core"},
     "vision": {"optim", "core", "vision"},
     "llm": {"optim", "core", "llm"},
+    # the safety task is an LLM task: it reuses the LLM losses, Trainer, models and formats
+    "safety": {"optim", "core", "llm", "safety"},
     "diffusion": {"optim", "core", "diffusion"},
-    "cli": {"optim", "core", "vision", "llm", "diffusion", "cli"},
+    "cli": {"optim", "core", "vision", "llm", "safety", "diffusion", "cli"},
 }
 
 

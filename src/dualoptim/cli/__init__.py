@@ -21,6 +21,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS: dict[str, str] = {
     "bench": "dualoptim.cli.bench",
     "tofu": "dualoptim.cli.tofu",
+    "safety": "dualoptim.cli.safety",
     "train": "dualoptim.cli.train",
     "unlearn": "dualoptim.cli.unlearn",
     "diffusion": "dualoptim.cli.diffusion",

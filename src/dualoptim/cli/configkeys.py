@@ -8,7 +8,7 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", help="vision, tofu, diffusion, unlearn-image, unlearn-llm or train")
+    parser.add_argument("task", help="vision, tofu, safety, diffusion, unlearn-image, unlearn-llm or train")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,6 +20,8 @@ def run(args: argparse.Namespace) -> int:
         from dualoptim.vision.config import VisionConfig as cls
     elif args.task == "tofu":
         from dualoptim.llm.config import TofuConfig as cls
+    elif args.task == "safety":
+        from dualoptim.safety.config import SafetyConfig as cls
     elif args.task == "diffusion":
         from dualoptim.diffusion.config import DiffusionConfig as cls
     elif args.task == "unlearn-image":
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         from dualoptim.vision.fit import TrainRequest as cls
     else:
         raise ValueError(
-            f"unknown task {args.task!r}; valid: vision, tofu, diffusion, unlearn-image, unlearn-llm, train"
+            f"unknown task {args.task!r}; valid: vision, tofu, safety, diffusion, unlearn-image, unlearn-llm, train"
         )
     for key in describe(cls):
         if key.type == "section":

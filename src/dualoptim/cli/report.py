@@ -15,7 +15,8 @@ def _task(results: object, path: str) -> str:
     """The task of a results file; files written before the shared envelope name it ``benchmark``."""
     if isinstance(results, dict) and "rows" in results:
         task = results.get("task") or {"image-classification": "vision"}.get(results.get("benchmark"), results.get("benchmark"))
-        required = {"vision": ("retrain", "config"), "tofu": ("split", "tasks"), "diffusion": ("distance", "original")}.get(task)
+        required = {"vision": ("retrain", "config"), "tofu": ("split", "tasks"), "diffusion": ("distance", "original"),
+                    "safety": ("judge", "seeds")}.get(task)
         missing = [key for key in required or () if key not in results]
         if required is not None and missing:
             raise ValueError(f"{path} is a {task} results file without {', '.join(missing)}: not one dualoptim wrote")
@@ -42,6 +43,11 @@ def run(args: argparse.Namespace) -> int:
 
         written = write_report(results, args.dir)
         print(markdown_table(results))
+    elif task == "safety":
+        from dualoptim.safety.report import render_table, write_report
+
+        written = write_report(results, args.dir)
+        print(render_table(results))
     else:
         from dualoptim.llm.report import write_report
 
