@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	  if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install -q torch; \
 	  else $(PIP) install -q "torch==2.13.0+cpu" || $(PIP) install -q torch; fi; \
 	fi
-	$(PIP) install -q -e ".[bench,llm,diffusion,dev]"
+	$(PIP) install -q -e ".[bench,llm,diffusion,dev,eval]"
 	touch $(STAMP)
 
 lint: $(STAMP)
