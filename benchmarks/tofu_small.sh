@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The tofu-small evidence of docs/tofu.md, from an empty cache to the committed tables:
+#   1. tune the forget learning rate of every (loss, strategy) on task 1 (`dualoptim sweep --task
+#      tofu`, factors 0.3/1/3 of 1e-3, one more factor past an end where the best sits), three
+#      sweeps of two losses each, run side by side (one torch thread each);
+#   2. merge their best.yaml into one preset layer, tuned.yaml;
+#   3. the benchmark with the tuned rates on tasks 1-3 (all six losses x joint/alternate/dual/dual+),
+#      again three processes over one run store, then one pass that writes results.json and table.md;
+#   4. the 8-bit pair (dual-8bit, dual+-8bit) for ME+GD and IDK+GD at their float32 twins' rates.
+# Each step resumes: finished runs are read from the run stores, never recomputed. The target and
+# the retain model of task 1 (the only one: model.retain_tasks, see docs/tofu.md) are trained and
+# cached first, by one process, so that the parallel steps do not train them side by side.
+#
+# Usage: benchmarks/tofu_small.sh [OUT]   (default benchmarks/results)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmarks/results}
+DUALOPTIM=(.venv/bin/dualoptim)
+BASE=(--preset tofu-tiny --preset tofu-small --set "model.retain_tasks=[1]" --threads 1 --no-progress)
+LOSS_GROUPS=("GA+GD,ME+GD" "NPO+GD,DPO+GD" "IDK+GD,IDK+AP")
+export OMP_NUM_THREADS=1
+
+# the target and task 1's retain model, once (cached), before the parallel steps
+"${DUALOPTIM[@]}" tofu "${BASE[@]}" --tasks 1 --methods GA+GD --strategies dual --set unlearn.steps=1 \
+  --out "$OUT/tofu-small-sweep/warm-up" > /dev/null
+rm -rf "$OUT/tofu-small-sweep/warm-up"
+
+# 1. the sweeps
+pids=()
+for group in "${LOSS_GROUPS[@]}"; do
+  name=${group//+/}; name=${name//,/-}
+  "${DUALOPTIM[@]}" sweep --task tofu "${BASE[@]}" --tasks 1 --methods "$group" \
+    --strategies joint,alternate,dual,dual+ --factors 0.3,1,3 --extend 1 \
+    --out "$OUT/tofu-small-sweep/$name" > "$OUT/tofu-small-sweep/$name.log" 2>&1 &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+
+# 2. one preset layer with every pair's tuned rate
+.venv/bin/python - "$OUT/tofu-small-sweep" <<'PY'
+import sys
+from pathlib import Path
+import yaml
+root = Path(sys.argv[1])
+rates = {}
+for best in sorted(root.glob("*/best.yaml")):
+    rates.update(yaml.safe_load(best.read_text())["unlearn"]["forget_lrs"])
+text = "# forget learning rates of highest OVR on task 1, merged from the sweeps beside this file\n"
+(root / "tuned.yaml").write_text(text + yaml.safe_dump({"unlearn": {"forget_lrs": rates}}, sort_keys=True))
+PY
+
+# 3. the tuned benchmark, tasks 1-3
+TUNED=(--preset "$OUT/tofu-small-sweep/tuned.yaml" --tasks 1,2,3)
+pids=()
+for group in "${LOSS_GROUPS[@]}"; do
+  "${DUALOPTIM[@]}" tofu "${BASE[@]}" "${TUNED[@]}" --methods "$group" --strategies joint,alternate,dual,dual+ \
+    --out "$OUT/tofu-small" > /dev/null 2>&1 &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+"${DUALOPTIM[@]}" tofu "${BASE[@]}" "${TUNED[@]}" --methods GA+GD,ME+GD,NPO+GD,DPO+GD,IDK+GD,IDK+AP \
+  --strategies joint,alternate,dual,dual+ --out "$OUT/tofu-small"
+
+# 4. the 8-bit pair
+pids=()
+for loss in ME+GD IDK+GD; do
+  "${DUALOPTIM[@]}" tofu "${BASE[@]}" "${TUNED[@]}" --methods "$loss" --strategies dual-8bit,dual+-8bit \
+    --out "$OUT/tofu-small-8bit" > /dev/null 2>&1 &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+"${DUALOPTIM[@]}" tofu "${BASE[@]}" "${TUNED[@]}" --methods ME+GD,IDK+GD --strategies dual-8bit,dual+-8bit \
+  --out "$OUT/tofu-small-8bit"
