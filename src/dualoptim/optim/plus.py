@@ -11,13 +11,17 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from dualoptim.optim import _cpu
 from dualoptim.optim._master import MasterWeights, all_params
 from dualoptim.optim._objective import Objective, ObjectiveMixin
 from dualoptim.optim._params import as_param_groups, check_non_negative, objective_lr
 from dualoptim.optim._sharded import init_sharded_moment, local, local_part
 from dualoptim.optim.quant import (
+    ABSMAX_SUFFIX,
+    BLOCK_SIZE,
     LOW_PRECISION,
     chunk_elements,
+    code_tables,
     compute_dtype,
     convert_moment,
     encode_moment,
@@ -320,8 +324,10 @@ def _quantized_dual_optim_plus(
     label: str, lr: float, betas, eps: float, weight_decay: float,
 ) -> None:  # fmt: skip
     """One DualOptim+ step for a parameter with (some) 8-bit moments, chunk by chunk: de-quantise,
-    apply :func:`_moments` in float32, re-quantise, then update the parameter."""
-    if not torch.isfinite(grad).all():
+    apply :func:`_moments` in float32, re-quantise, then update the parameter; or all of it in one
+    pass of the compiled CPU kernel (:mod:`dualoptim.optim._cpu`) where it can take the tensors."""
+    kernels = _cpu_kernels(param, grad, base, delta)
+    if not (kernels.all_finite(grad) if kernels is not None else torch.isfinite(grad).all()):
         raise FloatingPointError(
             f"non-finite gradient in {label}: step refused, its 8-bit state is unchanged"
         )
@@ -329,6 +335,26 @@ def _quantized_dual_optim_plus(
     base["step"] += 1
     delta["step"] += 1
     n, k = base["step"].item(), delta["step"].item()
+    if kernels is not None:
+        scalars = _kernel_scalars(lr, betas, eps, weight_decay, n, k)
+        moments = [
+            None if not present  # absent (beta == 1): zero, never stored
+            else (part[name], part[name + ABSMAX_SUFFIX], code_tables(signed, param.device)) if is_quantized(part, name)
+            else part[name]
+            for part, name, signed, present in (
+                (base, "exp_avg", _signed("base", "exp_avg"), beta_base1 < 1),
+                (base, "exp_avg_sq", _signed("base", "exp_avg_sq"), beta_base2 < 1),
+                (delta, "exp_avg", _signed(delta_part, "exp_avg"), beta_delta1 < 1),
+                (delta, "exp_avg_sq", _signed(delta_part, "exp_avg_sq"), beta_delta2 < 1),
+            )
+        ]  # fmt: skip
+        refused = kernels.quantized_update(param, grad, moments, scalars)
+        if refused >= 0:
+            raise FloatingPointError(
+                f"{label}: a moment overflowed in block {refused} (elements {refused * BLOCK_SIZE}.."
+                f"{(refused + 1) * BLOCK_SIZE - 1}); refusing to quantize it, which would turn the whole block into NaN"
+            )
+        return
     flat_param = param.view(-1) if param.is_contiguous() else param.reshape(-1).clone()
     flat_grad = grad.reshape(-1)
     # (state part, moment, signed code, present). The code comes from _signed, the one rule that
@@ -357,6 +383,33 @@ def _quantized_dual_optim_plus(
         values.copy_(values.to(dtype).mul_(1 - lr * weight_decay).addcdiv_(m, v.sqrt_().add_(eps), value=-lr))
     if not param.is_contiguous():
         param.copy_(flat_param.view(param.shape))
+
+
+def _cpu_kernels(
+    param: Tensor, grad: Tensor, base: dict[str, Tensor], delta: dict[str, Tensor]
+) -> _cpu._Kernels | None:
+    """The compiled CPU kernels when they can take this float32 tensor and its state, else None."""
+    if param.dtype != torch.float32 or grad.dtype != torch.float32:
+        return None
+    state = [value for part in (base, delta) for key, value in part.items() if key != "step"]
+    if not all(value.dtype in (torch.float32, torch.uint8) for value in state):
+        return None
+    return _cpu.kernels() if _cpu.usable(param, grad, *state) else None
+
+
+def _kernel_scalars(lr: float, betas, eps: float, weight_decay: float, n: float, k: float) -> _cpu.KernelScalars:
+    """The compiled kernels' scalars: an absent state (beta == 1) gets weight 0 and correction 0."""
+    beta_delta1, beta_delta2, beta_base1, beta_base2 = betas
+    has_base, has_delta = beta_base1 < 1 or beta_base2 < 1, beta_delta1 < 1 or beta_delta2 < 1
+    return _cpu.KernelScalars(
+        lr=lr, weight_decay=weight_decay,
+        w_b1=1 - beta_base1, w_b2=1 - beta_base2, w_d1=1 - beta_delta1, w_d2=1 - beta_delta2,
+        c_b1=1 / (1 - beta_base1**n) if beta_base1 < 1 else 0.0,
+        c_b2=1 / (1 - beta_base2**n) if beta_base2 < 1 else 0.0,
+        c_d1=1 / (1 - beta_delta1**k) if beta_delta1 < 1 else 0.0,
+        c_d2=1 / (1 - beta_delta2**k) if beta_delta2 < 1 else 0.0,
+        eps=eps, guard=int(has_base and has_delta),
+    )  # fmt: skip
 
 
 def _validate_hyperparameters(options: dict[str, Any], owner: str) -> None:
@@ -587,10 +640,21 @@ def _fused_dual_optim_plus(
     guard = (beta_base1 < 1 or beta_base2 < 1) and (beta_delta1 < 1 or beta_delta2 < 1)
     torch._foreach_add_(base_steps, 1.0)
     torch._foreach_add_(delta_steps, 1.0)
-    kernel = _compiled_kernel()
     scalars_of: dict[tuple, Tensor] = {}
     for i, param in enumerate(params):
         n, k = base_steps[i].item(), delta_steps[i].item()
+        tensors = (param, grads[i], base_exp_avgs[i], base_exp_avg_sqs[i], delta_exp_avgs[i], delta_exp_avg_sqs[i])
+        if (
+            param.dtype in (torch.float32, torch.float64)
+            and all(t.dtype == param.dtype for t in tensors)
+            and _cpu.usable(*tensors)
+        ):
+            # CPU tensors: the compiled C++ loop (optim/_cpu.py), one pass, no torch.compile.
+            _cpu.kernels().float_update(
+                param, grads[i], list(tensors[2:]), _kernel_scalars(lr, betas, eps, weight_decay, n, k)
+            )
+            continue
+        kernel = _compiled_kernel()
         key = (param.device, param.dtype, n, k)
         if key not in scalars_of:
             # Hyper-parameters travel as one tensor so that new values never trigger a recompile.
