@@ -82,17 +82,23 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
         eps: added to :math:`\sqrt{v}` (default 1e-8).
         weight_decay: decoupled weight decay :math:`\lambda` (default 0).
         foreach: use the multi-tensor ``torch._foreach_*`` path (default: True on CPU and CUDA).
-        fused: use one ``torch.compile``-generated kernel per tensor (C++/OpenMP on the CPU,
-            Triton on CUDA): ~4x faster than ``foreach`` on the CPU, after a one-off compilation
-            of ~25 s (cached on disk by torch). Default None: fused for CUDA parameters when
-            Triton is installed, the ``foreach`` path otherwise.
+        fused: one pass over each tensor. CPU tensors use the compiled C++ loop of
+            :mod:`dualoptim.optim._cpu` (built with the system compiler in a few seconds on first
+            use, cached on disk; ~3x faster than ``foreach``); where it cannot be built (no
+            compiler: :func:`dualoptim.optim.kernel_status` says why), and on CUDA, one
+            ``torch.compile``-generated kernel per tensor (Triton on CUDA; compiled once, ~25 s,
+            cached by torch). Default None: fused for CUDA parameters when Triton is installed,
+            the ``foreach`` path otherwise.
         quantize_base: keep the base moments :math:`B_1, B_2` in block-wise 8 bits
             (:mod:`dualoptim.optim.quant`; signed code for :math:`B_1`, unsigned for :math:`B_2`).
         quantize_delta: keep both objectives' residual moments in 8 bits (signed codes: residuals
             can be negative). With both switches the state takes ~6.1 bytes per parameter
             instead of 24 (AdamW: 8). Tensors under 4,096 elements stay float32. The update
-            de-quantises, applies the float32 maths above, re-quantises. A non-finite gradient
-            raises ``FloatingPointError`` before any state or parameter of that tensor changes.
+            de-quantises, applies the float32 maths above, re-quantises: on contiguous float32
+            CPU tensors in one compiled pass per 256-value block (:mod:`dualoptim.optim._cpu`),
+            otherwise (no compiler, CUDA, float64) chunk by chunk in plain torch. A non-finite
+            gradient raises ``FloatingPointError`` before any state or parameter of that tensor
+            changes.
 
     State dtype policy: state tensors of float32/float64 parameters share the parameter's dtype;
     bf16/fp16 parameters keep float32 state and, with ``master_weights=True`` (the default), a
