@@ -269,3 +269,14 @@ def test_kernel_dequantised_moments_stay_within_one_code_step_of_float32():
     m8 = dequantize(Quantized(eight.state[p8]["exp_avg"], eight.state[p8]["exp_avg_absmax"], True))
     m32 = full.state[p32]["exp_avg"]
     assert ((m8 - m32).norm() / m32.norm()).item() < 0.05
+
+
+def test_float_tensors_of_adamw8bit_take_non_finite_gradients_as_torch_adamw_does():
+    # Only 8-bit blocks are refused (a NaN absmax would spread over the block); float32 moments of
+    # small tensors follow torch.optim.AdamW, which lets the NaN through.
+    compiled_or_skip()
+    bias = torch.zeros(64, requires_grad=True)
+    optimizer = AdamW8bit([bias], lr=1e-2)
+    bias.grad = torch.full((64,), float("nan"))
+    optimizer.step()
+    assert torch.isnan(bias).all()

@@ -101,8 +101,10 @@ inline void decode(const Moment& q, int64_t block, int64_t start, int64_t n, flo
   }
 }
 
-// Whether the block's values are all finite; for an 8-bit moment also its new absmax.
+// For an 8-bit moment: its new absmax, and whether the block's values are all finite (a non-finite
+// absmax would turn the whole block into NaN). Float moments store what they get, as in torch.
 inline bool block_absmax(const Moment& q, int64_t n, const float* __restrict x, float* absmax) {
+  if (!q.codes) return true;
   uint32_t largest = 0;
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t magnitude = bits_of(x[i]) & 0x7fffffffu;
@@ -169,7 +171,7 @@ void dualoptim_float_update_f64(int64_t numel, double* p, const double* g, doubl
 
 // The update of one float32 tensor whose moments are 8-bit, float32 or absent (moments[0..3]:
 // b1, b2, d1, d2). Block by block: de-quantise, update, check, re-quantise, store. Returns -1, or
-// the index of a block where a new moment is non-finite (possible with finite gradients only when
+// the index of a block where a new 8-bit moment is non-finite (possible with finite gradients only when
 // g^2 overflows): such a block is left unchanged, as quant.quantize refuses it; with one thread
 // every later block is too, with several the other threads' blocks are already stored.
 int64_t dualoptim_quantized_update(int64_t numel, float* p, const float* g, const Moment* moments,
