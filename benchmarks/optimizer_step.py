@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from dualoptim import AdamW8bit, DualOptim, DualOptimPlus  # noqa: E402
 from dualoptim.io import write_json_atomic  # noqa: E402
+from dualoptim.optim import _cpu, kernel_status  # noqa: E402
 from dualoptim.runs import environment  # noqa: E402
 
 
@@ -67,7 +68,7 @@ SHAPES = {"resnet18": resnet18_shapes, "llm-1b": llm_shapes}
 #: the variants of --shapes llm-1b: each holds its own parameter copies and state, so all of them
 #: would not fit in one GPU's memory at 1.1B parameters
 LLM_VARIANTS = ("AdamW (foreach)", "AdamW (fused)", "DualOptimPlus 1:5 (foreach)",
-                "DualOptimPlus 1:5 (fused, torch.compile)", "AdamW8bit", "DualOptimPlus 8bit 1:5")  # fmt: skip
+                "DualOptimPlus 1:5 (fused)", "AdamW8bit", "DualOptimPlus 8bit 1:5")  # fmt: skip
 
 Stepper = Callable[[int], None]
 
@@ -118,7 +119,7 @@ def make_variants(
         ),
         "DualOptimPlus 1:5 (for-loop)": lambda: alternating(DualOptimPlus(fresh(), lr=1e-4, foreach=False)),
         "DualOptimPlus 1:5 (foreach)": lambda: alternating(DualOptimPlus(fresh(), lr=1e-4, foreach=True)),
-        "DualOptimPlus 1:5 (fused, torch.compile)": lambda: alternating(DualOptimPlus(fresh(), lr=1e-4, fused=True)),
+        "DualOptimPlus 1:5 (fused)": lambda: alternating(DualOptimPlus(fresh(), lr=1e-4, fused=True)),
         "AdamW8bit": lambda: plain(AdamW8bit(fresh(), lr=1e-4, weight_decay=0.05)),
         "DualOptim 8bit forget step (AdamW8bit)": lambda: forget_only(
             DualOptim(fresh(), forget=adamw8bit, retain=sgd)
@@ -130,11 +131,29 @@ def make_variants(
             DualOptimPlus(fresh(), lr=1e-4, quantize_base=True, quantize_delta=True)
         ),
     }
+    for name in ("AdamW8bit", "DualOptimPlus 8bit 1:5", "DualOptimPlus 1:5 (fused)"):
+        # the same optimizers on the pure-torch path (a machine without a compiler; fused: torch.compile)
+        factories[f"{name} (pure torch)"] = partial(_pure_torch, factories[name])
     chosen = names if names is not None else tuple(factories)
     unknown = [n for n in chosen if n not in factories]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; valid: {', '.join(factories)}")
     return {name: factories[name]() for name in chosen}
+
+
+def _pure_torch(factory: Callable[[], tuple[torch.optim.Optimizer, Stepper]]) -> tuple[torch.optim.Optimizer, Stepper]:
+    """A variant whose steps run with the compiled CPU kernels switched off."""
+    optimizer, step = factory()
+
+    def pure_step(i: int) -> None:
+        kernels = _cpu.kernels
+        _cpu.kernels = lambda: None
+        try:
+            step(i)
+        finally:
+            _cpu.kernels = kernels
+
+    return optimizer, pure_step
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -157,6 +176,133 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
             for state in optim.state.values():
                 visit(state)
     return total
+
+
+def quantization_error(steps: int, seed: int) -> dict[str, object]:
+    r"""Error of the 8-bit states on Adam-like moments: the compiled kernels and the pure-torch code
+    (the only implementation before the kernels) against float32, and against each other.
+
+    Two tensors with ResNet-18 layer shapes (1.47M parameters) get gradients
+    :math:`g_t = s \odot (\mu + \xi_t)`: per-coordinate scales :math:`s` log-uniform over three
+    decades, a persistent mean :math:`\mu \sim N(0, 0.3^2)` and fresh noise :math:`\xi_t \sim N(0, 1)`,
+    so moments span orders of magnitude inside each 256-value block, as real Adam states do.
+    AdamW8bit runs against torch AdamW, DualOptimPlus 8bit (1:5) against float32 DualOptimPlus,
+    both ``steps`` steps at lr 1e-3. Reported per implementation:
+
+    - ``param_drift``: :math:`\|\theta_{8} - \theta_{32}\| / \|\theta_{32} - \theta_0\|`;
+    - ``moment_rel_error``: :math:`\|\tilde x - x\| / \|x\|` of each de-quantised moment against
+      the float32 run's, after the last step (quantisation error accumulated along the run);
+    and the code's own round trip on the float32 run's final moments (``code_round_trip``: norm
+    and median per-element relative error), and ``compiled_vs_pure_torch`` (share of equal codes,
+    largest parameter difference relative to the 8-bit drift).
+    """
+    from dualoptim.optim.quant import Quantized, dequantize, quantize
+
+    shapes = [(512, 256, 3, 3), (128, 128, 3, 3)]
+    generator = torch.Generator().manual_seed(seed)
+    start = [torch.randn(shape, generator=generator) * 0.05 for shape in shapes]
+    scales = [10.0 ** (-3 * torch.rand(shape, generator=generator)) * 1e-2 for shape in shapes]
+    means = [torch.randn(shape, generator=generator) * 0.3 for shape in shapes]
+
+    def moments(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every moment of ``param``, de-quantised, keyed 'part/name' (AdamW: 'exp_avg', ...)."""
+        state = optimizer.state[param]
+        parts = {k: v for k, v in state.items() if isinstance(v, dict)} or {"": state}
+        found = {}
+        for part, values in parts.items():
+            for name in ("exp_avg", "exp_avg_sq"):
+                signed = not (name == "exp_avg_sq" and part in ("", "base"))
+                value = values[name]
+                if value.dtype == torch.uint8:
+                    value = dequantize(Quantized(value, values[name + "_absmax"], signed))
+                found[f"{part}/{name}".lstrip("/")] = value.float()
+        return found
+
+    def run(factory: Callable, alternating: bool, compiled: bool) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+        params = [p.clone().requires_grad_() for p in start]
+        optimizer = factory(params)
+        noise = torch.Generator().manual_seed(seed + 1)
+        kernels = _cpu.kernels
+        if not compiled:
+            _cpu.kernels = lambda: None
+        try:
+            for i in range(steps):
+                for p, scale, mean in zip(params, scales, means):
+                    p.grad = scale * (mean + torch.randn(p.shape, generator=noise))
+                optimizer.step(**({"objective": "forget" if i % 6 == 0 else "retain"} if alternating else {}))
+        finally:
+            _cpu.kernels = kernels
+        return [p.detach() for p in params], optimizer
+
+    def norm_ratio(a: list[torch.Tensor], b: list[torch.Tensor], c: list[torch.Tensor]) -> float:
+        num = sum(((x - y).double() ** 2).sum() for x, y in zip(a, b)) ** 0.5
+        den = sum(((y - z).double() ** 2).sum() for y, z in zip(b, c)) ** 0.5
+        return round(float(num / den), 5)
+
+    report: dict[str, object] = {"steps": steps, "params": sum(p.numel() for p in start), "lr": 1e-3}
+    cases = {
+        "AdamW8bit": (lambda ps: AdamW8bit(ps, lr=1e-3, weight_decay=0.0),
+                      lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.0, foreach=True), False),
+        "DualOptimPlus 8bit 1:5": (lambda ps: DualOptimPlus(ps, lr=1e-3, quantize_base=True, quantize_delta=True),
+                                   lambda ps: DualOptimPlus(ps, lr=1e-3), True),
+    }  # fmt: skip
+    for name, (eight, full, alternating) in cases.items():
+        reference, reference_opt = run(full, alternating, compiled=False)
+        exact = [moments(reference_opt, p) for p in reference_opt.param_groups[0]["params"]]
+        entry: dict[str, object] = {}
+        runs = {}
+        for implementation, compiled in (("compiled", True), ("pure_torch", False)):
+            if compiled and _cpu.kernels() is None:
+                continue
+            params, optimizer = run(eight, alternating, compiled)
+            runs[implementation] = (params, optimizer)
+            approx = [moments(optimizer, p) for p in optimizer.param_groups[0]["params"]]
+            entry[implementation] = {
+                "param_drift": norm_ratio(params, reference, start),
+                "moment_rel_error": {
+                    key: norm_ratio([a[key] for a in approx], [e[key] for e in exact], [torch.zeros(1)] * len(exact))
+                    for key in exact[0]
+                },
+            }
+        round_trip = {}
+        for key in exact[0]:
+            signed = not (key.endswith("exp_avg_sq") and not key.startswith(("forget", "retain")))
+            values = [e[key] for e in exact]
+            back = [dequantize(quantize(v, signed)) for v in values]
+            relative = torch.cat([((b - v).abs() / v.abs())[v != 0].flatten() for b, v in zip(back, values)])
+            round_trip[key] = {
+                "norm": norm_ratio(back, values, [torch.zeros(1)] * len(values)),
+                "median_elementwise": round(float(relative.median()), 5),
+            }
+        entry["code_round_trip"] = round_trip
+        if len(runs) == 2:
+            (fast, fast_opt), (slow, slow_opt) = runs["compiled"], runs["pure_torch"]
+            codes = [
+                (a, b)
+                for p, q in zip(fast_opt.param_groups[0]["params"], slow_opt.param_groups[0]["params"])
+                for a, b in zip(_codes(fast_opt.state[p]), _codes(slow_opt.state[q]))
+            ]
+            drift = sum(((x - y).double() ** 2).sum() for x, y in zip(slow, reference)) ** 0.5
+            entry["compiled_vs_pure_torch"] = {
+                "equal_codes": round(float(sum((a == b).sum() for a, b in codes) / sum(a.numel() for a, _ in codes)), 6),
+                "param_diff_over_8bit_drift": round(
+                    float(sum(((x - y).double() ** 2).sum() for x, y in zip(fast, slow)) ** 0.5 / drift), 5
+                ),
+            }
+        report[name] = entry
+    return report
+
+
+def _codes(state: dict) -> list[torch.Tensor]:
+    """The uint8 code tensors of one parameter's state, in a fixed order."""
+    found = []
+    for key in sorted(state):
+        value = state[key]
+        if isinstance(value, dict):
+            found += _codes(value)
+        elif isinstance(value, torch.Tensor) and value.dtype == torch.uint8:
+            found.append(value)
+    return found
 
 
 def unlearning_loop_rate(rounds: int, steps: int, arch: str, device: torch.device) -> dict[str, float]:
@@ -249,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=None, help="comma-separated variant names (default: all; llm-1b: six)")
     parser.add_argument("--loop", action="store_true", help="also time the unlearning loop against a plain loop")
     parser.add_argument("--loop-model", default="small-cnn", help="model of --loop: small-cnn | resnet18")
+    parser.add_argument("--quant-steps", type=int, default=100,
+                        help="steps of the 8-bit quantisation-error comparison (0: skip it; default 100)")
     parser.add_argument("--note", default=None, help="a note stored in the JSON (e.g. 'machine under load')")
     args = parser.parse_args(argv)
     if args.threads:
@@ -320,9 +468,13 @@ def main(argv: list[str] | None = None) -> int:
             "timed_steps_per_variant": args.rounds * args.steps,
             "seed": args.seed,
             "note": args.note,
+            "cpu_kernels": kernel_status(),
         },
         "results": results,
     }
+    write_json_atomic(args.out, report)  # the timings are kept even if a later part fails
+    if args.quant_steps and device.type == "cpu":
+        report["quantization"] = quantization_error(args.quant_steps, args.seed)
     if args.loop:
         del variants, params
         report["loop"] = unlearning_loop_rate(max(3, args.rounds // 2), 60, args.loop_model, device)

@@ -5,6 +5,7 @@ SharedState (one state, a learning rate per objective: the ``alternate`` baselin
 This package imports nothing but torch.
 """
 
+from dualoptim.optim._cpu import kernel_status
 from dualoptim.optim._objective import Objective, ObjectiveMixin
 from dualoptim.optim.adam8bit import AdamW8bit, float_state_dict
 from dualoptim.optim.dual import DualOptim
@@ -20,4 +21,5 @@ __all__ = [
     "SharedState",
     "dual_optim_plus",
     "float_state_dict",
+    "kernel_status",
 ]

@@ -10,13 +10,16 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from dualoptim.optim import _cpu
 from dualoptim.optim._master import MasterWeights, all_params
 from dualoptim.optim._params import as_param_groups, check_non_negative
 from dualoptim.optim._sharded import init_sharded_moment, local, local_part
 from dualoptim.optim.quant import (
     ABSMAX_SUFFIX,
+    BLOCK_SIZE,
     Quantized,
     chunk_elements,
+    code_tables,
     compute_dtype,
     convert_moment,
     dequantize,
@@ -47,7 +50,9 @@ class AdamW8bit(Optimizer):
     :math:`v` (which spans the square of :math:`m`'s range) underflows to 0 first, and
     :math:`\hat m / \epsilon` would then be an enormous step. Exact AdamW has
     :math:`\hat v \approx \hat m^2` at most in practice, so the floor changes nothing else.
-    State: ~2.03 bytes per parameter against AdamW's 8. A non-finite gradient raises
+    State: ~2.03 bytes per parameter against AdamW's 8. Contiguous float32 CPU tensors step in
+    one compiled pass (:mod:`dualoptim.optim._cpu`; the pure-torch path where no compiler is,
+    :func:`dualoptim.optim.kernel_status` says which). A non-finite gradient raises
     ``FloatingPointError`` before that tensor's state or value changes.
 
     Example::
@@ -177,17 +182,47 @@ def float_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
     return {"state": state, "param_groups": groups}
 
 
+def _cpu_kernels(param: Tensor, grad: Tensor, state: dict[str, Tensor]) -> _cpu._Kernels | None:
+    """The compiled CPU kernels when they can take this float32 tensor and its state, else None."""
+    if param.dtype != torch.float32 or grad.dtype != torch.float32:
+        return None
+    moments = [value for key, value in state.items() if key != "step"]
+    if not all(m.dtype in (torch.float32, torch.uint8) for m in moments):
+        return None
+    return _cpu.kernels() if _cpu.usable(param, grad, *moments) else None
+
+
 def _adamw_step(
     param: Tensor, grad: Tensor, state: dict[str, Tensor], group: dict[str, Any], label: str
 ) -> None:
     lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
     quantized = is_quantized(state, "exp_avg")
-    if quantized and not torch.isfinite(grad).all():
+    kernels = _cpu_kernels(param, grad, state)
+    finite = kernels.all_finite(grad) if kernels is not None else not quantized or bool(torch.isfinite(grad).all())
+    if quantized and not finite:
         raise FloatingPointError(
             f"non-finite gradient in {label}: step refused, its 8-bit state is unchanged"
         )
     state["step"] += 1
     t = state["step"].item()
+    if kernels is not None:
+        # One fused pass (optim/_cpu.py): AdamW is DualOptim+ without a base state, its moments
+        # the delta pair; the floor v >= m^2 only for 8-bit tensors, as below.
+        scalars = _cpu.KernelScalars(
+            lr=lr, weight_decay=weight_decay, w_d1=1 - beta1, w_d2=1 - beta2,
+            c_d1=1 / (1 - beta1**t), c_d2=1 / (1 - beta2**t), eps=eps, guard=int(quantized),
+        )  # fmt: skip
+        moments = [
+            (state[name], state[name + ABSMAX_SUFFIX], code_tables(signed, param.device)) if quantized else state[name]
+            for name, signed in _MOMENTS
+        ]
+        refused = kernels.quantized_update(param, grad, [None, None, *moments], scalars)
+        if refused >= 0:
+            raise FloatingPointError(
+                f"{label}: a moment overflowed in block {refused} (elements {refused * BLOCK_SIZE}.."
+                f"{(refused + 1) * BLOCK_SIZE - 1}); refusing to quantize it, which would turn the whole block into NaN"
+            )
+        return
     flat_param = param.view(-1) if param.is_contiguous() else param.reshape(-1).clone()
     flat_grad = grad.reshape(-1)
     dtype = compute_dtype(param)

@@ -11,13 +11,17 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from dualoptim.optim import _cpu
 from dualoptim.optim._master import MasterWeights, all_params
 from dualoptim.optim._objective import Objective, ObjectiveMixin
 from dualoptim.optim._params import as_param_groups, check_non_negative, objective_lr
 from dualoptim.optim._sharded import init_sharded_moment, local, local_part
 from dualoptim.optim.quant import (
+    ABSMAX_SUFFIX,
+    BLOCK_SIZE,
     LOW_PRECISION,
     chunk_elements,
+    code_tables,
     compute_dtype,
     convert_moment,
     encode_moment,
@@ -78,17 +82,23 @@ class DualOptimPlus(ObjectiveMixin, Optimizer):
         eps: added to :math:`\sqrt{v}` (default 1e-8).
         weight_decay: decoupled weight decay :math:`\lambda` (default 0).
         foreach: use the multi-tensor ``torch._foreach_*`` path (default: True on CPU and CUDA).
-        fused: use one ``torch.compile``-generated kernel per tensor (C++/OpenMP on the CPU,
-            Triton on CUDA): ~4x faster than ``foreach`` on the CPU, after a one-off compilation
-            of ~25 s (cached on disk by torch). Default None: fused for CUDA parameters when
-            Triton is installed, the ``foreach`` path otherwise.
+        fused: one pass over each tensor. CPU tensors use the compiled C++ loop of
+            :mod:`dualoptim.optim._cpu` (built with the system compiler in a few seconds on first
+            use, cached on disk; ~3x faster than ``foreach``); where it cannot be built (no
+            compiler: :func:`dualoptim.optim.kernel_status` says why), and on CUDA, one
+            ``torch.compile``-generated kernel per tensor (Triton on CUDA; compiled once, ~25 s,
+            cached by torch). Default None: fused for CUDA parameters when Triton is installed,
+            the ``foreach`` path otherwise.
         quantize_base: keep the base moments :math:`B_1, B_2` in block-wise 8 bits
             (:mod:`dualoptim.optim.quant`; signed code for :math:`B_1`, unsigned for :math:`B_2`).
         quantize_delta: keep both objectives' residual moments in 8 bits (signed codes: residuals
             can be negative). With both switches the state takes ~6.1 bytes per parameter
             instead of 24 (AdamW: 8). Tensors under 4,096 elements stay float32. The update
-            de-quantises, applies the float32 maths above, re-quantises. A non-finite gradient
-            raises ``FloatingPointError`` before any state or parameter of that tensor changes.
+            de-quantises, applies the float32 maths above, re-quantises: on contiguous float32
+            CPU tensors in one compiled pass per 256-value block (:mod:`dualoptim.optim._cpu`),
+            otherwise (no compiler, CUDA, float64) chunk by chunk in plain torch. A non-finite
+            gradient raises ``FloatingPointError`` before any state or parameter of that tensor
+            changes.
 
     State dtype policy: state tensors of float32/float64 parameters share the parameter's dtype;
     bf16/fp16 parameters keep float32 state and, with ``master_weights=True`` (the default), a
@@ -320,8 +330,10 @@ def _quantized_dual_optim_plus(
     label: str, lr: float, betas, eps: float, weight_decay: float,
 ) -> None:  # fmt: skip
     """One DualOptim+ step for a parameter with (some) 8-bit moments, chunk by chunk: de-quantise,
-    apply :func:`_moments` in float32, re-quantise, then update the parameter."""
-    if not torch.isfinite(grad).all():
+    apply :func:`_moments` in float32, re-quantise, then update the parameter; or all of it in one
+    pass of the compiled CPU kernel (:mod:`dualoptim.optim._cpu`) where it can take the tensors."""
+    kernels = _cpu_kernels(param, grad, base, delta)
+    if not (kernels.all_finite(grad) if kernels is not None else torch.isfinite(grad).all()):
         raise FloatingPointError(
             f"non-finite gradient in {label}: step refused, its 8-bit state is unchanged"
         )
@@ -329,6 +341,26 @@ def _quantized_dual_optim_plus(
     base["step"] += 1
     delta["step"] += 1
     n, k = base["step"].item(), delta["step"].item()
+    if kernels is not None:
+        scalars = _kernel_scalars(lr, betas, eps, weight_decay, n, k)
+        moments = [
+            None if not present  # absent (beta == 1): zero, never stored
+            else (part[name], part[name + ABSMAX_SUFFIX], code_tables(signed, param.device)) if is_quantized(part, name)
+            else part[name]
+            for part, name, signed, present in (
+                (base, "exp_avg", _signed("base", "exp_avg"), beta_base1 < 1),
+                (base, "exp_avg_sq", _signed("base", "exp_avg_sq"), beta_base2 < 1),
+                (delta, "exp_avg", _signed(delta_part, "exp_avg"), beta_delta1 < 1),
+                (delta, "exp_avg_sq", _signed(delta_part, "exp_avg_sq"), beta_delta2 < 1),
+            )
+        ]  # fmt: skip
+        refused = kernels.quantized_update(param, grad, moments, scalars)
+        if refused >= 0:
+            raise FloatingPointError(
+                f"{label}: a moment overflowed in block {refused} (elements {refused * BLOCK_SIZE}.."
+                f"{(refused + 1) * BLOCK_SIZE - 1}); refusing to quantize it, which would turn the whole block into NaN"
+            )
+        return
     flat_param = param.view(-1) if param.is_contiguous() else param.reshape(-1).clone()
     flat_grad = grad.reshape(-1)
     # (state part, moment, signed code, present). The code comes from _signed, the one rule that
@@ -357,6 +389,33 @@ def _quantized_dual_optim_plus(
         values.copy_(values.to(dtype).mul_(1 - lr * weight_decay).addcdiv_(m, v.sqrt_().add_(eps), value=-lr))
     if not param.is_contiguous():
         param.copy_(flat_param.view(param.shape))
+
+
+def _cpu_kernels(
+    param: Tensor, grad: Tensor, base: dict[str, Tensor], delta: dict[str, Tensor]
+) -> _cpu._Kernels | None:
+    """The compiled CPU kernels when they can take this float32 tensor and its state, else None."""
+    if param.dtype != torch.float32 or grad.dtype != torch.float32:
+        return None
+    state = [value for part in (base, delta) for key, value in part.items() if key != "step"]
+    if not all(value.dtype in (torch.float32, torch.uint8) for value in state):
+        return None
+    return _cpu.kernels() if _cpu.usable(param, grad, *state) else None
+
+
+def _kernel_scalars(lr: float, betas, eps: float, weight_decay: float, n: float, k: float) -> _cpu.KernelScalars:
+    """The compiled kernels' scalars: an absent state (beta == 1) gets weight 0 and correction 0."""
+    beta_delta1, beta_delta2, beta_base1, beta_base2 = betas
+    has_base, has_delta = beta_base1 < 1 or beta_base2 < 1, beta_delta1 < 1 or beta_delta2 < 1
+    return _cpu.KernelScalars(
+        lr=lr, weight_decay=weight_decay,
+        w_b1=1 - beta_base1, w_b2=1 - beta_base2, w_d1=1 - beta_delta1, w_d2=1 - beta_delta2,
+        c_b1=1 / (1 - beta_base1**n) if beta_base1 < 1 else 0.0,
+        c_b2=1 / (1 - beta_base2**n) if beta_base2 < 1 else 0.0,
+        c_d1=1 / (1 - beta_delta1**k) if beta_delta1 < 1 else 0.0,
+        c_d2=1 / (1 - beta_delta2**k) if beta_delta2 < 1 else 0.0,
+        eps=eps, guard=int(has_base and has_delta),
+    )  # fmt: skip
 
 
 def _validate_hyperparameters(options: dict[str, Any], owner: str) -> None:
@@ -587,10 +646,21 @@ def _fused_dual_optim_plus(
     guard = (beta_base1 < 1 or beta_base2 < 1) and (beta_delta1 < 1 or beta_delta2 < 1)
     torch._foreach_add_(base_steps, 1.0)
     torch._foreach_add_(delta_steps, 1.0)
-    kernel = _compiled_kernel()
     scalars_of: dict[tuple, Tensor] = {}
     for i, param in enumerate(params):
         n, k = base_steps[i].item(), delta_steps[i].item()
+        tensors = (param, grads[i], base_exp_avgs[i], base_exp_avg_sqs[i], delta_exp_avgs[i], delta_exp_avg_sqs[i])
+        if (
+            param.dtype in (torch.float32, torch.float64)
+            and all(t.dtype == param.dtype for t in tensors)
+            and _cpu.usable(*tensors)
+        ):
+            # CPU tensors: the compiled C++ loop (optim/_cpu.py), one pass, no torch.compile.
+            _cpu.kernels().float_update(
+                param, grads[i], list(tensors[2:]), _kernel_scalars(lr, betas, eps, weight_decay, n, k)
+            )
+            continue
+        kernel = _compiled_kernel()
         key = (param.device, param.dtype, n, k)
         if key not in scalars_of:
             # Hyper-parameters travel as one tensor so that new values never trigger a recompile.

@@ -111,6 +111,11 @@ def _code(signed: bool, device: torch.device) -> _Code:
     return _CODES[key]
 
 
+def code_tables(signed: bool, device: torch.device) -> _Code:
+    """The code of ``signed`` with its search tables (what the compiled CPU kernels read)."""
+    return _code(signed, device)
+
+
 def _nearest_entry(normalised: Tensor, code: _Code) -> Tensor:
     """Index (uint8) of the nearest code entry for each value (ties go down), as ``torch.bucketize``
     would give, in a few elementwise passes: the float's top 17 bits select a bucket whose lowest

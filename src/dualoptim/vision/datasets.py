@@ -177,6 +177,24 @@ def load_tiny_imagenet(root: Path) -> ImageData:
     normalised with ImageNet's mean and std; crops, flips and the resize to 224 happen on the
     device (:mod:`dualoptim.vision.augment`, :class:`dualoptim.vision.models.SwinT`).
     """
+    train_files, train_labels, test_files, test_labels, wnids = tiny_imagenet_files(root)
+    mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
+    train_x = (_decode_rgb(train_files) - mean) / std
+    test_x = (_decode_rgb(test_files) - mean) / std
+    return ImageData(
+        "tiny-imagenet", train_x, torch.tensor(train_labels), test_x, torch.tensor(test_labels), len(wnids)
+    )
+
+
+def is_tiny_imagenet(root: Path) -> bool:
+    """Whether ``root`` (or ``root/tiny-imagenet-200``) holds the official TinyImageNet layout."""
+    return (root / "wnids.txt").is_file() or (root / "tiny-imagenet-200" / "wnids.txt").is_file()
+
+
+def tiny_imagenet_files(root: Path) -> tuple[list[Path], list[int], list[Path], list[int], list[str]]:
+    """Train files and labels, test files and labels, and the class ids (``wnids.txt`` order) of the
+    official TinyImageNet folder (see :func:`load_tiny_imagenet` for the layout and the test split)."""
     folder = root / "tiny-imagenet-200"
     if not folder.is_dir() and (root / "wnids.txt").is_file():
         folder = root
@@ -209,13 +227,7 @@ def load_tiny_imagenet(root: Path) -> ImageData:
         kept = sorted(names)[len(names) // 2 :][-_TINY_TEST_PER_CLASS:]  # the second half, at most 25
         test_files += [folder / "val" / "images" / name for name in kept]
         test_labels += [classes[wnid]] * len(kept)
-    mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
-    train_x = (_decode_rgb(train_files) - mean) / std
-    test_x = (_decode_rgb(test_files) - mean) / std
-    return ImageData(
-        "tiny-imagenet", train_x, torch.tensor(train_labels), test_x, torch.tensor(test_labels), len(wnids)
-    )
+    return train_files, train_labels, test_files, test_labels, wnids
 
 
 def _decode_rgb(files: list[Path]) -> Tensor:

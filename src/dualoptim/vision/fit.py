@@ -29,6 +29,7 @@ from dualoptim.vision.models import MODELS, build_model
 from dualoptim.vision.sources import ImageTransform, LoaderSource, open_samples, subset_indices
 from dualoptim.vision.sources import in_memory as data_in_memory
 from dualoptim.vision.training import train_classifier
+from dualoptim.vision.transforms import TrainAugment
 
 __all__ = ["TrainRequest", "train_images"]
 
@@ -52,6 +53,7 @@ class TrainRequest:
     device: str = option("cpu | cuda | cuda:N | auto", "auto")
     threads: int | None = option("torch CPU threads", None)
     workers: int = option("DataLoader workers for image files", 2)
+    augment: bool = option("random crop (4-pixel padding) and horizontal flip of each training image", False)
 
 
 def _file_statistics(samples: Any, channels: int, size: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -116,7 +118,9 @@ def train_images(request: TrainRequest, out: str | os.PathLike[str], *, progress
     samples, test = open_samples(request.data, data_root=request.data_root, transform=transform)
     indices = torch.arange(len(samples)) if request.subset is None else subset_indices(len(samples), request.subset)
     num_classes = len(samples.classes) if samples.classes else int(samples.labels.max()) + 1
-    source = LoaderSource(samples, indices, device, workers=0 if in_memory else request.workers)
+    # image files are augmented per example in the loader's workers, tensors on the device (train_classifier)
+    augment = TrainAugment(padding=4, flip=True) if request.augment and not in_memory else None
+    source = LoaderSource(samples, indices, device, workers=0 if in_memory else request.workers, augment=augment)
     first, _ = source.sample(1, torch.Generator().manual_seed(0))
     image_shape = tuple(first.shape[1:])
     torch.manual_seed(request.seed)
@@ -124,7 +128,8 @@ def train_images(request: TrainRequest, out: str | os.PathLike[str], *, progress
     if in_memory:
         images, labels = samples.dataset.images[indices].to(device), samples.labels[indices].to(device)
         seconds = train_classifier(model, images, labels, epochs=request.epochs, lr=request.lr,
-                                   batch_size=request.batch_size, seed=request.seed, progress_bar=progress_bar)  # fmt: skip
+                                   batch_size=request.batch_size, seed=request.seed, augment=request.augment,
+                                   progress_bar=progress_bar)  # fmt: skip
     else:
         seconds = _train_stream(model, source, request, progress_bar)
     accuracy = {}
@@ -137,7 +142,7 @@ def train_images(request: TrainRequest, out: str | os.PathLike[str], *, progress
         "format": CHECKPOINT_FORMAT, "arch": request.arch, "width": request.width, "image_shape": list(image_shape),
         "num_classes": num_classes, "classes": samples.classes, "data": request.data, "train_subset": request.subset,
         "examples": len(indices), "epochs": request.epochs, "lr": request.lr, "batch_size": request.batch_size,
-        "seed": request.seed, "seconds": seconds, "accuracy": accuracy, "commit": env["commit"],
+        "seed": request.seed, "augment": request.augment, "seconds": seconds, "accuracy": accuracy, "commit": env["commit"],
     }  # fmt: skip
     if mean is not None:
         meta.update(mean=list(mean), std=list(std))

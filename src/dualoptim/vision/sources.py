@@ -9,7 +9,8 @@ deletion request names: the index in the training split for the embedded and IDX
 - ``digits`` / ``fashion-mnist``: the embedded sets (the held-out set is their test split);
 - a folder holding IDX files (``train-images-idx3-ubyte[.gz]`` ...), read like Fashion-MNIST;
 - a CSV file of ``path,label`` rows (paths relative to the CSV's folder);
-- an image folder with one sub-folder per class.
+- an image folder with one sub-folder per class;
+- the official TinyImageNet folder (``wnids.txt``, ``train/``, ``val/``), with its test split.
 
 Files are decoded one at a time in the ``DataLoader``'s workers, so a folder far larger than
 memory streams. A :class:`LoaderSource` is a subset of a :class:`Samples` placed on a device: it
@@ -30,7 +31,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from dualoptim.vision.datasets import load_dataset, load_fashion_mnist
+from dualoptim.vision.datasets import is_tiny_imagenet, load_dataset, load_fashion_mnist, tiny_imagenet_files
+from dualoptim.vision.transforms import AugmentedImages, TrainAugment
 from dualoptim.vision.types import Batch
 
 __all__ = [
@@ -189,6 +191,8 @@ def open_samples(
         raise ValueError(f"reading image files from {spec} needs the model's image size and normalisation")
     if path.is_file() and path.suffix.lower() == ".csv":
         return _csv_samples(path, transform, classes), None
+    if path.is_dir() and is_tiny_imagenet(path):
+        return _tiny_imagenet_samples(path, transform, classes)
     if path.is_dir():
         return _folder_samples(path, transform, classes), None
     raise ValueError(f"data {spec!r}: expected an image folder (one sub-folder per class), a .csv of path,label, "
@@ -222,6 +226,26 @@ def _folder_samples(root: Path, transform: ImageTransform, classes: Sequence[str
     return Samples(ids, y, ImageFiles(paths, y, transform), names, str(root))
 
 
+def _tiny_imagenet_samples(
+    root: Path, transform: ImageTransform, classes: Sequence[str] | None
+) -> tuple[Samples, Samples]:
+    """The official TinyImageNet folder: its training images, and the test split of the papers' code
+    (:func:`~dualoptim.vision.datasets.tiny_imagenet_files`); ids are paths relative to the folder."""
+    train_files, train_labels, test_files, test_labels, wnids = tiny_imagenet_files(root)
+    names = list(classes) if classes is not None else wnids
+    if names != wnids:
+        mapping = [_label_of(wnid, names, f"TinyImageNet class {wnid}") for wnid in wnids]
+        train_labels = [mapping[label] for label in train_labels]
+        test_labels = [mapping[label] for label in test_labels]
+    folder = train_files[0].parents[3]  # <folder>/train/<wnid>/images/<file>
+    splits = []
+    for files, labels, split in ((train_files, train_labels, "train"), (test_files, test_labels, "test")):
+        y = torch.tensor(labels, dtype=torch.int64)
+        ids = [file.relative_to(folder).as_posix() for file in files]
+        splits.append(Samples(ids, y, ImageFiles(files, y, transform), names, f"{folder} ({split} split)"))
+    return splits[0], splits[1]
+
+
 def _csv_samples(path: Path, transform: ImageTransform, classes: Sequence[str] | None) -> Samples:
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
@@ -250,15 +274,31 @@ def _csv_samples(path: Path, transform: ImageTransform, classes: Sequence[str] |
     return Samples(ids, y, ImageFiles(paths, y, transform), names, str(path))
 
 
+def _black(dataset: Dataset) -> list[float] | None:
+    """The normalised value of a black pixel per channel for image files (None: in-memory tensors,
+    padded with 0, the mean colour, as on the device)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    if isinstance(dataset, ImageFiles):
+        return [-m / s for m, s in zip(dataset.transform.mean, dataset.transform.std)]
+    return None
+
+
 class LoaderSource:
-    """Examples ``indices`` of ``samples``, read by a ``DataLoader`` and placed on ``device``."""
+    """Examples ``indices`` of ``samples``, read by a ``DataLoader`` and placed on ``device``.
+
+    ``augment``: per-example random crop/flip (and resize) of the training stream's images in the
+    loader (:mod:`dualoptim.vision.transforms`); evaluation batches and samples stay unaugmented.
+    """
 
     def __init__(
-        self, samples: Samples, indices: Tensor, device: torch.device, *, workers: int = 0, eval_batch_size: int = 256
-    ) -> None:
+        self, samples: Samples, indices: Tensor, device: torch.device, *, workers: int = 0, eval_batch_size: int = 256,
+        augment: TrainAugment | None = None,
+    ) -> None:  # fmt: skip
         self.samples, self.indices, self.device = samples, indices, device
         self.workers = workers
         self.eval_batch_size = eval_batch_size
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -267,10 +307,14 @@ class LoaderSource:
     def labels(self) -> Tensor:
         return self.samples.labels[self.indices]
 
-    def loader(self, positions: Tensor, batch_size: int) -> Iterator[Batch]:
-        """Batches of the examples at ``positions`` (into this source), in that order, on the device."""
+    def loader(self, positions: Tensor, batch_size: int, augment_seed: int | None = None) -> Iterator[Batch]:
+        """Batches of the examples at ``positions`` (into this source), in that order, on the device;
+        augmented (when this source augments) with the randomness of ``augment_seed``."""
+        dataset = self.samples.dataset
+        if self.augment is not None and augment_seed is not None:
+            dataset = AugmentedImages(dataset, self.augment, augment_seed, _black(dataset))
         loader = DataLoader(
-            self.samples.dataset, batch_size=batch_size, sampler=self.indices[positions].tolist(),
+            dataset, batch_size=batch_size, sampler=self.indices[positions].tolist(),
             num_workers=self.workers, pin_memory=self.device.type == "cuda",
         )  # fmt: skip
         iterator = iter(loader)
@@ -297,7 +341,7 @@ class LoaderSource:
             return self
         chosen = torch.sort(torch.randperm(len(self), generator=generator)[:limit]).values
         return LoaderSource(self.samples, self.indices[chosen], self.device, workers=self.workers,
-                            eval_batch_size=self.eval_batch_size)  # fmt: skip
+                            eval_batch_size=self.eval_batch_size, augment=self.augment)  # fmt: skip
 
     def sample(self, limit: int, generator: torch.Generator) -> Batch:
         """At most ``limit`` random examples as tensors (what a method's ``prepare`` looks at)."""
@@ -312,27 +356,35 @@ class LoaderSource:
 
 class LoaderStream:
     """Endless shuffled batches of a :class:`LoaderSource`: each pass a fresh permutation from
-    ``generator``, read by a ``DataLoader`` from the current position (so it can resume mid-pass)."""
+    ``generator`` (and, when the source augments, new crops and flips), read by a ``DataLoader`` from the current position (so it can resume mid-pass)."""
 
     def __init__(self, source: LoaderSource, batch_size: int, generator: torch.Generator) -> None:
         self.source, self.batch_size, self.generator = source, batch_size, generator
         self._order = torch.empty(0, dtype=torch.int64)
         self._position = 0
+        self._passes = 0
         self._batches: Iterator[Batch] | None = None
+
+    def _augment_seed(self) -> int:
+        """The seed of this pass's crops and flips: from the generator's seed and the pass number, so
+        that augmenting draws nothing from ``generator`` (the batch order is that of no augmentation)."""
+        return (self.generator.initial_seed() * 1_000_033 + self._passes) % (1 << 63)
 
     def next(self) -> Batch:
         if self._position >= len(self._order):
             self._order = torch.randperm(len(self.source), generator=self.generator)
+            self._passes += 1
             self._position = 0
             self._batches = None
         if self._batches is None:
-            self._batches = self.source.loader(self._order[self._position :], self.batch_size)
+            self._batches = self.source.loader(self._order[self._position :], self.batch_size, self._augment_seed())
         x, y = next(self._batches)
         self._position += len(y)
         return x, y
 
     def state_dict(self) -> dict[str, Any]:
-        return {"order": self._order.clone(), "position": self._position}
+        return {"order": self._order.clone(), "position": self._position, "passes": self._passes}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._order, self._position, self._batches = state["order"], state["position"], None
+        self._passes = state.get("passes", 0)  # absent from states saved before augmentation
