@@ -49,7 +49,26 @@ text = "# forget learning rates of highest OVR on task 1, merged from the sweeps
 (root / "tuned.yaml").write_text(text + yaml.safe_dump({"unlearn": {"forget_lrs": rates}}, sort_keys=True))
 PY
 
-# 3. the tuned benchmark, tasks 1-3
+# 3. the tuned benchmark, tasks 1-3. Task 1's runs at the tuned rates are the sweeps' own: their
+#    records go into the benchmark's run store, which reads a record only when its key (everything
+#    that determines the run, the forget rate included) matches, and recomputes it otherwise.
+.venv/bin/python - "$OUT/tofu-small-sweep" "$OUT/tofu-small/runs/task1" <<'PY'
+import json, shutil, sys
+from pathlib import Path
+from dualoptim.llm.sweep import OBJECTIVE
+from dualoptim.runs import slug
+from dualoptim.sweep import best_point
+root, store = Path(sys.argv[1]), Path(sys.argv[2])
+store.mkdir(parents=True, exist_ok=True)
+for summary in sorted(root.glob("*/sweep.json")):
+    grid = json.loads(summary.read_text())["grid"]
+    for loss, strategies in grid.items():
+        for strategy, points in strategies.items():
+            best = best_point(points, OBJECTIVE)
+            folder = summary.parent / f"factor-{best['factor']:g}" / "runs" / "task1"
+            shutil.copy2(folder / f"{slug(loss)}__{slug(strategy)}__seed0.json", store)
+            shutil.copy2(folder / "reference.json", store)
+PY
 TUNED=(--preset "$OUT/tofu-small-sweep/tuned.yaml" --tasks 1,2,3)
 pids=()
 for group in "${LOSS_GROUPS[@]}"; do
