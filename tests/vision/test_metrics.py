@@ -67,3 +67,16 @@ def test_evaluate_returns_the_four_metrics(task):
     assert set(metrics) == {"FA", "RA", "TA", "MIA", "MIA-SVC"}
     assert metrics["FA"] == 100.0 and metrics["RA"] == 100.0
     assert metrics["TA"] < 60.0  # random labels do not generalise
+
+
+def test_metrics_over_runs_keeps_a_metric_only_when_every_run_has_it():
+    from dualoptim.metrics.aggregate import metrics_over_runs
+
+    records = [
+        {"metrics": {"OVR": 0.5, "FQ": 0.1}},
+        {"metrics": {"OVR": 0.7, "FQ": None}, "absent": {"FQ": "no retain model for task 2"}},
+        {"stopped": "non-finite loss"},  # a stopped run has no metrics and does not count
+    ]
+    metrics, absent = metrics_over_runs(records, ddof=1)
+    assert metrics["OVR"]["mean"] == pytest.approx(0.6) and metrics["OVR"]["std"] == pytest.approx(0.1414213, rel=1e-5)
+    assert metrics["FQ"] is None and absent == {"FQ": "no retain model for task 2"}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["METRICS", "STD_NAMES", "gap", "mean_std", "std_score", "summarize"]
+__all__ = ["METRICS", "STD_NAMES", "gap", "mean_std", "metrics_over_runs", "std_score", "summarize"]
 
 METRICS = ("FA", "RA", "TA", "MIA")
 
@@ -38,6 +38,25 @@ def mean_std(values: Sequence[float], ddof: int = 0) -> tuple[float, float | Non
 
 
 STD_NAMES = {0: "population std (ddof 0)", 1: "sample std (ddof 1)"}
+
+
+def metrics_over_runs(records: Sequence[Mapping], ddof: int) -> tuple[dict[str, dict | None], dict[str, str]]:
+    """``{name: {"mean", "std"}}`` over the finished records (those with ``metrics``), and the reason
+    of every metric left ``None``: a metric absent from any run is absent from the row, with the
+    first reason a run gives (``record["absent"][name]``), never averaged over the runs that have it.
+    """
+    finished = [r for r in records if "metrics" in r]
+    names = list(dict.fromkeys(name for r in finished for name in r["metrics"]))
+    metrics: dict[str, dict | None] = {}
+    absent: dict[str, str] = {}
+    for name in names:
+        values = [r["metrics"].get(name) for r in finished]
+        if not values or any(v is None for v in values):
+            metrics[name] = None
+            absent[name] = next((r["absent"][name] for r in finished if name in r.get("absent", {})), "absent")
+        else:
+            metrics[name] = dict(zip(("mean", "std"), mean_std(values, ddof)))
+    return metrics, absent
 
 
 def gap(means: Mapping[str, float], reference: Mapping[str, float]) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from dualoptim.config import to_dict
-from dualoptim.metrics.aggregate import STD_NAMES, mean_std
+from dualoptim.metrics.aggregate import STD_NAMES, mean_std, metrics_over_runs
 from dualoptim.runs import envelope
 from dualoptim.safety.config import TASK, SafetyConfig
 
@@ -29,17 +29,7 @@ DDOF = 1
 
 
 def _row(loss: str, strategy: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-    finished = [r for r in records if "metrics" in r]
-    names = list(dict.fromkeys(name for r in finished for name in r["metrics"]))
-    metrics: dict[str, Any] = {}
-    absent: dict[str, str] = {}
-    for name in names:
-        values = [r["metrics"].get(name) for r in finished]
-        if not values or any(v is None for v in values):
-            metrics[name] = None
-            absent[name] = next((r["absent"][name] for r in finished if name in r.get("absent", {})), "absent")
-        else:
-            metrics[name] = dict(zip(("mean", "std"), mean_std(values, DDOF)))
+    metrics, absent = metrics_over_runs(records, DDOF)
     return {
         "loss": loss,
         "strategy": strategy,
