@@ -59,6 +59,9 @@ def test_scaled_config_scales_each_pairs_own_rate_and_narrows_to_pairs():
     assert forget_lr_of(config, "ME+GD", "dual+-8bit") == config.unlearn.forget_lr
     narrow = scaled_config(config, 2, {"IDK+GD": ["dual+"]})
     assert (narrow.losses, narrow.strategies) == (["IDK+GD"], ["dual+"])
+    # the scaled rate is the one best.yaml would write, so a tuned run finds the sweep's run by key
+    ninefold = load_config(TofuConfig, "tofu", ["tofu-tiny"], ["unlearn.forget_lr=1e-3"])
+    assert 9 * 1e-3 != 0.009 and forget_lr_of(scaled_config(ninefold, 9), "ME+GD", "dual") == 0.009
 
 
 def test_sweep_end_to_end_resumes_and_writes_a_preset_layer(tofu_dir, tmp_path, cache, capsys, monkeypatch):

@@ -20,7 +20,15 @@ from typing import Any
 from dualoptim.io import write_json_atomic, write_text_atomic
 from dualoptim.llm.benchmark import TofuBenchmark
 from dualoptim.llm.config import TofuConfig, forget_lr_of, validate
-from dualoptim.sweep import Objective, best_rates, check_factors, grid_table, run_grid, write_best_preset
+from dualoptim.sweep import (
+    Objective,
+    best_rates,
+    check_factors,
+    grid_table,
+    round_rate,
+    run_grid,
+    write_best_preset,
+)
 
 __all__ = ["OBJECTIVE", "run_sweep", "scaled_config", "sweep_points"]
 
@@ -41,7 +49,10 @@ def scaled_config(config: TofuConfig, factor: float, pairs: dict[str, list[str]]
         scaled.strategies = [s for s in config.strategies if any(s in wanted for wanted in pairs.values())]
     for loss in scaled.losses:
         for strategy in scaled.strategies:
-            scaled.unlearn.forget_lrs.setdefault(loss, {})[strategy] = factor * forget_lr_of(config, loss, strategy)
+            # rounded as best.yaml writes it (3 significant digits): a run of the tuned preset then has
+            # the key of the sweep's own run (9 x 1e-3 is 0.009000000000000001 unrounded)
+            rate = round_rate(factor * forget_lr_of(config, loss, strategy))
+            scaled.unlearn.forget_lrs.setdefault(loss, {})[strategy] = rate
     return scaled
 
 
