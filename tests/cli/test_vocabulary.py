@@ -148,7 +148,7 @@ def _legacy(results: dict) -> dict:
     return old
 
 
-@pytest.mark.parametrize("folder", ["fashion-mnist", "tofu-tiny"])
+@pytest.mark.parametrize("folder", ["fashion-mnist", "tofu-small"])
 def test_report_reads_results_written_before_the_shared_envelope(folder, tmp_path):
     results = json.loads((RESULTS / folder / "results.json").read_text())
     if "task" in results:
