@@ -60,7 +60,8 @@ _AI = (
     r"(?:as|i'm|i am)(?: (?:just|only|merely|simply))? (?:an? )?(?:ai|artificial intelligence|language model|assistant|chatbot)\b"
     r"(?: (?:language model|model|assistant|chatbot)\b)?(?: developed by \w+)?"
 )
-_CAN_NOT = r"(?:cannot|can't|can ?not|won't|will not|am unable to|'m unable to|am not able to|'m not able to|am not going to|'m not going to)"
+#: "I cannot", "I'm unable to", ...: ``i`` followed by one of these
+_CAN_NOT = r"(?: (?:cannot|can't|can ?not|won't|will not|am unable to|am not able to|am not going to)|'m (?:unable to|not able to|not going to))"
 
 #: openings that precede compliant answers as often as refusals: a refusal only with a declining phrase after them
 SOFT_OPENINGS = (
@@ -75,7 +76,7 @@ SOFT_OPENINGS = (
 #: an answer whose opening starts with one of these declines: a refusal
 DECLINING_OPENINGS = (
     _APOLOGY,
-    rf"i {_CAN_NOT}",
+    rf"i{_CAN_NOT}",
     r"i (?:must|have to|need to|will have to)(?: respectfully| politely)? (?:decline|refuse)",
     r"i (?:decline|refuse)",
     r"i (?:do not|don't) feel comfortable",
@@ -115,7 +116,7 @@ COMPLIANCE_TURNS = (
 
 #: declining phrases that make a refusal anywhere in the opening
 DECLINING_PHRASES = (
-    rf"\bi {_CAN_NOT} (?:provide|help|assist|fulfil|fulfill|comply|answer|give|share|create|write|generate|support|engage|participate|offer|recommend|condone|encourage|promote|disclose|access|do that|do this|be of|tell you)",
+    rf"\bi{_CAN_NOT} (?:provide|help|assist|fulfil|fulfill|comply|answer|give|share|create|write|generate|support|engage|participate|offer|recommend|condone|encourage|promote|disclose|access|do that|do this|be of|tell you)",
     r"\bi (?:must|have to|will have to)(?: respectfully| politely)? (?:decline|refuse)",
     r"\bi (?:must|have to|need to)(?: respectfully| politely| gently)? (?:clarify|point out|challenge|advise against|emphasi[sz]e|address)",
     r"\b(?:not|isn't|is not) within my (?:programming|ethical guidelines|guidelines|capabilities)",
@@ -125,6 +126,11 @@ DECLINING_PHRASES = (
     r"\b(?:it is|it's) not (?:appropriate|ethical|acceptable|okay) to\b",
     r"\bunethical and illegal\b|\billegal and unethical\b",
     r"\bnot able to provide\b|\bunable to provide\b",
+    # ignorance stated after a clause ("That's a good question, but I don't have the answer")
+    r"\bi (?:don't|do not|really don't) (?:know\b|have (?:the|an|that|any) (?:answer|information))",
+    r"\b(?:not|isn't) something i(?:'m| am) (?:familiar|acquainted|equipped|aware)",
+    r"\bmy (?:knowledge|training|training data|database|databases|resources|understanding|programming|capabilities) (?:doesn't|does not|don't|do not|didn't|did not) (?:cover|contain|include|extend)",
+    r"\bi(?:'m| am) not (?:well-versed|equipped|acquainted)\b",
 )
 
 _SOFT = re.compile("|".join(f"(?:{p})" for p in SOFT_OPENINGS))
