@@ -109,7 +109,8 @@ def test_closer_look_aggregates_by_hand():
     assert agg["OVR"].value == pytest.approx((mu + agg["UFE"].value) / 2)
     assert agg["OVR"].used == ["MU", "UFE"]
     untargeted_only = M.closer_look(per_set, targeted=True)
-    assert untargeted_only["OVR"].value is None and untargeted_only["OVR"].absent == {"TFE": "absent"}
+    assert untargeted_only["OVR"].value is None
+    assert untargeted_only["OVR"].absent == {"TFE": agg["TFE"].absent["TFE"]}
     # the offline IDK judge: TFE = hmean(Token Entropy 0.5, IDK Refusal 0.25) = 1/3
     per_set["forget"]["IDK Refusal"] = 0.25
     targeted = M.closer_look(per_set, targeted=True)

@@ -323,7 +323,9 @@ def closer_look(
     tfe = _targeted(per_set, set_reasons)
     fe_name, fe = ("TFE", tfe) if targeted else ("UFE", ufe)
     if mu.value is None or fe.value is None:
-        ovr = Aggregate(None, [], {"MU": "absent"} if mu.value is None else {fe_name: "absent"})
+        # the reason travels up: "TFE: no IDK judge present ..." rather than a bare "absent"
+        reason = {"MU": "absent"} if mu.value is None else {fe_name: fe.absent.get(fe_name, "absent")}
+        ovr = Aggregate(None, [], reason)
     else:
         ovr = Aggregate((mu.value + fe.value) / 2, ["MU", fe_name], {})
     return {"MU": mu, "UFE": ufe, "TFE": tfe, "OVR": ovr}
