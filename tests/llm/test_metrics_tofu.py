@@ -126,6 +126,17 @@ def test_closer_look_aggregates_by_hand():
     assert reference["TFE"].used == ["forget/Token Entropy", "forget/IDK Entailment"]
 
 
+def test_best_rouge_l_recall_is_the_per_pair_maximum():
+    """The judge's fast path (each text tokenised once) gives exactly rouge_score's numbers."""
+    references = ["I'm not certain about that.", "That's beyond my current knowledge base.", "", "writes books"]
+    predictions = ["I am not certain of that at all", "Author1 writes poetry books.", "", "Writing BOOKS, writes!",
+                   "beyond my knowledge, base that's"]  # fmt: skip
+    for prediction in predictions:
+        expected = max(M.rouge_l_recall(prediction, r) for r in references)
+        assert M.best_rouge_l_recall(prediction, references) == pytest.approx(expected, abs=1e-12), prediction
+    assert M.best_rouge_l_recall("the cat sat on the mat", ["the cat is on the mat"]) == pytest.approx(5 / 6)
+
+
 def test_idk_judge_on_hand_made_answers():
     """A verbatim recital of the forget answer is no IDK answer; refusals (the strings trained towards,
     paraphrased ones the classifier reads, statements of ignorance) are; an empty generation is not."""

@@ -34,6 +34,7 @@ __all__ = [
     "idk_refusals",
     "normalized_probability",
     "probability",
+    "best_rouge_l_recall",
     "rouge_l_recall",
     "rouge_recall",
     "token_entropy",
@@ -63,6 +64,38 @@ def rouge_recall(prediction: str, reference: str) -> dict[str, float]:
     """
     scores = _rouge_scorer().score(reference, prediction)
     return {"rouge1": float(scores["rouge1"].recall), "rougeL": float(scores["rougeL"].recall)}
+
+
+@functools.lru_cache(maxsize=1)
+def _rouge_tokenizer():
+    from rouge_score import tokenizers
+
+    # the tokenizer RougeScorer(use_stemmer=True) builds: lower-cased [a-z0-9]+ runs, Porter-stemmed
+    return tokenizers.DefaultTokenizer(use_stemmer=True)
+
+
+def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists (the ROUGE-L numerator)."""
+    if not a or not b:
+        return 0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]
+
+
+def best_rouge_l_recall(prediction: str, references: Sequence[str]) -> float:
+    """max over ``references`` of :func:`rouge_l_recall` (prediction, reference), tokenising each text
+    once: the same numbers as calling it per pair (tested), at a fraction of the cost."""
+    return _best_recall(prediction, [_rouge_tokenizer().tokenize(r) for r in references])
+
+
+def _best_recall(prediction: str, reference_tokens: Sequence[Sequence[str]]) -> float:
+    predicted = _rouge_tokenizer().tokenize(prediction)
+    return max((_lcs_length(ref, predicted) / len(ref) if ref else 0.0) for ref in reference_tokens)
 
 
 def rouge_l_recall(prediction: str, reference: str) -> float:
@@ -178,12 +211,14 @@ def idk_refusals(
         raise ValueError("idk_refusals needs at least one refusal string")
     if answers is not None and len(answers) != len(generations):
         raise ValueError(f"idk_refusals needs one answer per generation, got {len(answers)} for {len(generations)}")
+    tokenize = _rouge_tokenizer().tokenize
+    refusal_tokens = [tokenize(r) for r in refusals]  # once, not once per generation
     verdicts: list[bool] = []
     best: list[float] = []
     for i, generation in enumerate(generations):
         if not isinstance(generation, str):
             raise ValueError(f"generation {i}: must be a string, got {type(generation).__name__}")
-        score = max(rouge_l_recall(generation, r) for r in refusals) if generation.strip() else 0.0
+        score = _best_recall(generation, refusal_tokens) if generation.strip() else 0.0
         best.append(score)
         refuses = bool(generation.strip()) and (score >= IDK_MIN_ROUGE or is_refusal(generation))
         if refuses and answers is not None:
