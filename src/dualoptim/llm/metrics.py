@@ -183,7 +183,7 @@ def entailment_score(labels: Sequence[str], rouges: Sequence[float]) -> float:
 
 
 #: a generation whose ROUGE-L recall against one of the refusal strings reaches this is an IDK answer
-#: (the TOFU answers themselves reach at most 0.5 against ``idontknow.jsonl``: docs/design.md §4.2)
+#: (the 3,600 forget10 answers reach at most 0.625 against ``idontknow.jsonl``: docs/design.md §4.2.1)
 IDK_MIN_ROUGE = 0.7
 #: ... unless its ROUGE-L recall against the item's own answer reaches this: it still states the answer
 IDK_MAX_ANSWER_ROUGE = 0.5
