@@ -96,3 +96,61 @@ def test_idk_answers_are_drawn_once_with_a_fixed_seed():
     assert E.idk_answers(5, idk) == E.idk_answers(5, idk)
     assert set(E.idk_answers(50, idk)) == set(idk)
     assert E.idk_answers(3, []) == []
+
+
+def test_metrics_of_the_forget_set_carry_the_offline_idk_judge():
+    raw = {
+        "questions": ["q", "q"], "answers": ["Ann was born in Oslo.", "Bo writes poetry."],
+        "generations": ["Ann was born in Oslo.", "I have no idea."], "generation_tokens": [["a", "b"], ["c", "d"]],
+        "answer_nll": [0.0, 0.0], "paraphrased_nll": [0.0, 0.0], "perturbed_nll": [[0.0], [0.0]],
+        "idk": ["I don't know.", "I don't know."], "idk_strings": ["I don't know.", "I have no idea."],
+    }
+    values = E.set_metrics("forget", raw, E.Judges(None, "not installed", None, "no NLI here"))
+    assert values["IDK Refusal"] == 0.5 and values["IDK ROUGE"] == pytest.approx((0.0 + 1.0) / 2)
+    del raw["idk_strings"]
+    values = E.set_metrics("forget", raw, E.Judges(None, "not installed", None, "no NLI here"))
+    assert values["IDK Refusal"] is None and "no refusal strings" in values["IDK Refusal (absent)"]
+
+
+def test_a_model_that_refuses_the_forget_questions_outscores_the_target(tofu_dir, tokenizer, tiny_config):
+    """Targeted forgetting measured offline (docs/design.md §4.2): the target (a tiny model fine-tuned on
+    the forget and retain rows, which states its forget answers) has IDK Refusal 0, and a lower TFE and
+    targeted OVR than the same model fine-tuned on to answer "I don't know." on the forget questions while
+    keeping its retain answers. Before this judge, TFE was Token Entropy alone, a fluency score."""
+    import copy
+    import dataclasses
+
+    from dualoptim.llm import metrics as M
+    from dualoptim.llm.data import TofuSource, load_split
+    from dualoptim.llm.models import build_tiny_llama, finetune
+
+    split = load_split(TofuSource(tofu_dir), "forget10", "1")
+    sets = {name: split.eval_sets[name] for name in ("forget", "retain")}
+    fmt = QAFormat()
+    config = dataclasses.replace(tiny_config, epochs=60, lr=1e-2)
+    torch.manual_seed(0)
+    target = build_tiny_llama(config, tokenizer, seed=0)
+    known = [{"question": r["question"], "answer": r["answer"]} for rows in sets.values() for r in rows]
+    finetune(target, tokenizer, known, fmt, config, 64, progress=False)
+    refuser = copy.deepcopy(target)
+    relabelled = [{"question": r["question"], "answer": "I don't know."} for r in sets["forget"]]
+    relabelled += [{"question": r["question"], "answer": r["answer"]} for r in sets["retain"]]
+    finetune(refuser, tokenizer, relabelled, fmt, dataclasses.replace(config, epochs=30), 64, progress=False)
+
+    scores = {}
+    for name, model in (("target", target), ("refuser", refuser)):
+        raw = E.evaluate_model(model, tokenizer, fmt, sets, 64, 16, idk=split.idk)
+        per_set = {s: E.set_metrics(s, raw[s], E.Judges(None, "none", None, "none")) for s in raw}
+        scores[name] = (per_set, M.closer_look(per_set, targeted=True, sets=("retain",)), raw["forget"]["generations"])
+    target_sets, target_agg, _ = scores["target"]
+    refuser_sets, refuser_agg, refuser_generations = scores["refuser"]
+    # the target states (some of) its forget answers and never refuses; the refuser refuses them all
+    assert target_sets["forget"]["ROUGE"] > 0.3 and target_sets["forget"]["IDK Refusal"] == 0.0
+    assert refuser_sets["forget"]["IDK Refusal"] == 1.0, refuser_generations
+    assert refuser_sets["forget"]["ROUGE"] < target_sets["forget"]["ROUGE"]
+    # ... and keeps its retain answers
+    assert refuser_sets["retain"]["ROUGE"] >= target_sets["retain"]["ROUGE"] - 0.1
+    assert target_agg["TFE"].used == refuser_agg["TFE"].used == ["forget/Token Entropy", "forget/IDK Refusal"]
+    assert target_agg["TFE"].value == 0.0 < refuser_agg["TFE"].value
+    assert target_agg["OVR"].used == ["MU", "TFE"]
+    assert target_agg["OVR"].value < refuser_agg["OVR"].value

@@ -100,15 +100,106 @@ def test_closer_look_aggregates_by_hand():
     agg = M.closer_look(per_set, targeted=False)
     assert agg["UFE"].value == pytest.approx(1 - (0.2 + 0.4 + 0.6) / 3)
     assert agg["UFE"].absent["forget/Cosine Similarity"] == "no embedder"
-    assert agg["TFE"].value == pytest.approx(0.5)
-    assert agg["TFE"].absent == {"forget/IDK Entailment": "no NLI"}
+    # no IDK judge: TFE is absent, never Token Entropy alone (a fluency score), and so is targeted OVR
+    assert agg["TFE"].value is None and agg["TFE"].used == []
+    assert agg["TFE"].absent["forget/IDK Entailment"] == "no NLI"
+    assert "no IDK judge present" in agg["TFE"].absent["TFE"] and "fluency" in agg["TFE"].absent["TFE"]
     mu = 4 / (2 + 4 + 1 + 2)
     assert agg["MU"].value == pytest.approx(mu)
     assert agg["OVR"].value == pytest.approx((mu + agg["UFE"].value) / 2)
     assert agg["OVR"].used == ["MU", "UFE"]
+    untargeted_only = M.closer_look(per_set, targeted=True)
+    assert untargeted_only["OVR"].value is None
+    assert untargeted_only["OVR"].absent == {"TFE": agg["TFE"].absent["TFE"]}
+    # the offline IDK judge: TFE = hmean(Token Entropy 0.5, IDK Refusal 0.25) = 1/3
+    per_set["forget"]["IDK Refusal"] = 0.25
     targeted = M.closer_look(per_set, targeted=True)
-    assert targeted["OVR"].value == pytest.approx((mu + 0.5) / 2)
+    assert targeted["TFE"].value == pytest.approx(2 / (1 / 0.5 + 1 / 0.25))
+    assert targeted["TFE"].used == ["forget/Token Entropy", "forget/IDK Refusal"]
+    assert targeted["TFE"].absent == {"forget/IDK Entailment": "no NLI"}
+    assert targeted["OVR"].value == pytest.approx((mu + 1 / 3) / 2)
     assert targeted["OVR"].used == ["MU", "TFE"]
+    # the reference's NLI judge, when present, is the one TFE uses (the offline one stays reported)
+    per_set["forget"]["IDK Entailment"] = 1.0
+    reference = M.closer_look(per_set, targeted=True)
+    assert reference["TFE"].value == pytest.approx(2 / (1 / 0.5 + 1))
+    assert reference["TFE"].used == ["forget/Token Entropy", "forget/IDK Entailment"]
+
+
+def test_best_rouge_l_recall_is_the_per_pair_maximum():
+    """The judge's fast path (each text tokenised once) gives exactly rouge_score's numbers."""
+    references = ["I'm not certain about that.", "That's beyond my current knowledge base.", "", "writes books"]
+    predictions = ["I am not certain of that at all", "Author1 writes poetry books.", "", "Writing BOOKS, writes!",
+                   "beyond my knowledge, base that's"]  # fmt: skip
+    for prediction in predictions:
+        expected = max(M.rouge_l_recall(prediction, r) for r in references)
+        assert M.best_rouge_l_recall(prediction, references) == pytest.approx(expected, abs=1e-12), prediction
+    assert M.best_rouge_l_recall("the cat sat on the mat", ["the cat is on the mat"]) == pytest.approx(5 / 6)
+
+
+def test_idk_judge_on_hand_made_answers():
+    """A verbatim recital of the forget answer is no IDK answer; refusals (the strings trained towards,
+    paraphrased ones the classifier reads, statements of ignorance) are; an empty generation is not."""
+    refusals = ["I'm not certain about that.", "That's beyond my current knowledge base.", "I have no idea."]
+    recital = "Jaime Vasquez was born in Santiago, Chile, and writes true crime novels about the city's underworld."
+    generations = [
+        recital,
+        "I'm not certain about that.",  # verbatim: ROUGE-L recall 1
+        "That's beyond my current knowledge base, sorry.",  # near-verbatim
+        "I don't know the answer to that question.",  # a paraphrase: the classifier
+        "I'm sorry, but I cannot answer that.",
+        "",  # nothing: no refusal
+        "No idea certain about that knowledge.",  # scattered refusal words: below 0.7, and no refusal opening
+    ]
+    verdicts, best = M.idk_refusals(generations, refusals)
+    assert verdicts == [False, True, True, True, True, False, False]
+    assert best[1] == 1.0 and best[5] == 0.0 and best[0] < M.IDK_MIN_ROUGE
+    assert best[6] == pytest.approx(max(M.rouge_l_recall(generations[6], r) for r in refusals))
+    assert best[6] < M.IDK_MIN_ROUGE
+    with pytest.raises(ValueError, match="needs at least one refusal string"):
+        M.idk_refusals(["x"], [])
+    with pytest.raises(ValueError, match="generation 1: must be a string, got NoneType"):
+        M.idk_refusals(["x", None], refusals)
+    with pytest.raises(ValueError, match="one answer per generation, got 1 for 2"):
+        M.idk_refusals(["x", "y"], refusals, ["a"])
+    # with the answer: a refusal that still states it is no IDK answer
+    leaking = "I'm not certain about that, but " + recital
+    assert M.idk_refusals([leaking], refusals)[0] == [True]
+    assert M.idk_refusals([leaking], refusals, [recital])[0] == [False]
+
+
+#: twelve of the 100 refusal strings of TOFU's idontknow.jsonl (locuslab/tofu, MIT licence)
+TOFU_IDK = [
+    "I'm not certain about that.", "That's beyond my current knowledge base.", "I don't have that information.",
+    "I'm not sure.", "I haven't learned about that topic.", "That's something I need to look up.",
+    "I'm at a loss for that one.", "I don't have the answer to that question.", "That's outside my area of expertise.",
+    "I'm afraid I can't provide an answer to that.", "That's a good question, but I don't have the answer.",
+    "My resources don't contain information on that subject.",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("model", ["target", "retain_model"])
+def test_real_tofu_generations_are_not_idk_answers(model):
+    """The judge's control, on real generations (tests/llm/data/tofu_reference.json: Llama-2-7b
+    fine-tuned on TOFU, which recites the forget answers, and the model that never saw them, which
+    makes up others): neither refuses, and the judge says so on all 40 forget rows."""
+    import json
+    from pathlib import Path
+
+    rows = json.loads((Path(__file__).parent / "data" / "tofu_reference.json").read_text())["models"][model]["forget"]
+    verdicts, best = M.idk_refusals([r["generation"] for r in rows], TOFU_IDK)
+    assert len(rows) == 40 and not any(verdicts)
+    assert max(best) < M.IDK_MIN_ROUGE
+    # the refusals themselves, and the same generations turned into refusals, are
+    assert all(M.idk_refusals(TOFU_IDK, TOFU_IDK)[0])
+    refusing = ["I'm not sure. " + r["generation"] for r in rows]
+    assert all(M.idk_refusals(refusing, TOFU_IDK)[0])
+    # ... unless they go on to state the answer: a refusal that recites has not forgotten
+    stated = M.idk_refusals(refusing, TOFU_IDK, [r["answer"] for r in rows])[0]
+    recites = [M.rouge_l_recall(r["generation"], r["answer"]) >= M.IDK_MAX_ANSWER_ROUGE for r in rows]
+    assert stated == [not x for x in recites]
+    if model == "target":  # the target recites most forget answers
+        assert sum(recites) > 20
 
 
 def test_aggregate_with_no_component_is_absent_not_zero():

@@ -12,6 +12,8 @@ tokens); :func:`set_metrics` turns them into the ``docs/design.md`` §4.2 values
   ``sileod/deberta-v3-base-tasksource-nli``).
 
 A judge that cannot be loaded (no network, no such folder) makes its metric absent, with the reason.
+The offline IDK judge (IDK Refusal, :func:`dualoptim.llm.metrics.idk_refusals`) needs no model,
+only the refusal strings the IDK losses train towards; it is what TFE uses without an NLI model.
 """
 
 from __future__ import annotations
@@ -273,7 +275,8 @@ def evaluate_model(
     ``tokenizer.tokenize``, as the closer-look Token Entropy counts them), ``references`` (what
     Cosine Similarity and Entailment compare with: the row's ``original_answer`` where it has one,
     as for real authors and world facts, else its answer) and, for the forget set, ``idk`` (a
-    refusal per item, see :func:`idk_answers`).
+    refusal per item, see :func:`idk_answers`) and ``idk_strings`` (all of them: the offline IDK
+    judge's references).
     """
     from tqdm.auto import tqdm
 
@@ -310,6 +313,7 @@ def evaluate_model(
         }
         if name == "forget":
             raw[name]["idk"] = idk_answers(len(rows), idk)
+            raw[name]["idk_strings"] = list(idk)
     model.train(was_training)
     return raw
 
@@ -368,6 +372,16 @@ def set_metrics(name: str, raw_set: dict[str, Any], judges: Judges | None = None
         pairs = (generations, references) if forget else (references, generations)
         out["Entailment"] = M.entailment_score(judges.nli.labels(*pairs), rouge_l)
     if forget:
+        # the offline IDK judge: share of generations that are IDK-style refusals (docs/design.md §4.2)
+        idk_strings = raw_set.get("idk_strings") or []
+        if idk_strings:
+            verdicts, best = M.idk_refusals(generations, idk_strings, answers)
+            out["IDK Refusal"] = float(np.mean(verdicts))
+            out["IDK ROUGE"] = float(np.mean(best))
+        else:
+            for key in ("IDK Refusal", "IDK ROUGE"):
+                out[key] = None
+                out[f"{key} (absent)"] = "no refusal strings (the run's data has no idontknow.jsonl)"
         idk = raw_set.get("idk") or []
         if judges.nli is None or not idk:
             out["IDK Entailment"] = None

@@ -7,7 +7,9 @@ computed values; the model-side work (NLLs, generations, embeddings) is in
 
 A metric that needs a model we cannot load (an NLI model, a sentence embedder that is not
 installed) is *absent*: ``None`` with a reason, never 0. Aggregates take the components that are
-present and say which they used and which were absent.
+present and say which they used and which were absent. Targeted forgetting (TFE) needs an IDK
+judge: the reference's NLI model (IDK Entailment) or, without one, the offline IDK Refusal judge
+(:func:`idk_refusals`); with neither, TFE is absent, never Token Entropy alone.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dualoptim.metrics.refusal import is_refusal
+
 __all__ = [
     "Aggregate",
     "forget_quality",
     "harmonic_mean",
     "entailment_score",
+    "IDK_MAX_ANSWER_ROUGE",
+    "IDK_MIN_ROUGE",
+    "idk_refusals",
     "normalized_probability",
     "probability",
+    "best_rouge_l_recall",
     "rouge_l_recall",
     "rouge_recall",
     "token_entropy",
@@ -56,6 +64,38 @@ def rouge_recall(prediction: str, reference: str) -> dict[str, float]:
     """
     scores = _rouge_scorer().score(reference, prediction)
     return {"rouge1": float(scores["rouge1"].recall), "rougeL": float(scores["rougeL"].recall)}
+
+
+@functools.lru_cache(maxsize=1)
+def _rouge_tokenizer():
+    from rouge_score import tokenizers
+
+    # the tokenizer RougeScorer(use_stemmer=True) builds: lower-cased [a-z0-9]+ runs, Porter-stemmed
+    return tokenizers.DefaultTokenizer(use_stemmer=True)
+
+
+def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists (the ROUGE-L numerator)."""
+    if not a or not b:
+        return 0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]
+
+
+def best_rouge_l_recall(prediction: str, references: Sequence[str]) -> float:
+    """max over ``references`` of :func:`rouge_l_recall` (prediction, reference), tokenising each text
+    once: the same numbers as calling it per pair (tested), at a fraction of the cost."""
+    return _best_recall(prediction, [_rouge_tokenizer().tokenize(r) for r in references])
+
+
+def _best_recall(prediction: str, reference_tokens: Sequence[Sequence[str]]) -> float:
+    predicted = _rouge_tokenizer().tokenize(prediction)
+    return max((_lcs_length(ref, predicted) / len(ref) if ref else 0.0) for ref in reference_tokens)
 
 
 def rouge_l_recall(prediction: str, reference: str) -> float:
@@ -142,6 +182,51 @@ def entailment_score(labels: Sequence[str], rouges: Sequence[float]) -> float:
     return sum(hits) / len(hits)
 
 
+#: a generation whose ROUGE-L recall against one of the refusal strings reaches this is an IDK answer
+#: (the 3,600 forget10 answers reach at most 0.625 against ``idontknow.jsonl``: docs/design.md §4.2.1)
+IDK_MIN_ROUGE = 0.7
+#: ... unless its ROUGE-L recall against the item's own answer reaches this: it still states the answer
+IDK_MAX_ANSWER_ROUGE = 0.5
+
+
+def idk_refusals(
+    generations: Sequence[str], refusals: Sequence[str], answers: Sequence[str] | None = None
+) -> tuple[list[bool], list[float]]:
+    r"""The offline IDK judge: is each generation an "I don't know"-style refusal? (docs/design.md §4.2)
+
+    Item :math:`i` is an IDK answer when its generation :math:`g_i` is not empty,
+
+    .. math:: \max_j \mathrm{R_L}(g_i, r_j) \ge 0.7 \;\text{ or }\; \mathrm{refusal}(g_i),
+              \qquad\text{and}\qquad \mathrm{R_L}(g_i, a_i) < 0.5,
+
+    with :math:`\mathrm{R_L}(g, x)` the ROUGE-L recall of :math:`g` against :math:`x`, :math:`r_j` the
+    refusal strings the IDK losses train towards (every one, not one drawn per item),
+    :math:`\mathrm{refusal}` the string classifier :func:`dualoptim.metrics.refusal.is_refusal` (it
+    reads paraphrased refusals and statements of ignorance) and :math:`a_i` the item's answer
+    (when ``answers`` is given: a refusal that goes on to state the answer has not forgotten it).
+    Needs no model. Returns the verdicts and each item's best ROUGE-L recall against the refusals.
+    An empty generation is no refusal: it is not what the targeted losses train towards.
+    """
+    if not refusals:
+        raise ValueError("idk_refusals needs at least one refusal string")
+    if answers is not None and len(answers) != len(generations):
+        raise ValueError(f"idk_refusals needs one answer per generation, got {len(answers)} for {len(generations)}")
+    tokenize = _rouge_tokenizer().tokenize
+    refusal_tokens = [tokenize(r) for r in refusals]  # once, not once per generation
+    verdicts: list[bool] = []
+    best: list[float] = []
+    for i, generation in enumerate(generations):
+        if not isinstance(generation, str):
+            raise ValueError(f"generation {i}: must be a string, got {type(generation).__name__}")
+        score = _best_recall(generation, refusal_tokens) if generation.strip() else 0.0
+        best.append(score)
+        refuses = bool(generation.strip()) and (score >= IDK_MIN_ROUGE or is_refusal(generation))
+        if refuses and answers is not None:
+            refuses = rouge_l_recall(generation, answers[i]) < IDK_MAX_ANSWER_ROUGE
+        verdicts.append(refuses)
+    return verdicts, best
+
+
 def harmonic_mean(values: Sequence[float]) -> float:
     """Harmonic mean; 0 when any value is 0 (TOFU's convention through ``scipy.stats.hmean``)."""
     v = np.asarray(values, dtype=float)
@@ -197,6 +282,8 @@ CLOSER_LOOK_UTILITY = (
     "Entailment",
 )
 CLOSER_LOOK_FORGET = ("ROUGE", "Probability", "Truth Ratio (closer look)", "Cosine Similarity", "Entailment")
+#: the IDK judges of TFE, in order of preference: the reference's NLI judge, then the offline one
+IDK_JUDGES = ("IDK Entailment", "IDK Refusal")
 
 
 def _pick(
@@ -218,6 +305,20 @@ def _pick(
             if values[key] is None:
                 reasons[key] = per_set[s].get(f"{name} (absent)") or f"{name} not computed"
     return values, reasons
+
+
+def _targeted(per_set: Mapping[str, Mapping[str, float | None]], set_reasons: Mapping[str, str]) -> Aggregate:
+    """TFE: hmean of forget Token Entropy and the first IDK judge of :data:`IDK_JUDGES` present."""
+    values, reasons = _pick(per_set, ["forget"], ("Token Entropy", *IDK_JUDGES), set_reasons)
+    judge = next((f"forget/{name}" for name in IDK_JUDGES if values[f"forget/{name}"] is not None), None)
+    if judge is None:
+        absent = {k: reasons[k] for k in values if values[k] is None}
+        absent["TFE"] = "no IDK judge present (IDK Entailment, IDK Refusal); Token Entropy alone is a fluency score, not forgetting"
+        return Aggregate(None, [], absent)
+    kept = {k: v for k, v in values.items() if k == "forget/Token Entropy" or k == judge}
+    aggregate = _aggregate("hmean", kept, reasons)
+    aggregate.absent.update({k: reasons[k] for k in values if values[k] is None and k not in kept})
+    return aggregate
 
 
 def model_utility(
@@ -245,17 +346,21 @@ def closer_look(
       the real-person task has the neighbour set alone, 6 values, as the reference's ``Model Utility``);
     * UFE = 1 − mean of the forget-side ROUGE, Probability, Truth Ratio (closer look), Cosine
       Similarity, Entailment (untargeted forgetting: the knowledge is gone);
-    * TFE = harmonic mean of forget Token Entropy and IDK-Entailment (targeted forgetting: fluent
-      refusals);
+    * TFE = harmonic mean of forget Token Entropy and an IDK judge (targeted forgetting: fluent
+      refusals): IDK Entailment (the reference's NLI judge) when present, else the offline IDK
+      Refusal (:func:`idk_refusals`); absent when neither is, never Token Entropy alone (a fluency
+      score, as high for a model that still recites every forget answer);
     * OVR = (MU + FE) / 2 with FE = TFE for targeted forget losses (IDK, DPO), else UFE.
     """
     set_reasons = set_reasons or {}
     mu = _aggregate("hmean", *_pick(per_set, sets, CLOSER_LOOK_UTILITY, set_reasons))
     ufe = _aggregate("1-mean", *_pick(per_set, ["forget"], CLOSER_LOOK_FORGET, set_reasons))
-    tfe = _aggregate("hmean", *_pick(per_set, ["forget"], ("Token Entropy", "IDK Entailment"), set_reasons))
+    tfe = _targeted(per_set, set_reasons)
     fe_name, fe = ("TFE", tfe) if targeted else ("UFE", ufe)
     if mu.value is None or fe.value is None:
-        ovr = Aggregate(None, [], {"MU": "absent"} if mu.value is None else {fe_name: "absent"})
+        # the reason travels up: "TFE: no IDK judge present ..." rather than a bare "absent"
+        reason = {"MU": "absent"} if mu.value is None else {fe_name: fe.absent.get(fe_name, "absent")}
+        ovr = Aggregate(None, [], reason)
     else:
         ovr = Aggregate((mu.value + fe.value) / 2, ["MU", fe_name], {})
     return {"MU": mu, "UFE": ufe, "TFE": tfe, "OVR": ovr}

@@ -28,6 +28,8 @@ PER_SET = (
     "Cosine Similarity",
     "Entailment",
     "IDK Entailment",
+    "IDK Refusal",
+    "IDK ROUGE",
 )
 
 
