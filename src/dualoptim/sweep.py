@@ -58,10 +58,16 @@ DEFAULT_EXTEND = 4
 
 @dataclass(frozen=True)
 class Objective:
-    """The score a sweep selects on and its direction (Gap: lower is better; OVR: higher)."""
+    """The score a sweep selects on, its direction (Gap: lower is better; OVR: higher) and the
+    multiplier its tables print it with (TOFU scores are fractions, printed in percent)."""
 
     score: str
     higher_is_better: bool = False
+    display_scale: float = 1.0
+
+    def show(self, value: float) -> str:
+        """``value`` as the tables print it (2 decimals, after ``display_scale``)."""
+        return f"{self.display_scale * value:.2f}"
 
     def finished(self, points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Points with a score, no failed run and runs that unlearned: the only ones a selection may pick."""
@@ -124,8 +130,8 @@ def select(
                 continue
             if control is not None and not objective.beats(point[objective.score], control):
                 refused.append({**entry, "best": point[objective.score], "reason": (
-                    f"the do-nothing control scores {objective.score} {control:.4g}, at least as good as the best "
-                    f"run's {point[objective.score]:.4g} at {field} {point[field]:.3g}")})  # fmt: skip
+                    f"the do-nothing control scores {objective.score} {objective.show(control)}, at least as good as "
+                    f"the best run's {objective.show(point[objective.score])} at {field} {point[field]:.3g}")})  # fmt: skip
                 continue
             best.setdefault(method, {})[strategy] = round_rate(point[field])
     return best, refused
@@ -228,7 +234,7 @@ def _score_cell(point: dict[str, Any], objective: Objective) -> str:
     if point.get(objective.score) is None or point.get("failed"):
         return "failed"
     std = point.get("criterion_std")
-    text = f"{point[objective.score]:.2f}" + ("" if std is None else f" ± {std:.2f}")
+    text = objective.show(point[objective.score]) + ("" if std is None else f" ± {objective.show(std)}")
     return text + (" (did not unlearn)" if point.get("did_not_unlearn") else "")
 
 
@@ -263,7 +269,7 @@ def grid_table(
                 chosen = f"{rate:g} ({_score_cell(point, objective)})"
                 if (method, strategy) in at_edge:
                     chosen += f", {at_edge[(method, strategy)]['edge']} edge of the grid"
-            control_cell = "–" if control is None else f"{control:.2f}"
+            control_cell = "–" if control is None else objective.show(control)
             lines.append(f"| {method} | {strategy} | {cells} | {control_cell} | {chosen} |")
     notes = selection_notes(edges, refused, field)
     return "\n".join(lines) + "\n" + ("\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")

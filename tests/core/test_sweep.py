@@ -105,7 +105,7 @@ def test_a_run_that_did_not_unlearn_is_never_selected_and_the_control_can_refuse
     assert best == {"GA+GD": {"dual": 1e-4}}
     (refusal,) = refused
     assert (refusal["method"], refusal["control"], refusal["best"]) == ("IDK+GD", 58.0, 55.0)
-    assert refusal["reason"] == ("the do-nothing control scores OVR 58, at least as good as the best run's 55 "
+    assert refusal["reason"] == ("the do-nothing control scores OVR 58.00, at least as good as the best run's 55.00 "
                                  "at forget_lr 0.0001")  # fmt: skip
     # a tie goes to doing nothing; a Gap must be strictly lower than the control's
     assert select({"GA": {"dual": points("Gap", {1: 2.0})}}, GAP, "forget_lr", {"GA": {"dual": 2.0}})[0] == {}
@@ -134,8 +134,8 @@ def test_table_and_preset_layer(tmp_path):
             "0.0003 (61.23 ± 1.50) |") in table  # fmt: skip
     assert ("| IDK+GD | dual | 0.0001: 93.00 (did not unlearn), 0.0003: 80.00 | 92.00 | refused (see below) |"
             in table)  # fmt: skip
-    assert ("- IDK+GD/dual: no forget_lr selected: the do-nothing control scores OVR 92, at least as good as the "
-            "best run's 80 at forget_lr 0.0003") in table  # fmt: skip
+    assert ("- IDK+GD/dual: no forget_lr selected: the do-nothing control scores OVR 92.00, at least as good as the "
+            "best run's 80.00 at forget_lr 0.0003") in table  # fmt: skip
     assert "- IDK+GD/dual: the best forget_lr 0.0003 sits at the upper edge" in table
     write_best_preset(tmp_path / "best.yaml", {"unlearn": {"forget_lrs": best}}, "tuned\nsecond line")
     text = (tmp_path / "best.yaml").read_text()

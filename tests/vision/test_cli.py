@@ -184,9 +184,9 @@ def test_sweep_picks_the_forget_lr_of_lowest_gap_among_runs_that_unlearned(tiny_
     summary = json.loads((out / "sweep.json").read_text())
     assert summary["best_forget_lr"] == {}
     (refusal,) = summary["refused"]
-    assert refusal["reason"].startswith("the do-nothing control scores Gap 2.424, at least as good as the best run's")
+    assert refusal["reason"].startswith("the do-nothing control scores Gap 2.42, at least as good as the best run's")
     header = (out / "best.yaml").read_text()
-    assert "# GA/dual: no forget_lr selected: the do-nothing control scores Gap 2.424" in header
+    assert "# GA/dual: no forget_lr selected: the do-nothing control scores Gap 2.42" in header
     assert "# GA/dual: the best forget_lr 0.01 sits at the upper edge of the grid (grid extension off" in header
 
 

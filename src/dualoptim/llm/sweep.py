@@ -44,7 +44,7 @@ from dualoptim.sweep import (
 __all__ = ["OBJECTIVE", "apply_rate", "control_scores", "run_sweep", "scaled_config", "sweep_points"]
 
 #: the papers select the forget rate of highest OVR
-OBJECTIVE = Objective("OVR", higher_is_better=True)
+OBJECTIVE = Objective("OVR", higher_is_better=True, display_scale=100.0)
 #: what a point records of the selection task's runs besides OVR
 COMPONENTS = ("UFE", "TFE", "MU", "Forget Quality", "Model Utility")
 
