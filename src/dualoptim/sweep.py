@@ -42,6 +42,7 @@ __all__ = [
     "round_rate",
     "run_grid",
     "select",
+    "selected_lines",
     "selection_notes",
     "write_best_preset",
 ]
@@ -273,6 +274,16 @@ def grid_table(
             lines.append(f"| {method} | {strategy} | {cells} | {control_cell} | {chosen} |")
     notes = selection_notes(edges, refused, field)
     return "\n".join(lines) + "\n" + ("\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
+
+
+def selected_lines(grid: Grid, objective: Objective, field: str, best: dict[str, dict[str, float]]) -> list[str]:
+    """One line per selected rate with its score ± the criterion's std there (best.yaml's comments)."""
+    lines = []
+    for method, rates in best.items():
+        for strategy, rate in rates.items():
+            point = best_point(grid[method][strategy], objective)
+            lines.append(f"{method}/{strategy}: {field} {rate:g}, {objective.score} {_score_cell(point, objective)}")
+    return lines
 
 
 def selection_notes(edges: Sequence[dict[str, Any]], refused: Sequence[dict[str, Any]], field: str) -> list[str]:

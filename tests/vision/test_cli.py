@@ -178,6 +178,8 @@ def test_sweep_picks_the_forget_lr_of_lowest_gap_among_runs_that_unlearned(tiny_
 
     tuned = load_config(VisionConfig, "vision", [str(tiny_bench_yaml), str(out / "best.yaml")])
     assert resolve_settings(tuned, "GA", "dual").forget_lr == pytest.approx(best["forget_lr"])
+    assert f"# GA/dual: forget_lr 0.001, Gap {best['Gap']:.2f} ± {best['criterion_std']:.2f}\n" in (
+        out / "best.yaml").read_text()
     assert (out / "factor-0.1" / "results.json").is_file() and (out / "factor-10" / "results.json").is_file()
     # without the good rate the control wins: no rate is written, and best.yaml says why (runs reused)
     assert main([*args[:10], "0.1,10", *args[11:]]) == 0

@@ -37,6 +37,7 @@ from dualoptim.sweep import (
     round_rate,
     run_grid,
     select,
+    selected_lines,
     selection_notes,
     write_best_preset,
 )
@@ -216,6 +217,7 @@ def run_sweep(
         f"forget learning rates of highest OVR over {on} from `dualoptim sweep --task tofu`",
         f"(split {config.data.split}, factors {factors}, extended {[e['factor'] for e in extended]}); "
         "layer it after the base preset",
+        *selected_lines(grid, OBJECTIVE, "forget_lr", best),
         *selection_notes(edges, refused, "forget_lr"),
     ])  # fmt: skip
     write_best_preset(out / "best.yaml", {"unlearn": {"forget_lrs": best}}, header)

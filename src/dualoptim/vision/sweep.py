@@ -29,6 +29,7 @@ from dualoptim.sweep import (
     grid_table,
     run_grid,
     select,
+    selected_lines,
     selection_notes,
     write_best_preset,
 )
@@ -184,6 +185,7 @@ def run_sweep(
     header = "\n".join([
         f"{side} learning rates of lowest Gap from `dualoptim sweep` "
         f"(factors {factors}, extended {[e['factor'] for e in extended]}, seeds {config.seeds})",
+        *selected_lines(grid, OBJECTIVE, field, best),
         *selection_notes(edges, refused, field),
     ])  # fmt: skip
     write_best_preset(out / "best.yaml", fragment, header)
