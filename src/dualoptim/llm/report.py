@@ -64,7 +64,7 @@ def _per_set_tables(rows: list[dict[str, Any]]) -> list[str]:
                   "|---|---|" + "---|" * len(names)]  # fmt: skip
         for row in rows:
             cells = [_cell(row["metrics"].get(f"{set_name}/{n}"), True) for n in names]
-            lines.append("| " + " | ".join([*_label(row), *cells]) + " |")
+            lines.append("| " + " | ".join([*_label(row, main=False), *cells]) + " |")
     return lines
 
 
@@ -78,7 +78,7 @@ def _downstream_table(rows: list[dict[str, Any]]) -> list[str]:
              "|---|---|" + "---|" * (len(tasks) + 1)]  # fmt: skip
     for row in rows:
         cells = [_cell(row["metrics"].get(n), False, scale=1) for n in [*names, "Downstream AVG"]]
-        lines.append("| " + " | ".join([*_label(row), *cells]) + " |")
+        lines.append("| " + " | ".join([*_label(row, main=False), *cells]) + " |")
     return lines
 
 
@@ -93,10 +93,13 @@ def _title(results: dict[str, Any]) -> str:
     return "Real people (closer look)" if results.get("dataset") == "real_world" else f"TOFU {results['split']}"
 
 
-def _label(row: dict[str, Any]) -> tuple[str, str]:
-    """Loss and strategy cells: the target is the do-nothing control; a flagged run says so."""
+def _label(row: dict[str, Any], main: bool = True) -> tuple[str, str]:
+    """Loss and strategy cells: the target is the do-nothing control; in the main table a stopped or
+    flagged run says so (the per-set tables repeat the rows without the notes)."""
     if row["loss"] == DO_NOTHING and _strategy(row) == "-":
         return "do nothing (target)", "-"
+    if not main:
+        return row["loss"], _strategy(row)
     stopped = f" (stopped on {len(row['stopped'])} run(s))" if row.get("stopped") else ""
     flag = " (did not unlearn)" if row.get("did_not_unlearn") else ""
     return row["loss"], f"{_strategy(row)}{stopped}{flag}"
