@@ -237,6 +237,8 @@ def plot_sensitivity(summary: dict[str, Any], path: str | Path) -> Path:
     do-nothing control's OVR (the target scored as that loss's runs are), which a selected rate must beat.
     """
     plt = pyplot()
+    from matplotlib.ticker import NullFormatter
+
     grid = summary["grid"]
     losses = list(grid) or ["-"]
     chosen = summary.get("best_forget_lr", {})
@@ -267,6 +269,7 @@ def plot_sensitivity(summary: dict[str, Any], path: str | Path) -> Path:
         for j, name in enumerate(SENSITIVITY):
             ax = axes[i][j]
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
             ax.set_title(f"{loss}: {name}", fontsize=9)
             ax.set_xlabel("forget learning rate", fontsize=8)
             ax.tick_params(labelsize=7)
