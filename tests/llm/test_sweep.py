@@ -161,3 +161,27 @@ def test_points_on_the_committed_evidence_flag_runs_that_recite_and_compare_with
     assert controls["IDK+GD"] == pytest.approx(statistics.fmean(tfe_ovr)) and round(100 * controls["IDK+GD"], 2) == 92.36
     # on one task the control is that task's
     assert control_scores(results, ["GA+GD"], ["2"])["GA+GD"] == pytest.approx(target["runs"][1]["metrics"]["OVR"])
+
+
+def test_the_sensitivity_figure_draws_every_loss_with_failed_and_flagged_rates(tmp_path):
+    from dualoptim.llm.report import SENSITIVITY, plot_sensitivity
+
+    def point(rate, ovr, flagged=False):
+        scores = {} if ovr is None else {n: ovr for n in SENSITIVITY} | {f"{n} std": 0.02 for n in SENSITIVITY}
+        return {"forget_lr": rate, "OVR": ovr, **scores, "did_not_unlearn": flagged, "failed": int(ovr is None)}
+
+    summary = {
+        "split": "forget10", "selection": {"tasks": ["1", "2"], "seeds": [0]},
+        "grid": {"IDK+GD": {"dual": [point(1e-4, 0.9, True), point(1e-3, 0.7), point(1e-2, None)]},
+                 "GA+GD": {"alternate": [point(1e-3, 0.5), point(2e-3, 0.6)]}},
+        "best_forget_lr": {"GA+GD": {"alternate": 2e-3}}, "do_nothing": {"IDK+GD": 0.92, "GA+GD": None},
+    }  # fmt: skip
+    from PIL import Image
+
+    sizes = []
+    for grid in (summary["grid"], {"IDK+GD": summary["grid"]["IDK+GD"]}):
+        path = plot_sensitivity({**summary, "grid": grid}, tmp_path / f"sensitivity-{len(grid)}.png")
+        with Image.open(path) as image:
+            sizes.append(image.size)
+    # one panel row per loss (two, then one), three score columns
+    assert sizes[0][0] == sizes[1][0] and sizes[0][1] == pytest.approx(2 * sizes[1][1], rel=0.02)
