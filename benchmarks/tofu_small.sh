@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The tofu-small evidence of docs/tofu.md, from an empty cache to the committed tables:
-#   1. tune the forget learning rate of every (loss, strategy) on task 1 (`dualoptim sweep --task
-#      tofu`, factors 0.3/1/3 of 1e-3, one more factor past an end where the best sits), three
-#      sweeps of two losses each, run side by side (one torch thread each);
+#   1. tune the forget learning rate of every (loss, strategy) on tasks 1 and 2 (`dualoptim sweep
+#      --task tofu`, the default factors 0.25/0.5/1/2/4 of 1e-3, extended past an end where the best
+#      sits; a pair the target's own OVR beats is refused and keeps 1e-3), three sweeps of two losses
+#      each, run side by side (one torch thread each);
 #   2. merge their best.yaml into one preset layer, tuned.yaml;
 #   3. the benchmark with the tuned rates on tasks 1-3 (all six losses x joint/alternate/dual/dual+),
 #      again three processes over one run store, then one pass that writes results.json and table.md;
@@ -29,8 +30,8 @@ rm -rf "$OUT/tofu-small-sweep/warm-up"
 pids=()
 for group in "${LOSS_GROUPS[@]}"; do
   name=${group//+/}; name=${name//,/-}
-  "${DUALOPTIM[@]}" sweep --task tofu "${BASE[@]}" --tasks 1 --methods "$group" \
-    --strategies joint,alternate,dual,dual+ --factors 0.3,1,3 --extend 1 \
+  "${DUALOPTIM[@]}" sweep --task tofu "${BASE[@]}" --tasks 1,2 --select-tasks 1,2 --methods "$group" \
+    --strategies joint,alternate,dual,dual+ \
     --out "$OUT/tofu-small-sweep/$name" > "$OUT/tofu-small-sweep/$name.log" 2>&1 &
   pids+=($!)
 done
@@ -45,29 +46,28 @@ root = Path(sys.argv[1])
 rates = {}
 for best in sorted(root.glob("*/best.yaml")):
     rates.update(yaml.safe_load(best.read_text())["unlearn"]["forget_lrs"])
-text = "# forget learning rates of highest OVR on task 1, merged from the sweeps beside this file\n"
+text = "# forget learning rates of highest OVR on tasks 1-2, merged from the sweeps beside this file\n"
 (root / "tuned.yaml").write_text(text + yaml.safe_dump({"unlearn": {"forget_lrs": rates}}, sort_keys=True))
 PY
 
-# 3. the tuned benchmark, tasks 1-3. Task 1's runs at the tuned rates are the sweeps' own: their
-#    records go into the benchmark's run store, which reads a record only when its key (everything
-#    that determines the run, the forget rate included) matches, and recomputes it otherwise.
-.venv/bin/python - "$OUT/tofu-small-sweep" "$OUT/tofu-small/runs/task1" <<'PY'
+# 3. the tuned benchmark, tasks 1-3. The runs of tasks 1-2 at the selected rates are the sweeps' own:
+#    their records go into the benchmark's run store, which reads a record only when its key
+#    (everything that determines the run, the forget rate included) matches, and recomputes it otherwise.
+.venv/bin/python - "$OUT/tofu-small-sweep" "$OUT/tofu-small/runs" <<'PY'
 import json, shutil, sys
 from pathlib import Path
-from dualoptim.llm.sweep import OBJECTIVE
 from dualoptim.runs import slug
-from dualoptim.sweep import best_point
 root, store = Path(sys.argv[1]), Path(sys.argv[2])
-store.mkdir(parents=True, exist_ok=True)
 for summary in sorted(root.glob("*/sweep.json")):
-    grid = json.loads(summary.read_text())["grid"]
-    for loss, strategies in grid.items():
-        for strategy, points in strategies.items():
-            best = best_point(points, OBJECTIVE)
-            folder = summary.parent / f"factor-{best['factor']:g}" / "runs" / "task1"
-            shutil.copy2(folder / f"{slug(loss)}__{slug(strategy)}__seed0.json", store)
-            shutil.copy2(folder / "reference.json", store)
+    sweep = json.loads(summary.read_text())
+    for loss, strategies in sweep["best_forget_lr"].items():
+        for strategy, rate in strategies.items():
+            best = min(sweep["grid"][loss][strategy], key=lambda p: abs(p["forget_lr"] - rate))
+            for task in ("1", "2"):
+                folder = summary.parent / f"factor-{best['factor']:g}" / "runs" / f"task{task}"
+                (store / f"task{task}").mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / f"{slug(loss)}__{slug(strategy)}__seed0.json", store / f"task{task}")
+                shutil.copy2(folder / "reference.json", store / f"task{task}")
 PY
 TUNED=(--preset "$OUT/tofu-small-sweep/tuned.yaml" --tasks 1,2,3)
 pids=()

@@ -8,7 +8,15 @@ depend on the task: the factors' checks, the grid (points per method and strateg
 an end where the best score sits), the selection, the table and the preset layer of tuned rates.
 
 A *point* is a dict with at least ``factor``, the task's rate field (``forget_lr``), the score
-(``Gap``, ``OVR``; None when it could not be computed) and ``failed`` (runs that stopped).
+(``Gap``, ``OVR``; None when it could not be computed) and ``failed`` (runs that stopped); the tasks
+add ``criterion_std`` (the score's std over the seeds or tasks selected on) and ``did_not_unlearn``
+(the runs stayed within seed noise of the do-nothing control, ``docs/design.md`` §4.3).
+
+The selection is guarded both ways (``docs/design.md`` §0.3): a point whose runs did not unlearn is
+never selected, and a pair whose best point does not beat the do-nothing control's score is
+*refused*: no rate is written for it, and the table and ``best.yaml`` say why, naming both scores.
+A pair whose best rate still sits at an end of its grid after the last extension is reported as
+an *edge* with the reason (the extension limit, or extension off).
 """
 
 from __future__ import annotations
@@ -21,35 +29,59 @@ from typing import Any
 from dualoptim.io import write_text_atomic
 
 __all__ = [
+    "DEFAULT_EXTEND",
+    "DEFAULT_FACTORS",
     "Grid",
     "Objective",
     "best_point",
     "best_rates",
     "check_factors",
     "edge_extension",
+    "grid_edges",
     "grid_table",
     "round_rate",
     "run_grid",
+    "select",
+    "selected_lines",
+    "selection_notes",
     "write_best_preset",
 ]
 
 #: method -> strategy -> points sorted by factor
 Grid = dict[str, dict[str, list[dict[str, Any]]]]
+#: method -> strategy -> a score (the do-nothing control's, per pair)
+Controls = dict[str, dict[str, float | None]]
+#: steps of 2x around the configured rate: fine enough to resolve differences of a few points
+DEFAULT_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
+#: rounds of extension past an edge before the edge is reported as such
+DEFAULT_EXTEND = 4
 
 
 @dataclass(frozen=True)
 class Objective:
-    """The score a sweep selects on and its direction (Gap: lower is better; OVR: higher)."""
+    """The score a sweep selects on, its direction (Gap: lower is better; OVR: higher) and the
+    multiplier its tables print it with (TOFU scores are fractions, printed in percent)."""
 
     score: str
     higher_is_better: bool = False
+    display_scale: float = 1.0
+
+    def show(self, value: float) -> str:
+        """``value`` as the tables print it (2 decimals, after ``display_scale``)."""
+        return f"{self.display_scale * value:.2f}"
 
     def finished(self, points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Points with a score and no failed run: the only ones a selection may pick."""
-        return [p for p in points if p.get(self.score) is not None and not p.get("failed")]
+        """Points with a score, no failed run and runs that unlearned: the only ones a selection may pick."""
+        return [
+            p for p in points if p.get(self.score) is not None and not p.get("failed") and not p.get("did_not_unlearn")
+        ]
 
     def sort_key(self, point: dict[str, Any]) -> float:
         return -point[self.score] if self.higher_is_better else point[self.score]
+
+    def beats(self, score: float, other: float) -> bool:
+        """``score`` strictly better than ``other`` in this objective's direction."""
+        return score > other if self.higher_is_better else score < other
 
 
 def check_factors(factors: Sequence[float]) -> list[float]:
@@ -73,15 +105,42 @@ def best_point(points: Sequence[dict[str, Any]], objective: Objective) -> dict[s
     return min(finished, key=objective.sort_key) if finished else None
 
 
-def best_rates(grid: Grid, objective: Objective, field: str) -> dict[str, dict[str, float]]:
-    """Method -> strategy -> the ``field`` rate of the best point (pairs without one are left out)."""
+def select(
+    grid: Grid, objective: Objective, field: str, controls: Controls | None = None
+) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """Method -> strategy -> the ``field`` rate of the best point, and the pairs refused.
+
+    A pair is refused (left out of the rates, listed with its reason) when none of its points may be
+    selected because every finished one did not unlearn, or when ``controls`` gives it a do-nothing
+    score at least as good as its best point's: tuning cannot pick a rate that is no better than not
+    unlearning at all. A pair whose every run failed is left out, as before, without a refusal.
+    """
     best: dict[str, dict[str, float]] = {}
+    refused: list[dict[str, Any]] = []
     for method, strategies in grid.items():
         for strategy, points in strategies.items():
+            control = (controls or {}).get(method, {}).get(strategy)
             point = best_point(points, objective)
-            if point is not None:
-                best.setdefault(method, {})[strategy] = round_rate(point[field])
-    return best
+            entry = {"method": method, "strategy": strategy, "control": control}
+            if point is None:
+                flagged = [p for p in points if p.get("did_not_unlearn")]
+                if flagged:
+                    refused.append({**entry, "best": None, "reason": (
+                        f"every finished {field} did not unlearn (forget-side metrics within seed noise of "
+                        f"doing nothing): {', '.join(f'{p[field]:.3g}' for p in flagged)}")})  # fmt: skip
+                continue
+            if control is not None and not objective.beats(point[objective.score], control):
+                refused.append({**entry, "best": point[objective.score], "reason": (
+                    f"the do-nothing control scores {objective.score} {objective.show(control)}, at least as good as "
+                    f"the best run's {objective.show(point[objective.score])} at {field} {point[field]:.3g}")})  # fmt: skip
+                continue
+            best.setdefault(method, {})[strategy] = round_rate(point[field])
+    return best, refused
+
+
+def best_rates(grid: Grid, objective: Objective, field: str, controls: Controls | None = None) -> dict[str, dict[str, float]]:
+    """Method -> strategy -> the ``field`` rate of the best point (pairs without one, or refused, are left out)."""
+    return select(grid, objective, field, controls)[0]
 
 
 def edge_extension(points: Sequence[dict[str, Any]], objective: Objective) -> float | None:
@@ -91,14 +150,39 @@ def edge_extension(points: Sequence[dict[str, Any]], objective: Objective) -> fl
     A grid of one factor, or one whose every point failed, is not extended.
     """
     factors = sorted(p["factor"] for p in points)
+    edge = _edge(points, objective)
+    if edge == "lower":
+        return float(f"{factors[0] * factors[0] / factors[1]:.4g}")
+    if edge == "upper":
+        return float(f"{factors[-1] * factors[-1] / factors[-2]:.4g}")
+    return None
+
+
+def _edge(points: Sequence[dict[str, Any]], objective: Objective) -> str | None:
+    """``"lower"`` or ``"upper"`` when the best point sits at that end of a grid of two or more factors."""
+    factors = sorted(p["factor"] for p in points)
     best = best_point(points, objective)
     if len(factors) < 2 or best is None:
         return None
     if best["factor"] == factors[0]:
-        return float(f"{factors[0] * factors[0] / factors[1]:.4g}")
+        return "lower"
     if best["factor"] == factors[-1]:
-        return float(f"{factors[-1] * factors[-1] / factors[-2]:.4g}")
+        return "upper"
     return None
+
+
+def grid_edges(grid: Grid, objective: Objective, field: str, extend: int) -> list[dict[str, Any]]:
+    """The pairs whose best point still sits at an end of their grid, each with why it was not extended."""
+    reason = (f"extension limit reached ({extend} rounds, --extend)" if extend > 0
+              else "grid extension off (--extend 0)")  # fmt: skip
+    edges = []
+    for method, strategies in grid.items():
+        for strategy, points in strategies.items():
+            edge = _edge(points, objective)
+            if edge is not None:
+                rate = best_point(points, objective)[field]
+                edges.append({"method": method, "strategy": strategy, "edge": edge, field: rate, "reason": reason})
+    return edges
 
 
 def run_grid(
@@ -116,6 +200,11 @@ def run_grid(
     """
     if extend < 0:
         raise ValueError(f"extend must be >= 0 (rounds of grid extension), got {extend}")
+    factors = check_factors(factors)
+    if extend > 0 and len(factors) < 2:
+        raise ValueError(
+            f"a grid of one factor ({factors[0]:g}) has no step to extend by: give two or more factors, or extend 0"
+        )
     grid: Grid = {}
 
     def add(factor: float, pairs: dict[str, list[str]] | None) -> None:
@@ -124,7 +213,7 @@ def run_grid(
             line.append({**point, "factor": factor})
             line.sort(key=lambda p: p["factor"])
 
-    for factor in check_factors(factors):
+    for factor in factors:
         add(factor, None)
     extended: list[dict[str, Any]] = []
     for _ in range(extend):
@@ -142,21 +231,70 @@ def run_grid(
     return grid, extended
 
 
-def grid_table(grid: Grid, objective: Objective, field: str, best: dict[str, dict[str, float]]) -> str:
-    """A markdown table: one row per (method, strategy), the score at each rate, the chosen rate."""
+def _score_cell(point: dict[str, Any], objective: Objective) -> str:
+    if point.get(objective.score) is None or point.get("failed"):
+        return "failed"
+    std = point.get("criterion_std")
+    text = objective.show(point[objective.score]) + ("" if std is None else f" ± {objective.show(std)}")
+    return text + (" (did not unlearn)" if point.get("did_not_unlearn") else "")
+
+
+def grid_table(
+    grid: Grid,
+    objective: Objective,
+    field: str,
+    best: dict[str, dict[str, float]],
+    controls: Controls | None = None,
+    edges: Sequence[dict[str, Any]] = (),
+    refused: Sequence[dict[str, Any]] = (),
+) -> str:
+    """A markdown table: one row per (method, strategy), the score (± its std) at each rate, the
+    do-nothing control's score, and the chosen rate with its score, or why there is none / an edge."""
     lines = [
-        f"| Method | Strategy | {objective.score} at each {field} | best {field} |",
-        "|---|---|---|---|",
+        f"| Method | Strategy | {objective.score} at each {field} | do nothing | best {field} |",
+        "|---|---|---|---|---|",
     ]
+    at_edge = {(e["method"], e["strategy"]): e for e in edges}
+    no = {(r["method"], r["strategy"]) for r in refused}
     for method, strategies in grid.items():
         for strategy, points in strategies.items():
-            cells = ", ".join(
-                f"{p[field]:.2g}: " + ("failed" if p.get(objective.score) is None or p.get("failed")
-                                      else f"{p[objective.score]:.2f}")
-                for p in points
-            )  # fmt: skip
-            lines.append(f"| {method} | {strategy} | {cells} | {best.get(method, {}).get(strategy, '–')} |")
-    return "\n".join(lines) + "\n"
+            cells = ", ".join(f"{p[field]:.2g}: {_score_cell(p, objective)}" for p in points)
+            control = (controls or {}).get(method, {}).get(strategy)
+            rate = best.get(method, {}).get(strategy)
+            if (method, strategy) in no:
+                chosen = "refused (see below)"
+            elif rate is None:
+                chosen = "–"
+            else:
+                point = best_point(points, objective)
+                chosen = f"{rate:g} ({_score_cell(point, objective)})"
+                if (method, strategy) in at_edge:
+                    chosen += f", {at_edge[(method, strategy)]['edge']} edge of the grid"
+            control_cell = "–" if control is None else objective.show(control)
+            lines.append(f"| {method} | {strategy} | {cells} | {control_cell} | {chosen} |")
+    notes = selection_notes(edges, refused, field)
+    return "\n".join(lines) + "\n" + ("\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
+
+
+def selected_lines(grid: Grid, objective: Objective, field: str, best: dict[str, dict[str, float]]) -> list[str]:
+    """One line per selected rate with its score ± the criterion's std there (best.yaml's comments)."""
+    lines = []
+    for method, rates in best.items():
+        for strategy, rate in rates.items():
+            point = best_point(grid[method][strategy], objective)
+            lines.append(f"{method}/{strategy}: {field} {rate:g}, {objective.score} {_score_cell(point, objective)}")
+    return lines
+
+
+def selection_notes(edges: Sequence[dict[str, Any]], refused: Sequence[dict[str, Any]], field: str) -> list[str]:
+    """One line per edge and per refused pair: what the table and best.yaml's comments report."""
+    notes = [
+        f"{e['method']}/{e['strategy']}: the best {field} {e[field]:.3g} sits at the {e['edge']} edge of the grid "
+        f"({e['reason']}); a better rate may lie beyond it"
+        for e in edges
+    ]
+    notes += [f"{r['method']}/{r['strategy']}: no {field} selected: {r['reason']}" for r in refused]
+    return notes
 
 
 def write_best_preset(path: str | Path, fragment: dict[str, Any], header: str) -> None:

@@ -9,8 +9,10 @@ from dualoptim.sweep import (
     best_rates,
     check_factors,
     edge_extension,
+    grid_edges,
     grid_table,
     run_grid,
+    select,
     write_best_preset,
 )
 
@@ -68,14 +70,73 @@ def test_run_grid_runs_each_factor_then_only_the_pairs_at_an_edge():
     assert run_grid([1, 2], run_factor, OVR, extend=0)[1] == []
     with pytest.raises(ValueError, match="extend must be >= 0"):
         run_grid([1], run_factor, OVR, extend=-1)
+    # a grid of one factor has no step to repeat: an error naming it, before anything runs
+    calls.clear()
+    with pytest.raises(ValueError, match=r"a grid of one factor \(2\) has no step to extend by"):
+        run_grid([2], run_factor, OVR, extend=1)
+    assert calls == []
+    assert run_grid([2], run_factor, OVR, extend=0)[0]["L"]["a"][0]["factor"] == 2
+
+
+def test_an_edge_left_after_the_last_extension_is_reported_with_its_reason():
+    peak = {("L", "a"): 100.0, ("L", "b"): 1.0}  # (L, a) peaks far past the grid
+
+    def run_factor(factor, pairs):
+        wanted = [p for p in peak if pairs is None or p[1] in pairs.get(p[0], [])]
+        return {p: {"forget_lr": factor * 1e-5, "OVR": -abs(factor - peak[p]), "failed": 0} for p in wanted}
+
+    grid, extended = run_grid([0.5, 1, 2], run_factor, OVR, extend=2)
+    assert [e["factor"] for e in extended] == [4.0, 8.0]
+    (edge,) = grid_edges(grid, OVR, "forget_lr", 2)
+    assert edge == {"method": "L", "strategy": "a", "edge": "upper", "forget_lr": 8e-5,
+                    "reason": "extension limit reached (2 rounds, --extend)"}  # fmt: skip
+    assert grid_edges(run_grid([0.5, 1, 2], run_factor, OVR, 0)[0], OVR, "forget_lr", 0)[0]["reason"] == (
+        "grid extension off (--extend 0)")
+
+
+def test_a_run_that_did_not_unlearn_is_never_selected_and_the_control_can_refuse_a_pair():
+    line = points("OVR", {0.5: 60.0, 1: 55.0, 2: 50.0})
+    line[0]["did_not_unlearn"] = True  # the highest OVR, but its runs stayed where the target was
+    assert best_point(line, OVR)["factor"] == 1
+    grid = {"IDK+GD": {"dual": line}, "GA+GD": {"dual": points("OVR", {1: 70.0, 2: 65.0})}}
+    # the do-nothing control: 58 for the targeted loss (beats every run that unlearned), 40 for GA+GD
+    controls = {"IDK+GD": {"dual": 58.0}, "GA+GD": {"dual": 40.0}}
+    best, refused = select(grid, OVR, "forget_lr", controls)
+    assert best == {"GA+GD": {"dual": 1e-4}}
+    (refusal,) = refused
+    assert (refusal["method"], refusal["control"], refusal["best"]) == ("IDK+GD", 58.0, 55.0)
+    assert refusal["reason"] == ("the do-nothing control scores OVR 58.00, at least as good as the best run's 55.00 "
+                                 "at forget_lr 0.0001")  # fmt: skip
+    # a tie goes to doing nothing; a Gap must be strictly lower than the control's
+    assert select({"GA": {"dual": points("Gap", {1: 2.0})}}, GAP, "forget_lr", {"GA": {"dual": 2.0}})[0] == {}
+    assert select({"GA": {"dual": points("Gap", {1: 1.9})}}, GAP, "forget_lr", {"GA": {"dual": 2.0}})[0] == {
+        "GA": {"dual": 1e-4}}
+    # every rate flagged: refused, naming them
+    flagged = points("OVR", {1: 90.0, 2: 80.0})
+    for p in flagged:
+        p["did_not_unlearn"] = True
+    best, (refusal,) = select({"IDK+GD": {"dual": flagged}}, OVR, "forget_lr")
+    assert best == {} and refusal["reason"].startswith("every finished forget_lr did not unlearn")
+    assert "0.0001, 0.0002" in refusal["reason"]
 
 
 def test_table_and_preset_layer(tmp_path):
     grid = {"ME+GD": {"dual": points("OVR", {1: 50.0, 3: 61.234}, failed=set()) + [
         {"factor": 10, "forget_lr": 1e-3, "OVR": None, "failed": 1}]}}
-    best = best_rates(grid, OVR, "forget_lr")
-    table = grid_table(grid, OVR, "forget_lr", best)
-    assert "| ME+GD | dual | 0.0001: 50.00, 0.0003: 61.23, 0.001: failed | 0.0003 |" in table
+    grid["ME+GD"]["dual"][1]["criterion_std"] = 1.5
+    grid["IDK+GD"] = {"dual": points("OVR", {1: 93.0, 3: 80.0})}
+    grid["IDK+GD"]["dual"][0]["did_not_unlearn"] = True
+    controls = {"ME+GD": {"dual": 40.0}, "IDK+GD": {"dual": 92.0}}
+    best, refused = select(grid, OVR, "forget_lr", controls)
+    edges = grid_edges(grid, OVR, "forget_lr", 0)
+    table = grid_table(grid, OVR, "forget_lr", best, controls, edges, refused)
+    assert ("| ME+GD | dual | 0.0001: 50.00, 0.0003: 61.23 ± 1.50, 0.001: failed | 40.00 | "
+            "0.0003 (61.23 ± 1.50) |") in table  # fmt: skip
+    assert ("| IDK+GD | dual | 0.0001: 93.00 (did not unlearn), 0.0003: 80.00 | 92.00 | refused (see below) |"
+            in table)  # fmt: skip
+    assert ("- IDK+GD/dual: no forget_lr selected: the do-nothing control scores OVR 92.00, at least as good as the "
+            "best run's 80.00 at forget_lr 0.0003") in table  # fmt: skip
+    assert "- IDK+GD/dual: the best forget_lr 0.0003 sits at the upper edge" in table
     write_best_preset(tmp_path / "best.yaml", {"unlearn": {"forget_lrs": best}}, "tuned\nsecond line")
     text = (tmp_path / "best.yaml").read_text()
     assert text.startswith("# tuned\n# second line\n")

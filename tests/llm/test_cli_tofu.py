@@ -57,15 +57,29 @@ def test_tofu_end_to_end_and_resume(tofu_dir, tmp_path, cache, capsys):
     assert "world_facts/ROUGE" in row["aggregates"]["Model Utility"]["absent"]
     assert [p["step"] for p in row["runs"][0]["history"]] == [0, 2, 4]
     assert [sorted(h) for h in row["runs"][0]["losses"]] == [["forget", "step"]] + [["retain", "step"]] * 3
+    # the do-nothing control: the target, scored as an untargeted run (its own row) and as a targeted one
+    target, control = rows[("target", "-")], results["do_nothing"]
+    assert control["untargeted"]["metrics"]["OVR"] == pytest.approx(target["metrics"]["OVR"])
+    for run, scored in zip(target["runs"], control["targeted"]["runs"]):
+        assert scored["task"] == run["task"]
+        assert scored["OVR"] == pytest.approx((run["metrics"]["MU"] + run["metrics"]["TFE"]) / 2)
+    from dualoptim.metrics.aggregate import unlearning_check
+
+    for key in (("ME+GD", "joint"), ("ME+GD", "dual+"), ("IDK+AP", "joint"), ("IDK+AP", "dual+")):
+        check = unlearning_check(rows[key]["metrics"], target["metrics"], ("forget/ROUGE", "forget/Probability"), 0.01)
+        assert rows[key]["did_not_unlearn"] is check["did_not_unlearn"] is not None
     table = (out / "table.md").read_text()
-    assert "| ME+GD | dual+ |" in table and "Forget Quality" in table
+    assert "| ME+GD | dual+" in table and "Forget Quality" in table
+    assert "| do nothing (target) | - |" in table and "| do nothing (target), targeted scoring | - |" in table
+    ovr = rows[("IDK+AP", "joint")]["metrics"]["OVR"]["mean"] - control["targeted"]["metrics"]["OVR"]["mean"]
+    assert f" | {100 * ovr:+.2f} | " in table.split("| IDK+AP | joint")[1].splitlines()[0]
     assert "Per-set values, retain set (percent):" in table and "Per-set values, real authors" not in table
     assert "± 0.00" not in table  # the target's retain-side values are the same on both tasks
     assert (out / "tofu_curves.png").stat().st_size > 1000
     assert "steps: 4" in (out / "config.yaml").read_text()
     # the report command regenerates the table and the curves from results.json alone
     (out / "table.md").unlink()
-    assert main(["report", str(out)]) == 0 and "| ME+GD | dual+ |" in (out / "table.md").read_text()
+    assert main(["report", str(out)]) == 0 and "| ME+GD | dual+" in (out / "table.md").read_text()
     # resume: finished runs are not recomputed
     done = out / "runs" / "task1" / "MEplusGD__dualplus__seed0.json"
     stamp = done.stat().st_mtime_ns

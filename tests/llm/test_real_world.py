@@ -216,7 +216,10 @@ def test_cli_end_to_end_on_tiny_fake_data(real_dir, tmp_path, monkeypatch, capsy
     assert "real_world" in " ".join(results["notes"])
     table = (out / "table.md").read_text()
     assert table.startswith("# Real people (closer look), tasks all")
-    assert "Per-set values, neighbour set (percent):" in table and "| ME+GD | dual |" in table
+    assert "Per-set values, neighbour set (percent):" in table and "| ME+GD | dual" in table
+    # the do-nothing rows: the target, scored untargeted and (for the IDK row) targeted
+    assert "| do nothing (target) | - |" in table and "| do nothing (target), targeted scoring | - |" in table
+    assert results["do_nothing"]["untargeted"]["metrics"]["OVR"] == rows[("target", "-")]["metrics"]["OVR"]
     assert (out / "tofu_curves.png").stat().st_size > 1000
 
 

@@ -170,3 +170,32 @@ def test_report_regenerates_the_committed_table(tmp_path, capsys):
     shutil.copy(folder / "results.json", tmp_path / "results.json")
     assert main(["report", str(tmp_path)]) == 0
     assert (tmp_path / "table.md").read_text() == (folder / "table.md").read_text()
+
+
+def test_the_target_is_the_do_nothing_row_and_a_run_that_stays_there_is_flagged():
+    """A row whose Safety AVG stays within seed noise of the target's did not unlearn, and says so."""
+    import copy
+    from pathlib import Path
+
+    from dualoptim.safety.report import render_table
+    from dualoptim.safety.results import with_controls
+
+    folder = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "safety-tiny"
+    results = json.loads((folder / "results.json").read_text())
+    target = results["rows"][0]
+    assert (target["loss"], target["strategy"]) == ("target", "-")
+    stays = copy.deepcopy(results["rows"][1])
+    stays["strategy"] = "stays"
+    # 1.5 points above the target with a std of 2: within noise; a std of 1 moves it beyond (floor 1 point)
+    stays["metrics"]["Safety AVG"] = {"mean": target["metrics"]["Safety AVG"]["mean"] + 1.5, "std": 2.0}
+    moved = copy.deepcopy(stays)
+    moved["strategy"], moved["metrics"]["Safety AVG"]["std"] = "moved", 1.0
+    results["rows"] += [stays, moved]
+    checked = {r["strategy"]: r for r in with_controls(results)["rows"]}
+    assert checked["stays"]["did_not_unlearn"] is True and checked["moved"]["did_not_unlearn"] is False
+    assert checked["stays"]["unlearning_check"]["metrics"]["Safety AVG"] == {"difference": pytest.approx(1.5), "noise": 2.0}
+    assert "-" not in [s for s, r in checked.items() if "did_not_unlearn" in r]  # the target is not checked against itself
+    table = render_table(results)
+    assert "| do nothing (target) | - |" in table and "| stays (did not unlearn) |" in table
+    assert "| moved |" in table and "stays" not in (folder / "table.md").read_text()
+    assert "did_not_unlearn" not in results["rows"][1]  # the input is not modified

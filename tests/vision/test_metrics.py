@@ -80,3 +80,25 @@ def test_metrics_over_runs_keeps_a_metric_only_when_every_run_has_it():
     metrics, absent = metrics_over_runs(records, ddof=1)
     assert metrics["OVR"]["mean"] == pytest.approx(0.6) and metrics["OVR"]["std"] == pytest.approx(0.1414213, rel=1e-5)
     assert metrics["FQ"] is None and absent == {"FQ": "no retain model for task 2"}
+
+
+def test_unlearning_check_is_within_the_larger_std_or_the_floor_on_every_forget_side_metric():
+    from dualoptim.metrics.aggregate import unlearning_check
+
+    control = {"FA": {"mean": 95.0, "std": 0.5}, "MIA": {"mean": 65.0, "std": 2.0}}
+    # FA moved 0.8 (noise max(0.3, 0.5, 1) = 1), MIA 1.5 (noise 2): both within noise
+    near = {"FA": {"mean": 94.2, "std": 0.3}, "MIA": {"mean": 66.5, "std": 1.0}}
+    check = unlearning_check(near, control, ("FA", "MIA"), 1.0)
+    assert check["did_not_unlearn"] is True
+    assert check["metrics"]["FA"] == {"difference": pytest.approx(0.8), "noise": 1.0}
+    assert check["metrics"]["MIA"]["noise"] == 2.0
+    # one metric beyond its noise is enough to have unlearned
+    assert unlearning_check({**near, "FA": {"mean": 93.0, "std": 0.3}}, control, ("FA", "MIA"), 1.0)["did_not_unlearn"] is False
+    # one seed: the std is undefined (None), the floor is the noise
+    one = {"FA": {"mean": 94.2, "std": None}}
+    assert unlearning_check(one, {"FA": {"mean": 95.0, "std": None}}, ("FA",), 0.5)["did_not_unlearn"] is False
+    # a failed run, or a control without the metrics, cannot be compared
+    assert unlearning_check({}, control, ("FA", "MIA"), 1.0)["did_not_unlearn"] is None
+    assert unlearning_check({"FA": None}, control, ("FA",), 1.0)["did_not_unlearn"] is None
+    with pytest.raises(ValueError, match="the noise floor must be >= 0, got -1"):
+        unlearning_check(near, control, ("FA",), -1)

@@ -1,14 +1,17 @@
 """Tune learning rates as the papers do, and map how sensitive each strategy is to them.
 
 Image classification (--task vision, the default) runs the benchmark once per factor (every
-configured forget lr, or retain lr with --lr-side retain, times the factor) into
---out/factor-<f>/, extends the grid past an end where the lowest Gap sits (--extend rounds, default
-2), then writes --out/sweep.json, the sensitivity map (Gap and Std against the rate,
-sensitivity.png and one sensitivity-<method>.png per method) and --out/best.yaml, a preset fragment
-to layer on the base preset: dualoptim bench --preset BASE --preset OUT/best.yaml. TOFU (--task
-tofu, the LLM papers' protocol) scales the forget lrs, picks the highest OVR on --select-task
-(task 1), writes the grid's table to --out/sweep.md too, and its best.yaml layers on a TOFU preset:
-dualoptim tofu --preset BASE --preset OUT/best.yaml.
+configured forget lr, or retain lr with --lr-side retain, times the factor; default factors 0.25,
+0.5, 1, 2, 4, steps of 2x) into --out/factor-<f>/, extends the grid past an end where the lowest Gap
+sits (--extend rounds, default 4; an edge left after them is reported), selects on two or more
+seeds, then writes --out/sweep.json, --out/sweep.md (the grid's table), the sensitivity map (Gap and
+Std against the rate, sensitivity.png and one sensitivity-<method>.png per method) and
+--out/best.yaml, a preset fragment to layer on the base preset: dualoptim bench --preset BASE
+--preset OUT/best.yaml. TOFU (--task tofu, the LLM papers' protocol) scales the forget lrs, picks
+the highest OVR averaged over --select-tasks (default: every task run) and seeds, draws OVR, UFE
+and MU against the rate (sensitivity.png), and its best.yaml layers on a TOFU preset: dualoptim
+tofu --preset BASE --preset OUT/best.yaml. Both never select a rate whose runs did not unlearn and
+refuse a pair that does not beat the do-nothing control (named in the table and best.yaml).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 
 from dualoptim.cli.bench import add_arguments as add_bench_arguments
+from dualoptim.sweep import DEFAULT_EXTEND, DEFAULT_FACTORS
 
 __all__ = ["add_arguments", "run"]
 
@@ -25,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_bench_arguments(parser, out="out/sweep")
     parser.add_argument(
-        "--factors", nargs="+", default=["0.3,1,3"], metavar="F",
-        help="multipliers of the learning rates, e.g. 0.1,0.2,0.5,1,2,5,10 (default: 0.3,1,3)",
+        "--factors", nargs="+", default=[",".join(f"{f:g}" for f in DEFAULT_FACTORS)], metavar="F",
+        help="multipliers of the learning rates (default: 0.25,0.5,1,2,4, steps of 2x)",
     )  # fmt: skip
     parser.add_argument(
         "--lr-side", choices=("forget", "retain"), default="forget",
@@ -35,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--extend", type=int, default=None, metavar="N",
         help="when the best score sits at an end of the grid, run the next factor past it, up to N times "
-        "(default 2 for vision, 0 for tofu; 0: never)",
+        f"(default {DEFAULT_EXTEND}; 0: never); an edge left is reported",
     )  # fmt: skip
     parser.add_argument(
         "--task", choices=("vision", "tofu"), default="vision",
@@ -43,8 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     add_tofu_arguments(parser)
     parser.add_argument(
-        "--select-task", default="1", metavar="T", help="--task tofu: the forget task whose OVR selects (default 1)"
-    )
+        "--select-tasks", "--select-task", dest="select_tasks", default=None, metavar="T",
+        help="--task tofu: the forget tasks whose mean OVR (over them and the seeds) selects, e.g. 1,2 "
+        "(default: every task run; two runs or more per rate)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,28 +65,21 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--lr-side retain applies to --task vision only (TOFU tunes the forget lr)")
         return _run_tofu(args, factors)
     given = {"--tasks": args.tasks, "--split": args.split, "--hub": args.hub,
-             "--select-task": args.select_task != "1"}  # fmt: skip
+             "--select-tasks": args.select_tasks is not None}  # fmt: skip
     tofu_only = [flag for flag, value in given.items() if value]
     if tofu_only:
         raise ValueError(f"{', '.join(tofu_only)} apply to --task tofu only")
+    from pathlib import Path
+
     from dualoptim.cli.bench import vision_config
     from dualoptim.vision.sweep import run_sweep
 
-    summary = run_sweep(
-        vision_config(args), factors, args.out, side=args.lr_side, extend=2 if args.extend is None else args.extend,
+    run_sweep(
+        vision_config(args), factors, args.out, side=args.lr_side,
+        extend=DEFAULT_EXTEND if args.extend is None else args.extend,
         progress_bar=not args.no_progress, command=command_line("sweep", args),
     )  # fmt: skip
-    field = f"{args.lr_side}_lr"
-    print(f"| Method | Strategy | {args.lr_side} lr: Gap / Std at each rate | best {args.lr_side} lr |")
-    print("|---|---|---|---|")
-    for method, strategies in summary["grid"].items():
-        for strategy, points in strategies.items():
-            cells = ", ".join(
-                f"{p[field]:.2g}: failed" if p["Gap"] is None else f"{p[field]:.2g}: {p['Gap']:.2f} / {p['Std']:.2f}"
-                for p in points
-            )
-            best = summary[f"best_{field}"].get(method, {}).get(strategy, "–")
-            print(f"| {method} | {strategy} | {cells} | {best} |")
+    print((Path(args.out) / "sweep.md").read_text(encoding="utf-8"), end="")
     print(f"sensitivity map in {args.out}/sensitivity.png; best learning rates in {args.out}/best.yaml")
     return 0
 
@@ -88,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_tofu(args: argparse.Namespace, factors: list[float]) -> int:
     from pathlib import Path
 
-    from dualoptim.cli.common import command_line, print_config
+    from dualoptim.cli.common import command_line, print_config, split_names
     from dualoptim.cli.tofu import tofu_config
     from dualoptim.llm.config import validate
     from dualoptim.llm.sweep import run_sweep
@@ -96,10 +95,13 @@ def _run_tofu(args: argparse.Namespace, factors: list[float]) -> int:
     config = tofu_config(args)
     validate(config)  # bad values fail before the configuration is printed and any work starts
     print_config(config)
+    select_tasks = None if args.select_tasks is None else split_names([args.select_tasks])
     run_sweep(
-        config, factors, args.out, select_task=args.select_task, extend=args.extend or 0,
+        config, factors, args.out, select_tasks=select_tasks,
+        extend=DEFAULT_EXTEND if args.extend is None else args.extend,
         progress=not args.no_progress, command=command_line("sweep", args),
     )  # fmt: skip
     print((Path(args.out) / "sweep.md").read_text(encoding="utf-8"), end="")
-    print(f"grid in {args.out}/sweep.json; best learning rates in {args.out}/best.yaml")
+    print(f"grid in {args.out}/sweep.json; sensitivity curves in {args.out}/sensitivity.png; "
+          f"best learning rates in {args.out}/best.yaml")  # fmt: skip
     return 0

@@ -17,7 +17,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["METRICS", "STD_NAMES", "gap", "mean_std", "metrics_over_runs", "std_score", "summarize"]
+__all__ = [
+    "METRICS",
+    "STD_NAMES",
+    "gap",
+    "mean_std",
+    "metrics_over_runs",
+    "std_score",
+    "summarize",
+    "unlearning_check",
+]
 
 METRICS = ("FA", "RA", "TA", "MIA")
 
@@ -81,3 +90,37 @@ def summarize(per_seed: Sequence[Mapping[str, float]], reference: Mapping[str, f
     means = {name: metrics[name]["mean"] for name in METRICS}
     stds = {name: metrics[name]["std"] for name in METRICS}
     return {"metrics": metrics, "Gap": gap(means, reference), "Std": std_score(stds)}
+
+
+def unlearning_check(
+    run: Mapping[str, Mapping[str, float | None] | None],
+    control: Mapping[str, Mapping[str, float | None] | None],
+    names: Sequence[str],
+    floor: float,
+) -> dict:
+    r"""Did a run leave its forget-side metrics within seed noise of the do-nothing control?
+
+    For each forget-side metric :math:`M` in ``names`` that both rows have (``{"mean", "std"}``):
+
+    .. math::
+        d_M = |\bar M_{\mathrm{run}} - \bar M_{\mathrm{control}}|, \qquad
+        n_M = \max(\mathrm{std}_{\mathrm{run}}, \mathrm{std}_{\mathrm{control}}, \mathrm{floor})
+
+    (a std that is undefined, one seed or one run, counts as 0, so ``floor`` is then the noise: the
+    smallest move, in the metrics' unit, that counts as one). The run *did not unlearn* when
+    :math:`d_M \le n_M` for every compared metric: no forget-side metric moved further from the
+    model before unlearning than the runs spread. Returns ``{"did_not_unlearn": bool | None,
+    "metrics": {M: {"difference", "noise"}}, "floor"}``; ``did_not_unlearn`` is None when no metric
+    can be compared (a failed run, or a control without them).
+    """
+    if not floor >= 0:
+        raise ValueError(f"the noise floor must be >= 0, got {floor}")
+    compared: dict[str, dict[str, float]] = {}
+    for name in names:
+        mine, theirs = run.get(name), control.get(name)
+        if not mine or not theirs or mine.get("mean") is None or theirs.get("mean") is None:
+            continue
+        noise = max(mine.get("std") or 0.0, theirs.get("std") or 0.0, floor)
+        compared[name] = {"difference": abs(mine["mean"] - theirs["mean"]), "noise": noise}
+    flag = all(c["difference"] <= c["noise"] for c in compared.values()) if compared else None
+    return {"did_not_unlearn": flag, "metrics": compared, "floor": floor}

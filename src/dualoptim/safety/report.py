@@ -7,7 +7,7 @@ from typing import Any
 
 from dualoptim.io import write_text_atomic
 from dualoptim.reports.tables import markdown_table, mean_std_cell
-from dualoptim.safety.results import COLUMNS
+from dualoptim.safety.results import COLUMNS, DO_NOTHING, FORGET_SIDE, NOISE_FLOOR, with_controls
 
 __all__ = ["render_table", "write_report"]
 
@@ -24,7 +24,17 @@ def _cell(metric: dict[str, float] | None) -> str:
     return mean_std_cell(metric["mean"], metric["std"] or None, digits=1)
 
 
+def _label(row: dict[str, Any]) -> list[str]:
+    """Loss and strategy cells: the target is the do-nothing control; a flagged run says so."""
+    if row["loss"] == DO_NOTHING and row["strategy"] == "-":
+        return ["do nothing (target)", "-"]
+    stopped = f" (stopped on {len(row['stopped'])})" if row.get("stopped") else ""
+    return [row["loss"], row["strategy"] + stopped + (" (did not unlearn)" if row.get("did_not_unlearn") else "")]
+
+
 def render_table(results: dict[str, Any]) -> str:
+    """Rows loss × strategy after the do-nothing row (the target); "OVR − do nothing" is each row's OVR minus the target's."""
+    results = with_controls(results)
     judge = results["judge"]
     lines = [
         f"# Safety alignment by unlearning, seeds {', '.join(str(s) for s in results['seeds'])}",
@@ -35,13 +45,25 @@ def render_table(results: dict[str, Any]) -> str:
         "",
     ]
     columns = [c for c in COLUMNS if any(r["metrics"].get(c) is not None for r in results["rows"])]
-    header = ["Loss", "Strategy", *(HEADERS.get(c, c) for c in columns), "seconds"]
+    target = next((r for r in results["rows"] if r["loss"] == DO_NOTHING and r["strategy"] == "-"), None)
+    base = (target or {}).get("metrics", {}).get("OVR")
+
+    def delta(row: dict[str, Any]) -> str:
+        ovr = row["metrics"].get("OVR")
+        return "–" if row is target or ovr is None or base is None else f"{ovr['mean'] - base['mean']:+.1f}"
+
+    header = ["Loss", "Strategy", *(HEADERS.get(c, c) for c in columns), "OVR − do nothing", "seconds"]
     body = [
-        [row["loss"], row["strategy"] + (f" (stopped on {len(row['stopped'])})" if row.get("stopped") else ""),
-         *(_cell(row["metrics"].get(c)) for c in columns), f"{row['seconds']:.0f}"]
+        [*_label(row), *(_cell(row["metrics"].get(c)) for c in columns), delta(row), f"{row['seconds']:.0f}"]
         for row in results["rows"]
-    ]  # fmt: skip
+    ]
     lines += markdown_table(header, body)
+    if target is None:
+        lines += ["", "The do-nothing row is absent: this results.json has no target evaluation."]
+    else:
+        lines += ["", "do nothing (target) = the model before unlearning, judged and scored like a run. \"did not "
+                  f"unlearn\": {', '.join(FORGET_SIDE)} within seed noise of the target's, |mean difference| <= "
+                  f"max(std of the row, std of the target, {NOISE_FLOOR:g} point) (docs/design.md §4.3)."]  # fmt: skip
     absent: dict[str, str] = {}
     for row in results["rows"]:
         absent.update(row.get("absent", {}))

@@ -6,18 +6,24 @@ The top level is the envelope of every task (:func:`dualoptim.runs.envelope`); t
 kept to forget) and ``notes``. Rows hold ``loss``, ``strategy``, ``metrics.<name>.{mean,std}``,
 ``absent`` (metric -> reason), ``seconds`` and ``runs``. No prompt and no answer is stored here:
 the prompts are research-use data, and the answers stay in the run records.
+
+The first row, ``target``, is the do-nothing control (``docs/design.md`` §4.3): the model before
+unlearning, judged and scored like a run (its Safety, Over-refusal and OVR). Every unlearning row's
+``unlearning_check`` says whether its Safety AVG stayed within seed noise of the target's
+(``did_not_unlearn``); :func:`with_controls` adds it, so results written before it existed get it too.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from dualoptim.config import to_dict
-from dualoptim.metrics.aggregate import STD_NAMES, mean_std, metrics_over_runs
+from dualoptim.metrics.aggregate import STD_NAMES, mean_std, metrics_over_runs, unlearning_check
 from dualoptim.runs import envelope
 from dualoptim.safety.config import TASK, SafetyConfig
 
-__all__ = ["COLUMNS", "DDOF", "build_results"]
+__all__ = ["COLUMNS", "DDOF", "DO_NOTHING", "FORGET_SIDE", "NOISE_FLOOR", "build_results", "with_controls"]
 
 #: the table's columns, in order (percent)
 COLUMNS = (
@@ -26,6 +32,31 @@ COLUMNS = (
 )  # fmt: skip
 #: the LLM papers' scripts report the sample std over runs
 DDOF = 1
+#: the row of the model before unlearning
+DO_NOTHING = "target"
+#: what the did-not-unlearn check compares: the share of harmful prompts refused
+FORGET_SIDE = ("Safety AVG",)
+#: the smallest move of Safety AVG (percentage points) that counts when seeds give no spread
+NOISE_FLOOR = 1.0
+
+
+def with_controls(results: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``results`` with every unlearning row's check against the target (the do-nothing row).
+
+    Without a target row the rows are unchecked (``did_not_unlearn`` None); the input is not modified.
+    """
+    results = copy.deepcopy(results)
+    target = next((r for r in results["rows"] if r["loss"] == DO_NOTHING and r["strategy"] == "-"), None)
+    for row in results["rows"]:
+        if row["strategy"] == "-":
+            continue
+        if target is None:
+            row.setdefault("did_not_unlearn", None)
+            continue
+        check = unlearning_check(row.get("metrics") or {}, target["metrics"], FORGET_SIDE, NOISE_FLOOR)
+        row["unlearning_check"] = check
+        row["did_not_unlearn"] = check["did_not_unlearn"]
+    return results
 
 
 def _row(loss: str, strategy: str, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -75,9 +106,10 @@ def build_results(config: SafetyConfig, reference: dict[str, Any], records: list
     target = model_log.get("target")
     if isinstance(target, dict):
         pieces.append(target.get("seconds", 0.0))
-    return envelope(
+    results = envelope(
         TASK, to_dict(config), env, rows, seconds,
         judge=judge, seeds=list(config.seeds), std=STD_NAMES[DDOF], summary_metrics=list(COLUMNS),
         compute_seconds=float(sum(pieces)), models=model_log, forget_set=completion_log,
         notes=_notes(config, judge),
     )  # fmt: skip
+    return with_controls(results)

@@ -107,13 +107,17 @@ def plot_sensitivity(summary: dict[str, Any], path: str | Path, methods: list[st
 
     One row per method, one line per strategy. The Gap line is the papers' Gap; its band is ± the
     std over seeds of each seed's own Gap. The Std panel is the papers' Std (itself a spread over
-    seeds, so it has no band). A ring marks the rate of lowest Gap. Both axes are logarithmic.
+    seeds, so it has no band). A ring marks the rate the sweep selected (none for a refused pair),
+    a cross a rate whose runs did not unlearn, and the dashed black line the do-nothing control's
+    Gap, which a selected rate must beat. Both axes are logarithmic.
     """
     plt = pyplot()
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     side = summary.get("side", "forget")
     grid = summary["grid"]
+    chosen = summary.get(f"best_{side}_lr", {})
+    control = (summary.get("do_nothing") or {}).get("Gap")
     methods = methods or list(grid)
     fig, axes = plt.subplots(len(methods), 2, figsize=(8.0, 2.5 * len(methods) + 0.7), squeeze=False)
     for i, method in enumerate(methods):
@@ -126,8 +130,15 @@ def plot_sensitivity(summary: dict[str, Any], path: str | Path, methods: list[st
             spread = [p.get("seed_gap_std") for p in done]
             band(axes[i][0], x, [p["Gap"] for p in done], spread, label=strategy, color=color, floor=0.05)
             axes[i][1].plot(x, [p["Std"] for p in done], color=color, marker="o", ms=3, lw=1.5, label=strategy)
-            best = min(done, key=lambda p: p["Gap"])
-            axes[i][0].plot([best[f"{side}_lr"]], [best["Gap"]], "o", mfc="none", mec=color, ms=9)
+            flagged = [p for p in done if p.get("did_not_unlearn")]
+            if flagged:
+                axes[i][0].plot([p[f"{side}_lr"] for p in flagged], [p["Gap"] for p in flagged], "x", color=color, ms=7)
+            rate = chosen.get(method, {}).get(strategy)
+            best = min(done, key=lambda p: abs(p[f"{side}_lr"] - rate)) if rate is not None else None
+            if best is not None:
+                axes[i][0].plot([best[f"{side}_lr"]], [best["Gap"]], "o", mfc="none", mec=color, ms=9)
+        if control is not None:
+            axes[i][0].axhline(control, color="black", ls="--", lw=1, label="do nothing")
         for j, score in enumerate(("Gap", "Std")):
             ax = axes[i][j]
             # Log axes: a diverging rate's Gap of 60 and the best rates' 1-3 both stay readable.

@@ -4,21 +4,43 @@ The top level is the envelope of every task (:func:`dualoptim.runs.envelope`); t
 ``dataset``, ``std`` (the convention of every ± in it), ``original``, ``retrain`` and
 ``time_ratio``. Each row holds ``method``, ``strategy``, ``metrics.{FA,RA,TA,MIA}.{mean,std,gap}``,
 ``Gap``, ``Std``, ``seconds``, the per-seed values, the curves and the gradient norms.
+
+``do_nothing`` is the control (``docs/design.md`` §4.3): the original model, before unlearning,
+measured on each seed's split like a run and scored with the same Gap and Std against the same
+retrain means; every row's ``unlearning_check`` says whether its forget-side metrics (FA, MIA)
+stayed within seed noise of it (``did_not_unlearn``). :func:`with_controls` adds both to results
+written before they existed, from their ``original`` block (the same numbers: Gap and Std only
+need the means and stds over seeds).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from dualoptim.config import to_dict
-from dualoptim.metrics.aggregate import METRICS, STD_NAMES, mean_std, summarize
+from dualoptim.metrics.aggregate import (
+    METRICS,
+    STD_NAMES,
+    gap,
+    mean_std,
+    std_score,
+    summarize,
+    unlearning_check,
+)
 from dualoptim.runs import envelope
 from dualoptim.vision.config import TASK, VisionConfig
 
-__all__ = ["build_results", "strategy_of"]
+__all__ = ["DO_NOTHING", "FORGET_SIDE", "NOISE_FLOOR", "build_results", "strategy_of", "with_controls"]
 
 #: the papers' convention for image classification: population std over seeds
 DDOF = 0
+#: the label of the control row: the original model, before unlearning
+DO_NOTHING = "do nothing"
+#: the metrics that show forgetting: accuracy on the forget set and the MIA on it
+FORGET_SIDE = ("FA", "MIA")
+#: the smallest move of a forget-side metric (percentage points) that counts as one when seeds give no spread
+NOISE_FLOOR = 1.0
 
 
 def strategy_of(row: dict[str, Any]) -> str:
@@ -63,6 +85,50 @@ def _row(method: str, strategy: str, mine: list[dict], reference: dict, retrain_
     return row
 
 
+def do_nothing_row(original: dict[str, Any], reference: dict[str, float]) -> dict[str, Any]:
+    """The control row: the original model's metrics over seeds, with each metric's gap, Gap and Std.
+
+    ``original`` is results.json's ``original`` block (mean and std per metric over seeds, and the
+    per-seed values when written since the control existed); the numbers are those of
+    :func:`dualoptim.metrics.aggregate.summarize` over the same seeds.
+    """
+    metrics = {
+        m: {**original["metrics"][m], "gap": abs(original["metrics"][m]["mean"] - reference[m])} for m in METRICS
+    }
+    return {
+        "method": DO_NOTHING,
+        "strategy": "-",
+        "metrics": metrics,
+        "Gap": gap({m: metrics[m]["mean"] for m in METRICS}, reference),
+        "Std": std_score({m: metrics[m]["std"] for m in METRICS}),
+        "per_seed": original.get("per_seed"),
+        "seconds": 0.0,
+    }
+
+
+def with_controls(results: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``results`` with the do-nothing row and every row's did-not-unlearn check.
+
+    A file without an ``original`` block keeps ``do_nothing`` None and its rows unchecked
+    (``did_not_unlearn`` None); the input is not modified.
+    """
+    results = copy.deepcopy(results)
+    original = results.get("original")
+    if not original or not all(m in original.get("metrics", {}) for m in METRICS):
+        results["do_nothing"] = None
+        for row in results["rows"]:
+            row.setdefault("did_not_unlearn", None)
+        return results
+    reference = {m: results["retrain"]["metrics"][m]["mean"] for m in METRICS}
+    control = do_nothing_row(original, reference)
+    results["do_nothing"] = control
+    for row in results["rows"]:
+        check = unlearning_check(row.get("metrics") or {}, control["metrics"], FORGET_SIDE, NOISE_FLOOR)
+        row["unlearning_check"] = check
+        row["did_not_unlearn"] = check["did_not_unlearn"]
+    return results
+
+
 def build_results(
     config: VisionConfig,
     references: dict[int, dict],
@@ -88,7 +154,7 @@ def build_results(
         for strategy in config.strategies
     ]  # fmt: skip
     timed = [r["seconds"] for r in rows if r.get("seconds") is not None]
-    return envelope(
+    results = envelope(
         TASK,
         to_dict(config),
         env,
@@ -98,6 +164,7 @@ def build_results(
         std=STD_NAMES[DDOF],
         original={
             "metrics": {m: summary([references[s]["original"][m] for s in seeds]) for m in METRICS},
+            "per_seed": [{"seed": s, **{m: references[s]["original"][m] for m in METRICS}} for s in seeds],
             "seconds": original_meta.get("seconds"),
         },
         retrain={
@@ -116,3 +183,4 @@ def build_results(
         },
         time_ratio=(sum(timed) / len(timed)) / retrain_seconds if timed else None,
     )
+    return with_controls(results)
