@@ -157,8 +157,16 @@ def test_points_on_the_committed_evidence_flag_runs_that_recite_and_compare_with
     controls = control_scores(results, ["GA+GD", "IDK+GD"], ["1", "2", "3"])
     target = results["rows"][0]
     assert controls["GA+GD"] == pytest.approx(target["metrics"]["OVR"]["mean"])  # untargeted: its own row
-    tfe_ovr = [(r["metrics"]["MU"] + r["metrics"]["TFE"]) / 2 for r in target["runs"]]
-    assert controls["IDK+GD"] == pytest.approx(statistics.fmean(tfe_ovr)) and round(100 * controls["IDK+GD"], 2) == 92.36
+    # this evidence predates the offline IDK judge: its TFE was Token Entropy alone, so the targeted
+    # control is absent rather than the fluency score that rewarded doing nothing (92.36)
+    assert controls["IDK+GD"] is None
+    # with an IDK judge in the target's scores, the targeted control is (MU + TFE) / 2, TFE the harmonic
+    # mean of Token Entropy and the judge (here every forget answer judged a refusal: IDK = 1)
+    for run in target["runs"]:
+        run["metrics"]["forget/IDK Refusal"] = 1.0
+    entropy = [r["metrics"]["forget/Token Entropy"] for r in target["runs"]]
+    expected = [(r["metrics"]["MU"] + 2 * e / (e + 1)) / 2 for r, e in zip(target["runs"], entropy)]
+    assert control_scores(results, ["IDK+GD"], ["1", "2", "3"])["IDK+GD"] == pytest.approx(statistics.fmean(expected))
     # on one task the control is that task's
     assert control_scores(results, ["GA+GD"], ["2"])["GA+GD"] == pytest.approx(target["runs"][1]["metrics"]["OVR"])
 
