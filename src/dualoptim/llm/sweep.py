@@ -19,7 +19,7 @@ from typing import Any
 
 from dualoptim.io import write_json_atomic, write_text_atomic
 from dualoptim.llm.benchmark import TofuBenchmark
-from dualoptim.llm.config import TofuConfig, forget_lr_of, validate
+from dualoptim.llm.config import TofuConfig, forget_lr_of, set_tuned_rates, tuned_rates_section, validate
 from dualoptim.sweep import (
     Objective,
     best_rates,
@@ -52,7 +52,7 @@ def scaled_config(config: TofuConfig, factor: float, pairs: dict[str, list[str]]
             # rounded as best.yaml writes it (3 significant digits): a run of the tuned preset then has
             # the key of the sweep's own run (9 x 1e-3 is 0.009000000000000001 unrounded)
             rate = round_rate(factor * forget_lr_of(config, loss, strategy))
-            scaled.unlearn.forget_lrs.setdefault(loss, {})[strategy] = rate
+            set_tuned_rates(scaled, {loss: {strategy: rate}})  # alternate's one rate: unlearn.lrs
     return scaled
 
 
@@ -144,5 +144,5 @@ def run_sweep(
         f"(split {config.data.split}, factors {factors}, extended {[e['factor'] for e in extended]}, "
         f"seeds {config.seeds}); layer it after the base preset"
     )
-    write_best_preset(out / "best.yaml", {"unlearn": {"forget_lrs": best}}, header)
+    write_best_preset(out / "best.yaml", {"unlearn": tuned_rates_section(best)}, header)
     return summary

@@ -48,8 +48,10 @@ from dualoptim.strategies import (
 __all__ = ["UnlearningTrainer", "TrajectoryCallback", "frozen_copy"]
 
 #: the LLM papers' defaults: AdamW on both sides at lr 1e-5, one forget step per five retain steps
+#: (``alternate`` is the papers' Alternate there: one rate for both objectives)
 DEFAULT_SETTINGS = OptimizerSettings(forget_lr=1e-5, retain_lr=1e-5, family="adamw", betas=(0.9, 0.95),
-                                     weight_decay=0.0, forget_betas=(0.9, 0.95), forget_weight_decay=0.0)  # fmt: skip
+                                     weight_decay=0.0, forget_betas=(0.9, 0.95), forget_weight_decay=0.0,
+                                     two_rate_alternate=False)  # fmt: skip
 DEFAULT_SCHEDULE = Schedule(1, forget_steps=1, retain_steps=5)
 
 
