@@ -96,6 +96,24 @@ def test_differs_from_the_projects_form_after_the_first_step():
     assert abs(a.item() - b.item()) > 1e-3
 
 
+def test_abs_v_lets_a_small_retain_gradient_after_a_forget_step_move_far_above_lr():
+    """What the reference's sqrt(|v|) does and the project's floor v >= m^2 prevents (float32, as both
+    run): after a forget gradient 1, a retain gradient 1e-4 estimates v = g_r^2 = 1e-8 as a difference
+    of two running averages near 1, whose rounding leaves |v| far below m^2."""
+    moves = {}
+    for cls in (DualOptimPlusRef, DualOptimPlus):
+        theta = torch.zeros(1, requires_grad=True)
+        optimizer = cls([theta], lr=1.0)
+        theta.grad = torch.tensor([1.0])
+        optimizer.step(objective="forget")
+        before = theta.item()
+        theta.grad = torch.tensor([1e-4])
+        optimizer.step(objective="retain")
+        moves[cls] = abs(theta.item() - before)
+    assert moves[DualOptimPlusRef] > 100.0  # lr is 1
+    assert moves[DualOptimPlus] <= 1.0
+
+
 def test_state_dict_resumes_bit_for_bit_and_bf16_state_stays_float32():
     torch.manual_seed(0)
     params = [torch.randn(6, 4, dtype=torch.bfloat16, requires_grad=True)]
