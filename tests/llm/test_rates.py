@@ -11,9 +11,22 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from dualoptim.config import load_config
-from dualoptim.llm.config import TofuConfig, is_single_rate, learning_rates, optimizer_settings, schedule, validate
+from dualoptim.llm.benchmark import TofuBenchmark
+from dualoptim.llm.config import (
+    TofuConfig,
+    forget_lr_of,
+    is_single_rate,
+    learning_rates,
+    optimizer_settings,
+    schedule,
+    section_of,
+    set_tuned_rates,
+    tuned_rates_section,
+    validate,
+)
 from dualoptim.llm.data import QAFormat, TofuSource, UnlearningCollator, UnlearningDataset, load_split
 from dualoptim.llm.losses import UnlearningLoss
+from dualoptim.llm.sweep import scaled_config
 from dualoptim.llm.trainer import UnlearningTrainer
 from dualoptim.strategies import STRATEGIES
 
@@ -100,3 +113,73 @@ def test_alternate_steps_both_objectives_at_its_one_rate(overrides, rate, model,
     forget_move, retain_move = moves.moves
     assert forget_move == pytest.approx(rate, rel=0.1)
     assert 0.1 * rate < retain_move < 3 * rate
+
+
+def _config(*overrides):
+    return load_config(TofuConfig, "tofu", [], ["strategies=[joint,alternate,alternate-2lr,dual,dual+,dual+-ref]",
+                                                "losses=[ME+GD,GA+GD]", *overrides])  # fmt: skip
+
+
+def test_a_forget_rate_given_to_alternate_is_an_error_that_says_so():
+    with pytest.raises(ValueError, match=r"unlearn.forget_lrs.GA\+GD.alternate: alternate steps both objectives at "
+                                         r"one learning rate .* set unlearn.lrs.GA\+GD.alternate, or use alternate-2lr"):
+        validate(_config("unlearn.forget_lrs={GA+GD: {alternate: 3e-5}}"))
+    with pytest.raises(ValueError, match=r"unlearn.lrs.GA\+GD.dual: only a single-rate strategy \(alternate\)"):
+        validate(_config("unlearn.lrs={GA+GD: {dual: 3e-5}}"))
+    with pytest.raises(ValueError, match=r"unlearn.lrs.GA\+GD.alternate must be > 0, got -1"):
+        validate(_config("unlearn.lrs={GA+GD: {alternate: -1}}"))
+
+
+def test_alternate_takes_one_rate_and_the_others_keep_theirs():
+    config = _config("unlearn.lr=1e-5", "unlearn.forget_lr=4e-5", "unlearn.lrs={GA+GD: {alternate: 2e-5}}",
+                     "unlearn.forget_lrs={GA+GD: {alternate-2lr: 9e-5, dual+: 7e-5}}")  # fmt: skip
+    validate(config)
+    assert learning_rates(config, "ME+GD", "alternate") == (1e-5, 1e-5)  # unlearn.forget_lr never reaches it
+    assert learning_rates(config, "GA+GD", "alternate") == (2e-5, 2e-5)  # its tuned one rate
+    assert learning_rates(config, "GA+GD", "alternate-2lr") == (1e-5, 9e-5)
+    assert learning_rates(config, "ME+GD", "dual") == (1e-5, 4e-5)
+    assert learning_rates(config, "GA+GD", "dual+-ref") == (1e-5, 7e-5)  # dual+'s rate until tuned itself
+    section = section_of(config, "alternate", 2e-5)
+    assert (section.lr, section.forget_lr) == (2e-5, 2e-5)
+
+
+def test_tuned_rates_map_into_forget_lrs_or_lrs_and_back():
+    """The one mapping the sweep writes its grid and best.yaml with: a tuned rate of alternate is its one
+    rate (unlearn.lrs), every other strategy's a forget rate (unlearn.forget_lrs)."""
+    tuned = {"GA+GD": {"alternate": 3e-5, "alternate-2lr": 9e-5, "dual": 2e-5}, "ME+GD": {"alternate": 1e-5}}
+    assert tuned_rates_section(tuned) == {
+        "forget_lrs": {"GA+GD": {"alternate-2lr": 9e-5, "dual": 2e-5}},
+        "lrs": {"GA+GD": {"alternate": 3e-5}, "ME+GD": {"alternate": 1e-5}},
+    }
+    config = _config()
+    set_tuned_rates(config, tuned)
+    validate(config)
+    for loss, rates in tuned.items():
+        for strategy, rate in rates.items():
+            assert forget_lr_of(config, loss, strategy) == rate
+    assert learning_rates(config, "GA+GD", "alternate") == (3e-5, 3e-5)
+    # the sweep's scaled grid point goes through the same mapping
+    scaled = scaled_config(_config(), 3.0)
+    validate(scaled)
+    assert scaled.unlearn.lrs == {loss: {"alternate": 3e-5} for loss in ("ME+GD", "GA+GD")}
+    assert "alternate" not in scaled.unlearn.forget_lrs["GA+GD"] and scaled.unlearn.forget_lrs["GA+GD"]["dual"] == 3e-5
+
+
+def test_run_keys_of_the_other_strategies_do_not_change():
+    """The run store finds the records it has: keys of these runs as main computed them before alternate
+    got one rate (a new option that leaves a run alone must leave its key alone too)."""
+    config = load_config(TofuConfig, "tofu", [], ["strategies=[joint,dual,dual+,dual-8bit,alternate]",
+                                                  "losses=[ME+GD,GA+GD]", "unlearn.forget_lrs={GA+GD: {dual: 0.003}}"])  # fmt: skip
+    benchmark = TofuBenchmark.__new__(TofuBenchmark)  # plan() reads the config alone
+    benchmark.config = config
+    keys = {(run.loss, run.strategy): run for run in benchmark.plan("1")}
+    # alternate at one rate equal to the others' keeps its key too: the rates it runs with are the same
+    assert {pair: run.key for pair, run in keys.items()} == {
+        ("ME+GD", "joint"): "7790d9c589ec7b8a", ("ME+GD", "dual"): "be7f0b000e98bbbf",
+        ("ME+GD", "dual+"): "4b03dfb5f88917bf", ("ME+GD", "dual-8bit"): "775491fc67036c7c",
+        ("ME+GD", "alternate"): "9ea8eb11536db9ef", ("GA+GD", "joint"): "e245eb4733bdfb68",
+        ("GA+GD", "dual"): "3b80bb35e5c43cb3", ("GA+GD", "dual+"): "575cf5a037cbdba1",
+        ("GA+GD", "dual-8bit"): "46dd40fcaf9387bd", ("GA+GD", "alternate"): "78beffb4caa4ed0d",
+    }  # fmt: skip
+    alternate = keys[("GA+GD", "alternate")]
+    assert (alternate.settings.retain_lr, alternate.settings.forget_lr) == (1e-5, 1e-5)
