@@ -4,7 +4,7 @@
 #      tofu`, factors 0.3/1/3 of 1e-3, one more factor past an end where the best sits), three
 #      sweeps of two losses each, run side by side (one torch thread each);
 #   2. merge their best.yaml into one preset layer, tuned.yaml;
-#   3. the benchmark with the tuned rates on tasks 1-3 (all six losses x joint/alternate/dual/dual+),
+#   3. the benchmark with the tuned rates on tasks 1-3 (all six losses x joint/alternate/alternate-2lr/dual/dual+),
 #      again three processes over one run store, then one pass that writes results.json and table.md;
 #   4. the 8-bit pair (dual-8bit, dual+-8bit) for ME+GD and IDK+GD at their float32 twins' rates.
 # Each step resumes: finished runs are read from the run stores, never recomputed. The target and
@@ -30,7 +30,7 @@ pids=()
 for group in "${LOSS_GROUPS[@]}"; do
   name=${group//+/}; name=${name//,/-}
   "${DUALOPTIM[@]}" sweep --task tofu "${BASE[@]}" --tasks 1 --methods "$group" \
-    --strategies joint,alternate,dual,dual+ --factors 0.3,1,3 --extend 1 \
+    --strategies joint,alternate,alternate-2lr,dual,dual+ --factors 0.3,1,3 --extend 1 \
     --out "$OUT/tofu-small-sweep/$name" > "$OUT/tofu-small-sweep/$name.log" 2>&1 &
   pids+=($!)
 done
@@ -42,11 +42,12 @@ import sys
 from pathlib import Path
 import yaml
 root = Path(sys.argv[1])
-rates = {}
+rates = {}  # unlearn.forget_lrs and, for alternate's one rate, unlearn.lrs
 for best in sorted(root.glob("*/best.yaml")):
-    rates.update(yaml.safe_load(best.read_text())["unlearn"]["forget_lrs"])
-text = "# forget learning rates of highest OVR on task 1, merged from the sweeps beside this file\n"
-(root / "tuned.yaml").write_text(text + yaml.safe_dump({"unlearn": {"forget_lrs": rates}}, sort_keys=True))
+    for field, values in yaml.safe_load(best.read_text())["unlearn"].items():
+        rates.setdefault(field, {}).update(values)
+text = "# learning rates of highest OVR on task 1, merged from the sweeps beside this file\n"
+(root / "tuned.yaml").write_text(text + yaml.safe_dump({"unlearn": rates}, sort_keys=True))
 PY
 
 # 3. the tuned benchmark, tasks 1-3. Task 1's runs at the tuned rates are the sweeps' own: their
@@ -72,13 +73,13 @@ PY
 TUNED=(--preset "$OUT/tofu-small-sweep/tuned.yaml" --tasks 1,2,3)
 pids=()
 for group in "${LOSS_GROUPS[@]}"; do
-  "${DUALOPTIM[@]}" tofu "${BASE[@]}" "${TUNED[@]}" --methods "$group" --strategies joint,alternate,dual,dual+ \
+  "${DUALOPTIM[@]}" tofu "${BASE[@]}" "${TUNED[@]}" --methods "$group" --strategies joint,alternate,alternate-2lr,dual,dual+ \
     --out "$OUT/tofu-small" > /dev/null 2>&1 &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
 "${DUALOPTIM[@]}" tofu "${BASE[@]}" "${TUNED[@]}" --methods GA+GD,ME+GD,NPO+GD,DPO+GD,IDK+GD,IDK+AP \
-  --strategies joint,alternate,dual,dual+ --out "$OUT/tofu-small"
+  --strategies joint,alternate,alternate-2lr,dual,dual+ --out "$OUT/tofu-small"
 
 # 4. the 8-bit pair
 pids=()
