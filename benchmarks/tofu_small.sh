@@ -5,7 +5,7 @@
 #      sits; a pair the target's own OVR beats is refused and keeps 1e-3), three sweeps of two losses
 #      each, run side by side (one torch thread each);
 #   2. merge their best.yaml into one preset layer, tuned.yaml;
-#   3. the benchmark with the tuned rates on tasks 1-3 (all six losses x joint/alternate/dual/dual+),
+#   3. the benchmark with the tuned rates on tasks 1-3 (all six losses x joint/alternate/alternate-2lr/dual/dual+),
 #      again three processes over one run store, then one pass that writes results.json and table.md;
 #   4. the 8-bit pair (dual-8bit, dual+-8bit) for ME+GD and IDK+GD at their float32 twins' rates.
 # Each step resumes: finished runs are read from the run stores, never recomputed. The target and
@@ -31,7 +31,7 @@ pids=()
 for group in "${LOSS_GROUPS[@]}"; do
   name=${group//+/}; name=${name//,/-}
   "${DUALOPTIM[@]}" sweep --task tofu "${BASE[@]}" --tasks 1,2 --select-tasks 1,2 --methods "$group" \
-    --strategies joint,alternate,dual,dual+ \
+    --strategies joint,alternate,alternate-2lr,dual,dual+ \
     --out "$OUT/tofu-small-sweep/$name" > "$OUT/tofu-small-sweep/$name.log" 2>&1 &
   pids+=($!)
 done
@@ -43,11 +43,12 @@ import sys
 from pathlib import Path
 import yaml
 root = Path(sys.argv[1])
-rates = {}
+rates = {}  # unlearn.forget_lrs and, for alternate's one rate, unlearn.lrs
 for best in sorted(root.glob("*/best.yaml")):
-    rates.update(yaml.safe_load(best.read_text())["unlearn"]["forget_lrs"])
-text = "# forget learning rates of highest OVR on tasks 1-2, merged from the sweeps beside this file\n"
-(root / "tuned.yaml").write_text(text + yaml.safe_dump({"unlearn": {"forget_lrs": rates}}, sort_keys=True))
+    for field, values in yaml.safe_load(best.read_text())["unlearn"].items():
+        rates.setdefault(field, {}).update(values)
+text = "# learning rates of highest OVR on tasks 1-2, merged from the sweeps beside this file\n"
+(root / "tuned.yaml").write_text(text + yaml.safe_dump({"unlearn": rates}, sort_keys=True))
 PY
 
 # 3. the tuned benchmark, tasks 1-3. The runs of tasks 1-2 at the selected rates are the sweeps' own:
@@ -72,13 +73,13 @@ PY
 TUNED=(--preset "$OUT/tofu-small-sweep/tuned.yaml" --tasks 1,2,3)
 pids=()
 for group in "${LOSS_GROUPS[@]}"; do
-  "${DUALOPTIM[@]}" tofu "${BASE[@]}" "${TUNED[@]}" --methods "$group" --strategies joint,alternate,dual,dual+ \
+  "${DUALOPTIM[@]}" tofu "${BASE[@]}" "${TUNED[@]}" --methods "$group" --strategies joint,alternate,alternate-2lr,dual,dual+ \
     --out "$OUT/tofu-small" > /dev/null 2>&1 &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
 "${DUALOPTIM[@]}" tofu "${BASE[@]}" "${TUNED[@]}" --methods GA+GD,ME+GD,NPO+GD,DPO+GD,IDK+GD,IDK+AP \
-  --strategies joint,alternate,dual,dual+ --out "$OUT/tofu-small"
+  --strategies joint,alternate,alternate-2lr,dual,dual+ --out "$OUT/tofu-small"
 
 # 4. the 8-bit pair
 pids=()

@@ -8,7 +8,7 @@ imports the core and never another task: ``vision`` (image classification) and `
 LMs on TOFU). Task packages import their own dependencies (install extras) when used.
 """
 
-from dualoptim.optim import AdamW8bit, DualOptim, DualOptimPlus, Objective, SharedState
+from dualoptim.optim import AdamW8bit, DualOptim, DualOptimPlus, DualOptimPlusRef, Objective, SharedState
 
-__all__ = ["AdamW8bit", "DualOptim", "DualOptimPlus", "Objective", "SharedState"]
+__all__ = ["AdamW8bit", "DualOptim", "DualOptimPlus", "DualOptimPlusRef", "Objective", "SharedState"]
 __version__ = "0.1.0"

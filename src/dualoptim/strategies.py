@@ -6,11 +6,19 @@ task's loop calls for every step, so no loop ever branches on a strategy name
 
 - ``joint``: one shared state, one step on :math:`L_r + (\\eta_f/\\eta_r) L_f` with lr
   :math:`\\eta_r` (the loop adds the losses; see :func:`joint_forget_weight`).
-- ``alternate``: one shared state (:class:`~dualoptim.SharedState`) stepping forget and retain
-  objectives in turn, each with its own learning rate: the methods' published optimizer.
+- ``alternate``: the papers' Alternate, one shared state (:class:`~dualoptim.SharedState`) stepping
+  forget and retain objectives in turn. Its learning rates are the task's papers': on the LLM and
+  diffusion tasks ONE rate for both objectives (the reference trainers step one optimizer at
+  ``lr``; a different forget rate is an error), on image classification a forget rate of its own
+  (the reference's RL/SalUn/SCRUB set ``unlearn_lr`` on the shared SGD for forget steps). The task
+  says which through :attr:`OptimizerSettings.two_rate_alternate` (``docs/design.md`` §2.5).
+- ``alternate-2lr``: the same shared state with its own forget rate on every task: the stronger
+  baseline, named apart from the papers' Alternate on the LLM tasks.
 - ``dual``: :class:`~dualoptim.DualOptim`, Adam(W) for the forget objective and the task's
   pre-training optimizer for the retain objective, each with its own state.
 - ``dual+``: :class:`~dualoptim.DualOptimPlus`, a shared base Adam state plus per-objective residuals.
+- ``dual+-ref``: :class:`~dualoptim.DualOptimPlusRef`, DualOptim+ as the reference code steps it
+  (base moved after the residuals, its bias corrections, :math:`|v|`): the official numbers' optimizer.
 - ``dual-8bit``, ``dual+-8bit``: the same with block-wise 8-bit Adam moments.
 
 A task chooses its optimizer family through :attr:`OptimizerSettings.family`: ``sgd`` for image
@@ -29,7 +37,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from dualoptim.optim import AdamW8bit, DualOptim, DualOptimPlus, SharedState
+from dualoptim.optim import AdamW8bit, DualOptim, DualOptimPlus, DualOptimPlusRef, SharedState
 from dualoptim.registry import Registry
 
 __all__ = [
@@ -42,6 +50,7 @@ __all__ = [
     "joint_forget_weight",
     "register_strategy",
     "set_objective",
+    "uses_single_rate",
 ]
 
 #: optimizer families a task may pre-train with: the retain side of ``dual`` and the single state
@@ -74,6 +83,10 @@ class OptimizerSettings:
     #: DualOptimPlus betas (delta first, delta second, base first, base second)
     plus_betas: tuple[float, float, float, float] = (0.9, 0.95, 0.9, 0.95)
     plus_weight_decay: float = 0.0
+    #: whether the task's papers give ``alternate`` a forget rate of its own: True on image
+    #: classification (the reference's RL/SalUn/SCRUB), False on the LLM and diffusion tasks, whose
+    #: reference trainers step one optimizer at one rate (then forget_lr must equal retain_lr)
+    two_rate_alternate: bool = True
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -96,18 +109,21 @@ class Strategy:
     #: reuse the rates tuned for their float32 twin)
     rates_from: str | None = None
     description: str = ""
+    #: one learning rate for both objectives where the task's papers give it one
+    #: (``OptimizerSettings.two_rate_alternate`` False): the rate tuned is then that one rate
+    single_rate: bool = False
 
 
 STRATEGIES = Registry[Strategy]("strategy")
 
 
 def register_strategy(
-    name: str, *, description: str, joint: bool = False, rates_from: str | None = None
+    name: str, *, description: str, joint: bool = False, rates_from: str | None = None, single_rate: bool = False
 ) -> Callable:
     """Decorator registering an optimizer builder ``(params, settings) -> Optimizer`` as a strategy."""
 
     def decorator(build: Callable) -> Callable:
-        STRATEGIES.register(name)(Strategy(name, build, joint, rates_from, description))
+        STRATEGIES.register(name)(Strategy(name, build, joint, rates_from, description, single_rate))
         return build
 
     return decorator
@@ -122,6 +138,12 @@ def check_strategy(name: str, settings: OptimizerSettings) -> None:
     """Build strategy ``name`` once on a one-element probe: what only its builder refuses (an 8-bit
     adam family with weight decay, a bad beta) fails before any model is trained."""
     build_optimizer(name, [torch.nn.Parameter(torch.zeros(1))], settings)
+
+
+def uses_single_rate(name: str, settings: OptimizerSettings) -> bool:
+    """Whether strategy ``name`` steps both objectives at one rate under ``settings`` (the papers'
+    Alternate of an LLM or diffusion task): its forget rate is then its retain rate."""
+    return STRATEGIES.get(name).single_rate and not settings.two_rate_alternate
 
 
 def joint_forget_weight(settings: OptimizerSettings) -> float:
@@ -211,9 +233,24 @@ def joint(params: list, settings: OptimizerSettings) -> Optimizer:
 
 
 @register_strategy(
-    "alternate", description="one shared state stepping forget and retain in turn, a learning rate each"
+    "alternate",
+    single_rate=True,
+    description="the papers' Alternate: one shared state stepping forget and retain in turn "
+    "(LLM, diffusion: one learning rate for both; image classification: a forget rate of its own)",
 )
 def alternate(params: list, settings: OptimizerSettings) -> Optimizer:
+    if not settings.two_rate_alternate and settings.forget_lr != settings.retain_lr:
+        raise ValueError(
+            f"alternate steps both objectives at one learning rate (the papers' Alternate), got forget_lr="
+            f"{settings.forget_lr} != lr={settings.retain_lr}; for a separate forget rate use alternate-2lr"
+        )
+    return _shared(params, settings)
+
+
+@register_strategy(
+    "alternate-2lr", description="one shared state stepping forget and retain in turn, a learning rate each"
+)
+def alternate_2lr(params: list, settings: OptimizerSettings) -> Optimizer:
     return _shared(params, settings)
 
 
@@ -227,6 +264,23 @@ def dual(params: list, settings: OptimizerSettings) -> Optimizer:
 @register_strategy("dual+", description="DualOptim+: a shared base Adam state plus a residual state per objective")
 def dual_plus(params: list, settings: OptimizerSettings) -> Optimizer:
     return _dual_plus(params, settings, quantized=False)
+
+
+@register_strategy(
+    "dual+-ref",
+    rates_from="dual+",
+    description="DualOptim+ as the reference code steps it: base moved after the residuals, its bias "
+    "corrections, sqrt(|v|)",
+)
+def dual_plus_ref(params: list, settings: OptimizerSettings) -> Optimizer:
+    return DualOptimPlusRef(
+        params,
+        lr=settings.retain_lr,
+        forget_lr=settings.forget_lr,
+        betas=settings.plus_betas,
+        eps=settings.eps,
+        weight_decay=settings.plus_weight_decay,
+    )
 
 
 @register_strategy(

@@ -2,8 +2,14 @@ import pytest
 import torch
 from torch import nn
 
-from dualoptim import DualOptim, DualOptimPlus
-from dualoptim.strategies import STRATEGIES, OptimizerSettings, build_optimizer, register_strategy
+from dualoptim import DualOptim, DualOptimPlus, DualOptimPlusRef, SharedState
+from dualoptim.strategies import (
+    STRATEGIES,
+    OptimizerSettings,
+    build_optimizer,
+    register_strategy,
+    uses_single_rate,
+)
 
 G_F, G_R = torch.tensor([1.0, -2.0]), torch.tensor([-3.0, 0.5])
 
@@ -37,8 +43,27 @@ def test_strategy_classes():
     assert isinstance(build_optimizer("dual", [_param()], OptimizerSettings(1e-3, 1e-2, family="adam")).retain,
                       torch.optim.Adam)
     assert STRATEGIES.get("joint").joint and not STRATEGIES.get("alternate").joint
-    with pytest.raises(ValueError, match=r"unknown strategy 'triple'; valid: joint, alternate, dual, dual\+"):
+    assert isinstance(build_optimizer("dual+-ref", [_param()], settings), DualOptimPlusRef)
+    with pytest.raises(ValueError, match=r"unknown strategy 'triple'; valid: joint, alternate, alternate-2lr, dual, dual\+"):
         build_optimizer("triple", [_param()], settings)
+
+
+def test_alternate_is_the_papers_of_each_task():
+    """LLM and diffusion (two_rate_alternate False): one rate, a different forget rate refused; image
+    classification (the default): a forget rate of its own. alternate-2lr takes two rates everywhere."""
+    one_rate = OptimizerSettings(1e-3, 1e-2, family="adamw", two_rate_alternate=False)
+    with pytest.raises(ValueError, match=r"alternate steps both objectives at one learning rate .*forget_lr=0\.001 "
+                                         r"!= lr=0\.01; for a separate forget rate use alternate-2lr"):
+        build_optimizer("alternate", [_param()], one_rate)
+    assert uses_single_rate("alternate", one_rate) and not uses_single_rate("alternate-2lr", one_rate)
+    assert not uses_single_rate("alternate", OptimizerSettings(1e-3, 1e-2))
+    for name, settings in (("alternate-2lr", one_rate), ("alternate", OptimizerSettings(1e-3, 1e-2, family="adamw"))):
+        optimizer = build_optimizer(name, [_param()], settings)
+        assert optimizer.param_groups[0]["forget_lr"] == 1e-3 and optimizer.param_groups[0]["lr"] == 1e-2
+    same = OptimizerSettings(1e-2, 1e-2, family="adamw", two_rate_alternate=False)
+    optimizer = build_optimizer("alternate", [_param()], same)
+    assert isinstance(optimizer, SharedState) and isinstance(optimizer.inner, torch.optim.AdamW)
+    assert optimizer.param_groups[0]["forget_lr"] == optimizer.param_groups[0]["lr"] == 1e-2
 
 
 def test_alternate_shares_one_momentum_buffer():

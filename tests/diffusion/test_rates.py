@@ -56,7 +56,23 @@ def _move(strategy, method):
     return -model.w.detach()
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES.names())
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES.names() if not STRATEGIES.get(s).single_rate])
 def test_a_forget_step_uses_the_forget_rate_and_a_retain_step_the_retain_rate(strategy):
     assert torch.allclose(_move(strategy, ForgetOnly()), torch.full((3,), FORGET_LR), rtol=1e-5)
     assert torch.allclose(_move(strategy, RetainOnly()), torch.full((3,), RETAIN_LR), rtol=1e-5)
+
+
+def test_alternate_is_the_references_one_adam_at_one_rate():
+    """The reference's non-dual diffusion runs step one Adam at lr (forget_lr only reaches --dual):
+    alternate refuses two rates here and steps both objectives at its one rate."""
+    with pytest.raises(ValueError, match=r"alternate steps both objectives at one learning rate .*use alternate-2lr"):
+        _move("alternate", ForgetOnly())
+    config = from_dict(DiffusionConfig, {"unlearn": {"optim": {"forget_lr": {"alternate": RETAIN_LR},
+                                                               "retain_lr": {"alternate": RETAIN_LR}}}})  # fmt: skip
+    settings = resolve_settings(config, "SFRon", "alternate")
+    for method in (ForgetOnly(), RetainOnly()):
+        data = (torch.zeros(4, 1), torch.zeros(4, dtype=torch.long))
+        model = Weights()
+        unlearn(model, method, Context(None, 0, 2, data, data, data, 0.0, torch.Generator()), strategy="alternate",
+                settings=settings, iterations=1, batch_size=4)  # fmt: skip
+        assert torch.allclose(-model.w.detach(), torch.full((3,), RETAIN_LR), rtol=1e-5)

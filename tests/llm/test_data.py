@@ -8,6 +8,7 @@ import pytest
 
 from dualoptim.llm.data import (
     IGNORE_INDEX,
+    AlternatingSampler,
     QAFormat,
     TofuSource,
     UnlearningCollator,
@@ -19,6 +20,7 @@ from dualoptim.llm.data import (
     task_ids,
 )
 from dualoptim.paths import default_data_root
+from dualoptim.schedule import Schedule
 
 
 def test_split_forget_task_and_retain_is_every_other_row(tofu_dir):
@@ -140,3 +142,74 @@ def test_hub_path_imports_datasets_lazily_and_maps_configs(monkeypatch):
     rows = TofuSource(hub=True).rows("forget10.json")
     assert rows == [{"task_id": "1", "question": "q", "answer": "a"}]
     assert calls == [("locuslab/TOFU", "forget10", "train")]
+
+
+def _draws(sampler):
+    """Per optimizer step: its objective and the forget and retain rows it consumed."""
+    keys = list(sampler)
+    assert len(keys) == len(sampler) == sampler.steps * sampler.rows_per_step
+    steps = []
+    for step in range(sampler.steps):
+        chunk = keys[step * sampler.rows_per_step : (step + 1) * sampler.rows_per_step]
+        steps.append((sampler.objective(step), [f for f, _ in chunk], [r for _, r in chunk]))
+    return steps
+
+
+def test_each_pass_of_the_sampler_visits_every_forget_row_once():
+    # 400 forget rows, 40 a step, 1:5 over 300 steps: 50 forget steps, five passes (the reference's tofu protocol)
+    sampler = AlternatingSampler(400, 3600, schedule=Schedule(1, 1, 5), steps=300, rows_per_step=40, seed=3)
+    steps = _draws(sampler)
+    forget = [row for objective, rows, _ in steps if objective == "forget" for row in rows]
+    assert len(forget) == 2000
+    for n in range(5):
+        assert sorted(forget[n * 400 : (n + 1) * 400]) == list(range(400)), f"pass {n}"
+    assert forget[:400] != forget[400:800]  # each pass a fresh order
+    # retain steps cycle over the retain set the same way: 250 x 40 = 10,000 draws, 2 whole passes and a part
+    retain = [row for objective, _, rows in steps if objective == "retain" for row in rows]
+    assert len(retain) == 10000
+    for n in range(2):
+        assert sorted(retain[n * 3600 : (n + 1) * 3600]) == list(range(3600))
+    assert len(set(retain[7200:])) == 10000 - 7200  # the third pass so far: no row twice
+    # the same seed, the same keys (every process, and a resumed run); another seed, another order
+    assert list(sampler) == list(AlternatingSampler(400, 3600, schedule=Schedule(1, 1, 5), steps=300,
+                                                    rows_per_step=40, seed=3))  # fmt: skip
+    assert list(sampler)[:40] != list(AlternatingSampler(400, 3600, schedule=Schedule(1, 1, 5), steps=300,
+                                                         rows_per_step=40, seed=4))[:40]  # fmt: skip
+
+
+def test_a_pass_that_does_not_fill_whole_steps_still_covers_each_row_once():
+    # 10 forget rows, 4 a step: a pass ends inside a step and the next begins there
+    sampler = AlternatingSampler(10, 7, schedule=Schedule(1, 1, 1), steps=10, rows_per_step=4)
+    forget = [row for objective, rows, _ in _draws(sampler) if objective == "forget" for row in rows]
+    assert len(forget) == 20
+    assert sorted(forget[:10]) == sorted(forget[10:]) == list(range(10))
+
+
+def test_the_side_a_step_does_not_use_is_not_consumed_and_joint_consumes_both():
+    sampler = AlternatingSampler(6, 6, schedule=Schedule(1, 1, 2), steps=3, rows_per_step=3)
+    (o1, f1, r1), (o2, f2, r2), (o3, f3, r3) = _draws(sampler)
+    assert (o1, o2, o3) == ("forget", "retain", "retain")
+    assert len(set(f1)) == 3 and len(set(r2 + r3)) == 6  # forget rows once, retain rows once
+    # a forget step repeats the next retain row, unconsumed: the first retain step starts with it
+    assert set(r1) == {r2[0]}
+    # retain steps repeat the next forget row, which no forget step has taken yet
+    assert set(f2) == set(f3) == {f2[0]} and f2[0] not in f1
+    joint = AlternatingSampler(6, 6, schedule=Schedule(1, 1, 2), steps=2, rows_per_step=3, joint=True)
+    (_, f1, r1), (_, f2, r2) = _draws(joint)
+    assert sorted(f1 + f2) == sorted(r1 + r2) == list(range(6))
+
+
+@pytest.mark.parametrize(("name", "value"), [("forget_size", 0), ("rows_per_step", True), ("steps", 1.5)])
+def test_sampler_sizes_are_checked(name, value):
+    options = dict(forget_size=4, retain_size=4, steps=2, rows_per_step=2)
+    options[name] = value
+    with pytest.raises(ValueError, match=f"AlternatingSampler {name} must be an integer >= 1, got {value!r}"):
+        AlternatingSampler(options.pop("forget_size"), options.pop("retain_size"), schedule=Schedule(1, 1, 1), **options)
+
+
+def test_dataset_takes_forget_and_retain_rows_by_key(tokenizer, tofu_dir):
+    split = load_split(TofuSource(tofu_dir), "forget10", "1")
+    dataset = UnlearningDataset(tokenizer, split, QAFormat(), 64, seed=0)
+    item = dataset[(2, 5)]
+    assert item["forget"] == dataset.forget[2] and item["forget_idk"] == dataset.forget_idk[2]
+    assert item["retain"] == dataset.retain[5] and item["retain_idk"] == dataset.retain_idk[5]

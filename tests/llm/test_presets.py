@@ -1,6 +1,10 @@
 """The TOFU GPU preset resolves to the DualOptim+ reference scripts' numbers (docs/tofu.md, "Settings
 against the reference scripts")."""
 
+import math
+
+import pytest
+
 from dualoptim.config import load_config
 from dualoptim.llm.config import TofuConfig, schedule, section_of
 
@@ -29,3 +33,39 @@ def test_phi15_preset_runs_the_reference_steps_rows_and_warm_up():
     joint, objectives = _objectives(config, "joint")
     assert objectives.count("joint") == 5 * forget_batches_per_epoch  # num_epochs=5 in baselines.sh
     assert (joint.warmup_steps, joint.forget_coeff) == (forget_batches_per_epoch, 0.1)
+
+
+def _reference_epoch_steps(forget_rows, retain_rows, rows_per_step, forget_freq=1, retain_freq=5):
+    """forget.py / real_world_unlearn.py of DualOptimPlus: the steps of one epoch of an alternating run,
+    counted on whichever set runs out first at the 1:5 pattern."""
+    if math.ceil(forget_rows / forget_freq) <= math.ceil(retain_rows / retain_freq):
+        return int((1 + retain_freq / forget_freq) * math.ceil(forget_rows / rows_per_step))
+    return int((1 + forget_freq / retain_freq) * math.ceil(retain_rows / rows_per_step))
+
+
+@pytest.mark.parametrize(
+    ("presets", "forget_rows", "retain_rows", "passes"),
+    [
+        (["tofu-tiny"], 400, 3600, 5),
+        (["tofu-tiny", "tofu-small"], 400, 3600, 5),
+        (["tofu-phi15"], 400, 3600, 5),
+        (["tofu-llama2-7b"], 40, 3960, 5),
+        # real person: the epoch is counted on the 400 neighbour rows, so 5 epochs are one forget pass
+        (["real-world-llama3-8b"], 400, 400, 1),
+        (["real-world-tiny"], 400, 400, 1),
+    ],
+)
+def test_every_llm_preset_makes_the_reference_number_of_forget_passes(presets, forget_rows, retain_rows, passes):
+    config = load_config(TofuConfig, "tofu", presets)
+    u = config.unlearn
+    rows_per_step = u.batch_size * u.gradient_accumulation_steps
+    epoch = _reference_epoch_steps(forget_rows, retain_rows, rows_per_step)
+    section, objectives = _objectives(config, "dual")
+    assert section.steps == 5 * epoch  # num_epochs 5
+    assert section.warmup_steps == epoch
+    assert objectives.count("forget") * rows_per_step == passes * forget_rows  # whole passes, nothing left over
+    # joint (baselines.sh): one joint step per forget batch, five epochs of the paired (forget-sized) set
+    joint, objectives = _objectives(config, "joint")
+    assert len(objectives) == 5 * math.ceil(forget_rows / rows_per_step)
+    # every preset lists both alternating baselines beside dual and dual+
+    assert {"joint", "alternate", "alternate-2lr", "dual", "dual+"} <= set(config.strategies)

@@ -155,11 +155,13 @@ def test_gpu_preset_has_the_reference_settings():
     assert config.model.name_or_path == "meta-llama/Meta-Llama-3-8B-Instruct" and config.model.dtype == "bfloat16"
     assert config.data.dataset == "real_world" and config.data.format.chat_template is True
     assert (u.lr, u.batch_size, u.gradient_accumulation_steps, u.forget_coeff) == (5e-6, 4, 4, 0.5)
-    # 5 epochs of the 400 forget rows at 4 x 4 rows a step, warm-up one epoch
-    assert u.steps == 5 * 400 // (4 * 4) and u.warmup_steps == 400 // (4 * 4)
+    # joint: 5 epochs of the 400 forget rows at 4 x 4 rows a step, warm-up one epoch; the alternating
+    # strategies: 5 epochs of int(1.2 x 25) = 30 steps (real_world_unlearn.py), warm-up one epoch
+    assert (u.joint.steps, u.joint.warmup_steps) == (5 * 400 // (4 * 4), 400 // (4 * 4))
+    assert (u.steps, u.warmup_steps) == (5 * 30, 30)
     assert (u.weight_decay, tuple(u.betas), u.regularization_coeff) == (0.01, (0.9, 0.95), 1.0)
     assert config.losses == ["ME+GD", "IDK+GD"]
-    assert config.strategies == ["joint", "alternate", "dual", "dual+", "dual-8bit", "dual+-8bit"]
+    assert config.strategies == ["joint", "alternate", "alternate-2lr", "dual", "dual+", "dual-8bit", "dual+-8bit"]
     assert config.tasks == ["all"] and config.data.eval_sets == ["forget", "neighbor"]
     assert config.data.eval_answer_key == "golden_answer"
 
@@ -169,7 +171,8 @@ def test_cpu_preset_is_the_tiny_stage_on_real_world():
     validate(config)
     assert config.model.kind == "tiny" and config.data.dataset == "real_world"
     assert config.unlearn.forget_coeff == 0.5 and config.threads == 1
-    assert config.strategies == ["joint", "alternate", "dual", "dual+"] and config.losses == ["ME+GD", "IDK+GD"]
+    assert config.strategies == ["joint", "alternate", "alternate-2lr", "dual", "dual+"]
+    assert config.losses == ["ME+GD", "IDK+GD"]
 
 
 def test_tofu_evaluation_sets_are_refused_on_real_world():
@@ -186,6 +189,7 @@ TINY = [
     "--set", "model.tiny.batch_size=4", "--set", "model.tiny.warmup_steps=2", "--set", "data.max_length=48",
     "--set", "data.eval_size=4", "--set", "data.max_new_tokens=6", "--set", "unlearn.steps=3",
     "--set", "unlearn.batch_size=2", "--set", "unlearn.eval_every=3", "--set", "unlearn.trajectory_size=2",
+    "--set", "unlearn.warmup_steps=0", "--set", "unlearn.joint.steps=null", "--set", "unlearn.joint.warmup_steps=null",
     "--no-progress",
 ]  # fmt: skip
 

@@ -100,6 +100,53 @@ def test_accumulated_micro_batches_never_mix_objectives(model, tokenizer, tofu_d
     assert {float(s["step"]) for s in dual.retain.state.values()} == {4.0}
 
 
+class _RowRecorder(UnlearningTrainer):
+    """Records the forget and retain rows (as their token ids) of every micro-batch it computes."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        objective = self.current_objective()
+        for side in ("forget", "retain"):
+            if objective in (side, "joint"):
+                ids, mask = inputs[side]["input_ids"], inputs[side]["attention_mask"]
+                rows = [tuple(i[m.bool()].tolist()) for i, m in zip(ids, mask)]
+                self.rows_log.append((self.state.global_step, side, rows))
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+def _row_index(dataset, side):
+    return {tuple(row["input_ids"]): index for index, row in enumerate(getattr(dataset, side))}
+
+
+def test_one_pass_visits_each_forget_row_once_under_gradient_accumulation(model, tokenizer, tofu_dir, tmp_path):
+    # 4 forget rows, 2 rows x 2 micro-batches = 4 rows a step: each forget step is one pass
+    split = load_split(TofuSource(tofu_dir), "forget10", "1")
+    dataset = UnlearningDataset(tokenizer, split, QAFormat(), 64)
+    trainer = _RowRecorder(
+        model=model, args=_args(tmp_path, max_steps=9), train_dataset=dataset,
+        data_collator=UnlearningCollator(tokenizer.pad_token_id), loss=UnlearningLoss("GA+GD"), strategy="dual",
+        optimizer_settings=OptimizerSettings(forget_lr=1e-3, retain_lr=1e-3, family="adamw"), schedule=Schedule(1, 1, 2),
+    )  # fmt: skip
+    trainer.rows_log = []
+    trainer.train()
+    forget_index, retain_index = _row_index(dataset, "forget"), _row_index(dataset, "retain")
+    forget = {}
+    for step, side, rows in trainer.rows_log:
+        if side == "forget":
+            forget.setdefault(step, []).extend(forget_index[row] for row in rows)
+    assert sorted(forget) == [0, 3, 6]  # the forget steps of 1:2
+    for step, rows in forget.items():
+        assert sorted(rows) == [0, 1, 2, 3], f"forget step {step}"
+    # 6 retain steps x 4 rows = 24 draws over the 12 retain rows: two whole passes
+    retain = [retain_index[row] for _, side, rows in trainer.rows_log if side == "retain" for row in rows]
+    assert len(retain) == 24 and sorted(retain[:12]) == sorted(retain[12:]) == list(range(12))
+
+
+def test_the_trainer_needs_max_steps(model, tokenizer, tofu_dir, tmp_path):
+    trainer = _trainer(model, tokenizer, tofu_dir, tmp_path, max_steps=-1, num_train_epochs=1)
+    with pytest.raises(ValueError, match="UnlearningTrainer needs TrainingArguments.max_steps >= 1, got -1"):
+        trainer.get_train_dataloader()
+
+
 def test_joint_steps_the_sum(model, tokenizer, tofu_dir, tmp_path):
     trainer = _trainer(model, tokenizer, tofu_dir, tmp_path, strategy="joint", max_steps=3)
     trainer.train()
@@ -161,7 +208,7 @@ def test_non_finite_loss_stops_with_a_reason(model, tokenizer, tofu_dir, tmp_pat
 
 
 def test_unknown_strategy_is_named(model, tokenizer, tofu_dir, tmp_path):
-    with pytest.raises(ValueError, match="unknown strategy 'sgd'; valid: joint, alternate, dual, dual\\+, dual-8bit"):
+    with pytest.raises(ValueError, match="unknown strategy 'sgd'; valid: joint, alternate, alternate-2lr, dual, dual\\+, dual\\+-ref, dual-8bit"):
         _trainer(model, tokenizer, tofu_dir, tmp_path, strategy="sgd")
 
 
@@ -190,6 +237,13 @@ def test_two_processes_hold_identical_weights(tmp_path):
     assert all(objective == schedule.objective_at(step).value for step, objective in ranks[0]["objectives"])
     assert sorted({step for step, _ in ranks[0]["objectives"]}) == list(range(6))
     assert ranks[0]["forget_steps"] == 2 and ranks[0]["retain_steps"] == 4
+    # the reference's sampler across processes: the 2 x 2 x 2 = 8 rows of forget steps 0 and 3 are
+    # two passes over the 4 forget rows, each split between the ranks without a row twice in a pass
+    for step in (0, 3):
+        rows = ranks[0]["forget_rows"][step] + ranks[1]["forget_rows"][step]
+        assert sorted(rows) == sorted(list(range(4)) * 2), step
+        for rank in (0, 1):
+            assert len(ranks[rank]["forget_rows"][step]) == 4
     assert ranks[0]["initial"] is not None
     assert any(not torch.equal(ranks[0]["initial"][k], v) for k, v in ranks[0]["weights"].items())
     # a loss that became NaN on one process stopped both, each with the reason

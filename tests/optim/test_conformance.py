@@ -122,10 +122,12 @@ def make_adamw8bit(params, lr=RETAIN_LR, weight_decay=WEIGHT_DECAY, **options) -
 STRATEGY_GROUPS = {
     "joint": rates_group,  # SharedState
     "alternate": rates_group,  # SharedState
+    "alternate-2lr": rates_group,  # SharedState
     "dual": single_rate_group,  # DualOptim
     "dual-8bit": single_rate_group,  # DualOptim of AdamW8bit (+ SGD)
     "dual+": rates_group,  # DualOptimPlus
     "dual+-8bit": rates_group,  # DualOptimPlus, 8-bit
+    "dual+-ref": rates_group,  # DualOptimPlusRef
 }
 
 
@@ -146,7 +148,7 @@ def make_strategy(name, family, params, lr=RETAIN_LR, forget_lr=FORGET_LR, weigh
 
 def strategy_config(name: str, family: str) -> Config:
     # SGD-family joint/alternate steps one SGD: no betas, no eps anywhere.
-    adaptive = not (name in ("joint", "alternate") and family == "sgd")
+    adaptive = not (name in ("joint", "alternate", "alternate-2lr") and family == "sgd")
     return Config(
         name=f"strategy:{name}-{family}",
         make=partial(make_strategy, name, family),
@@ -157,7 +159,7 @@ def strategy_config(name: str, family: str) -> Config:
         # torch.optim.Adam (L2 decay) is the adam family's optimizer of shared and dual states;
         # the 8-bit and DualOptimPlus variants decay decoupled.
         adam_l2=frozenset(OBJECTIVES)
-        if family == "adam" and name in ("joint", "alternate", "dual")
+        if family == "adam" and name in ("joint", "alternate", "alternate-2lr", "dual")
         else frozenset(),
     )
 

@@ -91,7 +91,7 @@ def test_presets_resolve_to_the_documented_values():
     tiny = load_config(SafetyConfig, "safety", ["safety-tiny"])
     validate(tiny)
     assert (tiny.model.kind, tiny.judge.model, tiny.eval.ovr_utility, tiny.threads) == ("tiny", None, "Benign ROUGE", 1)
-    assert tiny.strategies == ["joint", "alternate", "dual", "dual+"] and tiny.seeds == [0, 1, 2]
+    assert tiny.strategies == ["joint", "alternate", "alternate-2lr", "dual", "dual+"] and tiny.seeds == [0, 1, 2]
     gpu = load_config(SafetyConfig, "safety", ["safety-llama3-8b"])
     u = gpu.unlearn
     assert gpu.model.name_or_path == "meta-llama/Meta-Llama-3-8B-Instruct" and gpu.model.finetune.enabled

@@ -65,7 +65,7 @@ def test_bad_config_keys_are_named(data, message):
     ("data", "message"),
     [
         ({"methods": ["GA", "Forgetron"]}, r"unknown method 'Forgetron'; valid: "),
-        ({"strategies": ["dual", "quad"]}, r"unknown strategy 'quad'; valid: joint, alternate, dual, dual\+"),
+        ({"strategies": ["dual", "quad"]}, r"unknown strategy 'quad'; valid: joint, alternate, alternate-2lr, dual, dual\+"),
         ({"methods": ["Retrain"]}, r"method 'Retrain' is the retrained reference"),
         ({"data": {"dataset": "imagenet"}}, r"unknown dataset 'imagenet'; valid: digits"),
         ({"unlearn": {"methods": {"SCRUB": {"options": {"beta": 1}}}}}, r"unknown option 'beta' for method SCRUB"),

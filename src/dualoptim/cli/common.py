@@ -66,7 +66,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, task: str, out: str, m
     parser.add_argument("--methods", nargs="+", metavar="NAME", help=methods_help)
     parser.add_argument(
         "--strategies", "--optimizers", dest="strategies", nargs="+", metavar="NAME",
-        help="strategies: joint, alternate, dual, dual+, dual-8bit, dual+-8bit (`dualoptim strategies`)",
+        help="strategies: joint, alternate, alternate-2lr, dual, dual+, dual+-ref, dual-8bit, dual+-8bit "
+        "(`dualoptim strategies`)",
     )  # fmt: skip
     parser.add_argument("--seeds", nargs="+", metavar="N", help="seeds, e.g. 0,1,2 (default: the preset's)")
     parser.add_argument("--data", metavar="DIR", help="folder holding the data (default: ../shared/data or $DUALOPTIM_DATA_ROOT)")

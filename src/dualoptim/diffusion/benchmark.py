@@ -97,6 +97,7 @@ def resolve_settings(config: DiffusionConfig, method: str, strategy: str) -> Opt
         **rates, family=optim.family, betas=tuple(optim.betas), weight_decay=optim.weight_decay,
         forget_betas=tuple(optim.forget_betas), forget_weight_decay=optim.forget_weight_decay,
         plus_betas=tuple(optim.plus_betas), plus_weight_decay=optim.plus_weight_decay,
+        two_rate_alternate=False,  # the reference steps its non-dual runs with one Adam at one rate (§2.5)
     )  # fmt: skip
 
 

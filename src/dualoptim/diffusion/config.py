@@ -114,7 +114,8 @@ class OptimConfig:
     """Adam on both sides (the diffusion models are pre-trained with Adam); rates per strategy."""
 
     forget_lr: dict[str, float] = option(
-        "strategy -> forget learning rate",
+        "strategy -> forget learning rate (alternate: equal to its retain rate, the reference's one Adam at "
+        "one rate; alternate-2lr: a forget rate of its own)",
         factory=lambda: {"joint": 1e-4, "alternate": 1e-4, "dual": 1e-4, "dual+": 1e-4},
     )
     retain_lr: dict[str, float] = option(

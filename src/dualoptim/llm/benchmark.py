@@ -312,7 +312,7 @@ class TofuBenchmark:
         # holds in memory, not its result
         # the per-pair rates enter a run's key as the one rate that run uses
         # the joint section enters a joint run's key as the values it changes (section_of)
-        excluded = ("save_steps", "gradient_checkpointing", "forget_lrs", "joint")
+        excluded = ("save_steps", "gradient_checkpointing", "forget_lrs", "lrs", "joint")
         runs = []
         for loss in cfg.losses:
             for strategy in cfg.strategies:
@@ -328,7 +328,8 @@ class TofuBenchmark:
                     )  # fmt: skip
                     name = f"task{task}/{slug(loss)}__{slug(strategy)}__seed{seed}"
                     runs.append(TofuRun(
-                        task, loss, strategy, seed, dataclasses.replace(settings, forget_lr=rate), alternation,
+                        task, loss, strategy, seed, dataclasses.replace(settings, forget_lr=rate, retain_lr=section.lr),
+                        alternation,
                         copy.deepcopy(section), name, key,
                     ))  # fmt: skip
         return runs

@@ -28,9 +28,13 @@ __all__ = [
     "TofuConfig",
     "UnlearnSection",
     "forget_lr_of",
+    "is_single_rate",
+    "learning_rates",
     "optimizer_settings",
     "schedule",
     "section_of",
+    "set_tuned_rates",
+    "tuned_rates_section",
     "validate",
 ]
 
@@ -187,11 +191,16 @@ class UnlearnSection:
     steps: int = option("optimizer steps", 300)
     batch_size: int = option("rows per device per micro-batch", 8)
     gradient_accumulation_steps: int = option("micro-batches per optimizer step", 4)
-    lr: float = option("retain learning rate (and the single rate of joint)", 1e-5)
-    forget_lr: float = option("forget learning rate", 1e-5)
+    lr: float = option("retain learning rate (and the single rate of joint and of alternate)", 1e-5)
+    forget_lr: float = option("forget learning rate (every strategy but alternate, which has one rate)", 1e-5)
     forget_lrs: dict[str, dict[str, float]] = option(
         "per loss, per strategy forget learning rate (the tuned rates `dualoptim sweep --task tofu` writes); "
-        "pairs not named use forget_lr",
+        "pairs not named use forget_lr; alternate has no forget rate (its one rate goes in lrs)",
+        factory=dict,
+    )
+    lrs: dict[str, dict[str, float]] = option(
+        "per loss, the one learning rate of each single-rate strategy (alternate, the papers' Alternate: "
+        "both objectives at this rate; the tuned rate `dualoptim sweep --task tofu` writes); pairs not named use lr",
         factory=dict,
     )
     family: str = option("the pre-training optimizer: adamw | adam | sgd (retain side, shared state)", "adamw")
@@ -230,7 +239,9 @@ class TofuConfig:
     unlearn: UnlearnSection = option("unlearning", factory=UnlearnSection)
     losses: list[str] = option("FORGET+RETAIN loss combinations (the task's methods)", factory=lambda: ["ME+GD", "IDK+GD"])
     strategies: list[str] = option(
-        "strategies to run each loss with", factory=lambda: ["joint", "alternate", "dual", "dual+"]
+        "strategies to run each loss with (alternate: the papers' Alternate, one rate; alternate-2lr: the "
+        "shared state with a forget rate of its own)",
+        factory=lambda: ["joint", "alternate", "alternate-2lr", "dual", "dual+"],
     )
     tasks: list[str | int] = option(
         "forget task ids of the split (each a different forget set; real_world: all, or one person 1-20); "
@@ -263,28 +274,71 @@ def optimizer_settings(config: TofuConfig) -> OptimizerSettings:
         eps=u.eps,
         plus_betas=tuple(u.plus_betas),
         plus_weight_decay=u.weight_decay,
+        # the reference trainers step the papers' Alternate with Hugging Face's one AdamW at lr
+        two_rate_alternate=False,
     )
 
 
-def forget_lr_of(config: TofuConfig, loss: str, strategy: str) -> float:
-    """The forget learning rate of one (loss, strategy): ``unlearn.forget_lrs`` or else ``unlearn.forget_lr``.
+def is_single_rate(strategy: str) -> bool:
+    """Whether ``strategy`` steps both objectives at one rate on the LLM tasks (``alternate``): the
+    rate tuned for it is that one rate, kept in ``unlearn.lrs`` (docs/design.md §2.5)."""
+    from dualoptim.strategies import STRATEGIES
 
-    An 8-bit strategy without a rate of its own takes its float32 twin's (``rates_from``, docs/design.md §2.5).
+    return strategy in STRATEGIES.names() and STRATEGIES.get(strategy).single_rate
+
+
+def forget_lr_of(config: TofuConfig, loss: str, strategy: str) -> float:
+    """The rate tuned for one (loss, strategy): its forget learning rate (``unlearn.forget_lrs``, else
+    ``unlearn.forget_lr``), or for a single-rate strategy (``alternate``) its one rate (``unlearn.lrs``,
+    else ``unlearn.lr``), which is then its forget rate too.
+
+    A strategy without a rate of its own takes its twin's (``rates_from``: the 8-bit variants and
+    ``dual+-ref`` take their float32 / project-form twin's, docs/design.md §2.5).
     """
     from dualoptim.strategies import STRATEGIES
 
-    rates = config.unlearn.forget_lrs.get(loss, {})
+    field, default = ("lrs", config.unlearn.lr) if is_single_rate(strategy) else ("forget_lrs", config.unlearn.forget_lr)
+    rates = getattr(config.unlearn, field).get(loss, {})
     if strategy not in rates and strategy in STRATEGIES.names():
         strategy = STRATEGIES.get(strategy).rates_from or strategy
-    return rates.get(strategy, config.unlearn.forget_lr)
+    return rates.get(strategy, default)
+
+
+def learning_rates(config: TofuConfig, loss: str, strategy: str) -> tuple[float, float]:
+    """``(retain rate, forget rate)`` of one (loss, strategy): a single-rate strategy's are its one rate twice."""
+    rate = forget_lr_of(config, loss, strategy)
+    return (rate, rate) if is_single_rate(strategy) else (config.unlearn.lr, rate)
+
+
+def tuned_rates_section(rates: dict[str, dict[str, float]]) -> dict[str, dict[str, dict[str, float]]]:
+    """The ``unlearn`` values that run each (loss, strategy) at its tuned rate ``rates[loss][strategy]``:
+    the one mapping of "strategy + tuned rate -> config values" that the sweep writes its grid and
+    ``best.yaml`` with. A forget rate goes in ``forget_lrs``; the one rate of a single-rate strategy
+    (alternate) in ``lrs``. Empty fields are left out."""
+    section: dict[str, dict[str, dict[str, float]]] = {"forget_lrs": {}, "lrs": {}}
+    for loss, per_strategy in rates.items():
+        for strategy, rate in per_strategy.items():
+            field = "lrs" if is_single_rate(strategy) else "forget_lrs"
+            section[field].setdefault(loss, {})[strategy] = rate
+    return {field: values for field, values in section.items() if values}
+
+
+def set_tuned_rates(config: TofuConfig, rates: dict[str, dict[str, float]]) -> None:
+    """Write ``rates[loss][strategy]`` into ``config.unlearn`` as :func:`tuned_rates_section` maps them."""
+    for field, values in tuned_rates_section(rates).items():
+        for loss, per_strategy in values.items():
+            getattr(config.unlearn, field).setdefault(loss, {}).update(per_strategy)
 
 
 def section_of(config: TofuConfig, strategy: str, forget_lr: float) -> UnlearnSection:
-    """The unlearning settings one strategy runs with: ``unlearn`` at ``forget_lr``, and for joint
-    the values ``unlearn.joint`` sets (its steps, forget weight and warm-up)."""
+    """The unlearning settings one strategy runs with: ``unlearn`` at ``forget_lr`` (for a
+    single-rate strategy, ``forget_lr`` is its one rate: ``lr`` too), and for joint the values
+    ``unlearn.joint`` sets (its steps, forget weight and warm-up)."""
     from dualoptim.strategies import STRATEGIES
 
     section = dataclasses.replace(copy.deepcopy(config.unlearn), forget_lr=forget_lr)
+    if is_single_rate(strategy):
+        section = dataclasses.replace(section, lr=forget_lr)
     if strategy in STRATEGIES.names() and STRATEGIES.get(strategy).joint:
         overrides = {k: v for k, v in dataclasses.asdict(section.joint).items() if v is not None}
         section = dataclasses.replace(section, **overrides)
@@ -388,10 +442,22 @@ def validate(config: TofuConfig) -> None:
             "the alternation needs unlearn.forget_steps >= 1 and unlearn.retain_steps >= 0, got "
             f"{config.unlearn.forget_steps}:{config.unlearn.retain_steps}"
         )
-    for loss, rates in config.unlearn.forget_lrs.items():
-        for strategy, rate in rates.items():
-            if not rate > 0:
-                raise ValueError(f"unlearn.forget_lrs.{loss}.{strategy} must be > 0, got {rate}")
+    for field in ("forget_lrs", "lrs"):
+        for loss, rates in getattr(config.unlearn, field).items():
+            for strategy, rate in rates.items():
+                if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+                    raise ValueError(f"unlearn.{field}.{loss}.{strategy} must be > 0, got {rate!r}")
+                if field == "forget_lrs" and is_single_rate(strategy):
+                    raise ValueError(
+                        f"unlearn.forget_lrs.{loss}.{strategy}: {strategy} steps both objectives at one learning "
+                        f"rate (the papers' Alternate) and has no forget rate; set unlearn.lrs.{loss}.{strategy}, "
+                        "or use alternate-2lr for a separate forget rate"
+                    )
+                if field == "lrs" and not is_single_rate(strategy):
+                    raise ValueError(
+                        f"unlearn.lrs.{loss}.{strategy}: only a single-rate strategy (alternate) takes one rate "
+                        f"here; {strategy}'s forget rate goes in unlearn.forget_lrs"
+                    )
     j = config.unlearn.joint
     if (j.steps is not None and j.steps < 1) or (j.warmup_steps is not None and j.warmup_steps < 0):
         raise ValueError(f"unlearn.joint needs steps >= 1 and warmup_steps >= 0 (or null), got {j.steps}, {j.warmup_steps}")
@@ -411,8 +477,11 @@ def validate(config: TofuConfig) -> None:
             raise ValueError(f"unknown unlearn.lr_scheduler {config.unlearn.lr_scheduler!r}; valid: {', '.join(names)}")
     from dualoptim.strategies import check_strategy
 
+    settings = optimizer_settings(config)
     for strategy in config.strategies:
-        check_strategy(strategy, optimizer_settings(config))
+        for loss in config.losses:
+            lr, forget_lr = learning_rates(config, loss, strategy)
+            check_strategy(strategy, dataclasses.replace(settings, retain_lr=lr, forget_lr=forget_lr))
     resolve_device(config.device)
     if config.device.startswith("cuda:"):
         # transformers.Trainer places a single-process run on cuda:0 whatever torch's current device

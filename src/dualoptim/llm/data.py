@@ -34,7 +34,7 @@ import torch
 
 from dualoptim.config import option
 
-__all__ = ["DATASETS", "EVAL_FILES", "HUB_ID", "IGNORE_INDEX", "QAFormat", "REAL_WORLD_ALL", "REAL_WORLD_FILES", "REQUIRED_FILES", "SPLITS", "RealWorldSource", "TofuSource", "TofuSplit", "UnlearningCollator", "UnlearningDataset", "all_rows", "answer_token_count", "check_tokenizer", "encode_prompt", "encode_qa", "encode_rows", "load_split", "make_source", "pad_batch", "task_ids"]
+__all__ = ["AlternatingSampler", "DATASETS", "EVAL_FILES", "HUB_ID", "IGNORE_INDEX", "QAFormat", "REAL_WORLD_ALL", "REAL_WORLD_FILES", "REQUIRED_FILES", "SPLITS", "RealWorldSource", "TofuSource", "TofuSplit", "UnlearningCollator", "UnlearningDataset", "all_rows", "answer_token_count", "check_tokenizer", "encode_prompt", "encode_qa", "encode_rows", "load_split", "make_source", "pad_batch", "task_ids"]
 
 SPLITS = ("forget01", "forget05", "forget10")
 #: files the local folder must hold (the hub has the same names as configs).
@@ -437,10 +437,13 @@ def pad_batch(
 
 
 class UnlearningDataset(torch.utils.data.Dataset):
-    """Item ``i`` pairs a forget row with a retain row (and refusal versions of both questions).
+    """An item pairs a forget row with a retain row (and refusal versions of both questions).
 
-    The length is that of the larger set; the smaller one cycles. Which half a step uses is
-    decided by the trainer from the optimizer step count, never from the item, so every
+    Keyed by ``(forget row, retain row)``: :class:`AlternatingSampler` yields those keys, so that
+    forget steps walk the forget set and retain steps the retain set, each row once per pass (what
+    the Trainer uses). An integer key ``i`` pairs forget row ``i mod |forget|`` with a shuffled
+    retain row (the length is that of the larger set; the smaller one cycles). Which half a step
+    uses is decided by the trainer from the optimizer step count, never from the item, so every
     micro-batch of one optimizer step (on every process) serves the same objective.
     """
 
@@ -469,15 +472,87 @@ class UnlearningDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return max(len(self.forget), len(self.retain))
 
-    def __getitem__(self, index: int) -> dict[str, dict[str, list[int]]]:
-        f = index % len(self.forget)
-        r = self.retain_order[index % len(self.retain)]
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, dict[str, list[int]]]:
+        if isinstance(index, tuple):
+            f, r = index
+        else:
+            f = index % len(self.forget)
+            r = self.retain_order[index % len(self.retain)]
         return {
             "forget": self.forget[f],
             "forget_idk": self.forget_idk[f],
             "retain": self.retain[r],
             "retain_idk": self.retain_idk[r],
         }
+
+
+class _Passes:
+    """Row indices of one set, pass after pass: each pass a fresh permutation that covers every row once."""
+
+    def __init__(self, size: int, generator: torch.Generator) -> None:
+        self.size, self.generator = size, generator
+        self.order: list[int] = []
+        self.position = 0
+        self.passes = 0
+
+    def peek(self) -> int:
+        if self.position == len(self.order):
+            self.order, self.position = torch.randperm(self.size, generator=self.generator).tolist(), 0
+            self.passes += 1
+        return self.order[self.position]
+
+    def take(self) -> int:
+        row = self.peek()
+        self.position += 1
+        return row
+
+
+class AlternatingSampler(torch.utils.data.Sampler):
+    """Keys ``(forget row, retain row)`` of an :class:`UnlearningDataset`, in the order the Trainer
+    consumes them: the reference's alternating sampler (CityU-MLO/DualOptimPlus,
+    ``trainer/custom_sampler.py``), keyed by optimizer step.
+
+    Optimizer step ``s`` takes ``rows_per_step`` consecutive keys (``per-device batch x gradient
+    accumulation x processes``: accelerate hands process ``k`` the micro-batches ``k, k + W, ...``,
+    so all of one step's micro-batches, on every process, are these keys). A forget step
+    (``schedule.objective_at(s)``) draws its forget rows from a stream of passes over the forget set,
+    each pass a fresh permutation: consecutive forget draws ``n |F| .. (n+1) |F| - 1`` visit every
+    forget row exactly once. Retain steps draw from the same kind of stream over the retain set,
+    cycling. The side a step does not use repeats the next row of its stream without consuming it
+    (collated, never computed on). A joint step consumes both. ``steps x rows_per_step`` keys in all,
+    the same on every process (one seeded generator), so a resumed run skips to the same place.
+
+    The rows a step draws per pass: with ``|F| = 400`` and 40 rows a step, 10 forget steps are one
+    pass, and 50 forget steps (300 steps at 1:5) are five, as in the reference scripts.
+    """
+
+    def __init__(
+        self, forget_size: int, retain_size: int, *, schedule: Any, steps: int, rows_per_step: int,
+        joint: bool = False, seed: int = 0,
+    ) -> None:  # fmt: skip
+        for name, value in (("forget_size", forget_size), ("retain_size", retain_size), ("steps", steps),
+                            ("rows_per_step", rows_per_step)):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"AlternatingSampler {name} must be an integer >= 1, got {value!r}")
+        self.forget_size, self.retain_size = forget_size, retain_size
+        self.schedule, self.steps, self.rows_per_step = schedule, steps, rows_per_step
+        self.joint, self.seed = joint, seed
+
+    def __len__(self) -> int:
+        return self.steps * self.rows_per_step
+
+    def objective(self, step: int) -> str:
+        return "joint" if self.joint else self.schedule.objective_at(step).value
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        forget, retain = _Passes(self.forget_size, generator), _Passes(self.retain_size, generator)
+        for step in range(self.steps):
+            objective = self.objective(step)
+            for _ in range(self.rows_per_step):
+                f = forget.peek() if objective == "retain" else forget.take()
+                r = retain.peek() if objective == "forget" else retain.take()
+                yield (f, r)
 
 
 class UnlearningCollator:

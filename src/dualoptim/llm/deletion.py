@@ -69,7 +69,11 @@ class LLMRequest:
     retain: str | None = option("JSONL of rows to keep (the retain loss and the utility audit)", None)
     heldout: str | None = option("JSONL of rows the model never saw, for the membership audit", None)
     method: str = option("FORGET+RETAIN losses: GA, IDK, ME, NPO, DPO + GD, KL, AP", "NPO+GD")
-    strategy: str = option("joint | alternate | dual | dual+ | dual-8bit | dual+-8bit", "dual")
+    strategy: str = option(
+        "joint | alternate (one rate: --forget-lr must equal --lr) | alternate-2lr | dual | dual+ | dual+-ref | "
+        "dual-8bit | dual+-8bit",
+        "dual",
+    )
     epochs: int = option("passes over the forget set (each forget step followed by retain_steps retain steps)", 5)
     steps: int | None = option("total optimizer steps instead of epochs", None)
     retain_steps: int = option("retain steps after each forget step", 5)

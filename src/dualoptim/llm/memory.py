@@ -45,10 +45,12 @@ BLOCK, MIN_QUANTIZED = 256, 4096  # dualoptim.optim.quant.BLOCK_SIZE, MIN_QUANTI
 STATE_MOMENTS = {
     "joint": (2, False),  # one shared AdamW state
     "alternate": (2, False),
+    "alternate-2lr": (2, False),
     "dual": (4, False),  # forget AdamW + retain AdamW
     "dual+": (6, False),  # base + forget residual + retain residual, two moments each
     "dual-8bit": (4, True),
     "dual+-8bit": (6, True),
+    "dual+-ref": (6, False),  # the same moments, stepped as the reference code does
 }
 
 

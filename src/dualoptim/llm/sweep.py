@@ -25,7 +25,7 @@ from typing import Any
 
 from dualoptim.io import write_json_atomic, write_text_atomic
 from dualoptim.llm.benchmark import TofuBenchmark
-from dualoptim.llm.config import TofuConfig, forget_lr_of, validate
+from dualoptim.llm.config import TofuConfig, forget_lr_of, set_tuned_rates, tuned_rates_section, validate
 from dualoptim.llm.results import DDOF, DO_NOTHING, FORGET_SIDE, NOISE_FLOOR, is_targeted, with_controls
 from dualoptim.metrics.aggregate import mean_std, metrics_over_runs, unlearning_check
 from dualoptim.sweep import (
@@ -69,8 +69,9 @@ def scaled_config(config: TofuConfig, factor: float, pairs: dict[str, list[str]]
 
 
 def apply_rate(config: TofuConfig, loss: str, strategy: str, rate: float) -> None:
-    """The one place a swept rate enters a configuration: ``unlearn.forget_lrs.<loss>.<strategy>``."""
-    config.unlearn.forget_lrs.setdefault(loss, {})[strategy] = rate
+    """The one place a swept rate enters a configuration: ``unlearn.forget_lrs.<loss>.<strategy>``, or
+    for a single-rate strategy (alternate) its one rate, ``unlearn.lrs`` (:func:`set_tuned_rates`)."""
+    set_tuned_rates(config, {loss: {strategy: rate}})
 
 
 def _mean(values: list[float]) -> float | None:
@@ -220,5 +221,5 @@ def run_sweep(
         *selected_lines(grid, OBJECTIVE, "forget_lr", best),
         *selection_notes(edges, refused, "forget_lr"),
     ])  # fmt: skip
-    write_best_preset(out / "best.yaml", {"unlearn": {"forget_lrs": best}}, header)
+    write_best_preset(out / "best.yaml", {"unlearn": tuned_rates_section(best)}, header)
     return summary

@@ -1,8 +1,11 @@
 """Unlearning with ``transformers.Trainer``: forget and retain steps in the alternation pattern.
 
 :class:`UnlearningTrainer` is a ``Trainer`` whose training items pair a forget row with a retain
-row (:class:`dualoptim.llm.data.UnlearningDataset`). Which half an optimizer step uses is a
-function of the optimizer step count alone (:meth:`dualoptim.schedule.Schedule.objective_at`), so
+row (:class:`dualoptim.llm.data.UnlearningDataset`), drawn by
+:class:`dualoptim.llm.data.AlternatingSampler` as the reference's alternating sampler draws them:
+forget steps cover every forget row once per pass, retain steps cycle over the retain set. Which
+half an optimizer step uses is a function of the optimizer step count alone
+(:meth:`dualoptim.schedule.Schedule.objective_at`), so
 
 * every micro-batch accumulated into one optimizer step serves the same objective (the research
   code mixed forget and retain micro-batches under multi-GPU);
@@ -35,6 +38,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from dualoptim.errors import NonFiniteLoss
+from dualoptim.llm.data import AlternatingSampler, UnlearningDataset
 from dualoptim.llm.losses import UnlearningLoss
 from dualoptim.schedule import Schedule
 from dualoptim.strategies import (
@@ -48,8 +52,10 @@ from dualoptim.strategies import (
 __all__ = ["UnlearningTrainer", "TrajectoryCallback", "frozen_copy"]
 
 #: the LLM papers' defaults: AdamW on both sides at lr 1e-5, one forget step per five retain steps
+#: (``alternate`` is the papers' Alternate there: one rate for both objectives)
 DEFAULT_SETTINGS = OptimizerSettings(forget_lr=1e-5, retain_lr=1e-5, family="adamw", betas=(0.9, 0.95),
-                                     weight_decay=0.0, forget_betas=(0.9, 0.95), forget_weight_decay=0.0)  # fmt: skip
+                                     weight_decay=0.0, forget_betas=(0.9, 0.95), forget_weight_decay=0.0,
+                                     two_rate_alternate=False)  # fmt: skip
 DEFAULT_SCHEDULE = Schedule(1, forget_steps=1, retain_steps=5)
 
 
@@ -105,6 +111,25 @@ class UnlearningTrainer(Trainer):
         #: (optimizer step, "forget" | "retain", loss value) of every micro-batch: the loss split by side
         self.loss_log: list[tuple[int, str, float]] = []
         self._logged_until = 0  # loss_log entries already reported by log()
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        """The reference's protocol for paired unlearning data: :class:`AlternatingSampler`, so that
+        forget steps cover every forget row once per pass and retain steps cycle over the retain set
+        (another dataset keeps the Trainer's own sampler)."""
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if not isinstance(dataset, UnlearningDataset):
+            return super()._get_train_sampler(train_dataset)
+        if self.args.max_steps < 1:
+            raise ValueError(
+                f"UnlearningTrainer needs TrainingArguments.max_steps >= 1, got {self.args.max_steps}: the "
+                "alternation and the passes over the forget set are counted in optimizer steps"
+            )
+        seed = self.args.seed if self.args.data_seed is None else self.args.data_seed
+        return AlternatingSampler(
+            len(dataset.forget), len(dataset.retain), schedule=self.schedule, steps=self.args.max_steps,
+            rows_per_step=self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+            * self.args.world_size, joint=self.joint, seed=seed,
+        )  # fmt: skip
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:

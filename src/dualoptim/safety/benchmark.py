@@ -40,7 +40,7 @@ from dualoptim.config import to_dict
 from dualoptim.devices import resolve_device, set_threads
 from dualoptim.errors import NonFiniteLoss
 from dualoptim.io import read_json, write_json_atomic
-from dualoptim.llm.config import forget_lr_of, optimizer_settings, schedule
+from dualoptim.llm.config import learning_rates, optimizer_settings, schedule
 from dualoptim.llm.data import QAFormat, TofuSplit, UnlearningCollator, UnlearningDataset, encode_qa
 from dualoptim.llm.losses import UnlearningLoss
 from dualoptim.paths import default_cache_dir
@@ -355,17 +355,18 @@ class SafetyBenchmark:
     def plan(self) -> list[SafetyRun]:
         cfg = self.config
         settings, alternation = optimizer_settings(cfg), schedule(cfg)
-        excluded = ("save_steps", "gradient_checkpointing", "forget_lrs")
+        excluded = ("save_steps", "gradient_checkpointing", "forget_lrs", "lrs")
         unlearn = {k: v for k, v in to_dict(cfg.unlearn).items() if k not in excluded}
         runs = []
         for loss in cfg.losses:
             for strategy in cfg.strategies:
-                rate = forget_lr_of(cfg, loss, strategy)
+                lr, rate = learning_rates(cfg, loss, strategy)  # alternate: its one rate, twice
                 for seed in cfg.seeds:
-                    key = stable_hash({**self._fixed_part(), "unlearn": {**unlearn, "forget_lr": rate}, "loss": loss,
-                                       "strategy": strategy, "seed": seed})  # fmt: skip
+                    key = stable_hash({**self._fixed_part(), "unlearn": {**unlearn, "lr": lr, "forget_lr": rate},
+                                       "loss": loss, "strategy": strategy, "seed": seed})  # fmt: skip
                     name = f"{slug(loss)}__{slug(strategy)}__seed{seed}"
-                    runs.append(SafetyRun(loss, strategy, seed, replace(settings, forget_lr=rate), alternation, name, key))
+                    runs.append(SafetyRun(loss, strategy, seed, replace(settings, retain_lr=lr, forget_lr=rate),
+                                          alternation, name, key))  # fmt: skip
         return runs
 
     def reference(self) -> dict[str, Any]:

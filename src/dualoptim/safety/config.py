@@ -134,7 +134,9 @@ class SafetyConfig:
     eval: EvalSection = option("evaluation", factory=EvalSection)
     unlearn: UnlearnSection = option("unlearning (the LLM task's section)", factory=UnlearnSection)
     losses: list[str] = option("FORGET+RETAIN loss combinations", factory=lambda: ["IDK+GD", "NPO+GD"])
-    strategies: list[str] = option("strategies to run each loss with", factory=lambda: ["joint", "alternate", "dual", "dual+"])
+    strategies: list[str] = option(
+        "strategies to run each loss with", factory=lambda: ["joint", "alternate", "alternate-2lr", "dual", "dual+"]
+    )
     seeds: list[int] = option("unlearning seeds (data order)", factory=lambda: [0])
     cache_dir: str | None = option("cache of tiny models, tokenizers and completions (default: dualoptim.paths)", None)
     device: str = option("cpu | cuda | auto (cuda when available)", "auto")
