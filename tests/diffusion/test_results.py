@@ -83,3 +83,20 @@ def test_the_report_prints_one_table_per_forgotten_class_with_the_do_nothing_row
     assert "| Do nothing (original) | – | 82.0 ± 2.0 | 11.00 ± 1.00 | 70.0 ± 0.0 | – | 3 | control (FA noise 3.8) |" in one
     assert "| SA | dual | 81.3 ± 1.5 | 13.00 ± 1.00 | 60.0 ± 0.0 | 4 | 3 | **did not unlearn** |" in one
     assert "2 of 3 classes recognised" in table
+
+
+def test_each_seed_has_its_own_noise_bank_and_seed_0_keeps_the_single_seed_bank():
+    from types import SimpleNamespace
+
+    import torch
+
+    from dualoptim.diffusion.benchmark import _EVAL_SEED, Benchmark
+
+    config = DiffusionConfig()
+    config.eval.forget_samples, config.eval.kept_samples = 5, 3
+    fake = SimpleNamespace(config=config, train_images=torch.zeros(2, 1, 4, 4), data=SimpleNamespace(num_classes=2), _noise={})
+    zero, one = Benchmark.noise_bank(fake, 0), Benchmark.noise_bank(fake, 1)
+    assert zero[1].shape == (5, 1, 4, 4)
+    assert torch.equal(zero[1], torch.randn((5, 1, 4, 4), generator=torch.Generator().manual_seed(_EVAL_SEED + 1)))
+    assert not torch.equal(zero[1], one[1]) and not torch.equal(zero[0], zero[1])
+    assert Benchmark.noise_bank(fake, 1) is one  # cached: every model of a seed grows from the same noise
