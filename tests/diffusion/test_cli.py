@@ -13,25 +13,41 @@ def _run(tmp_path, tiny_yaml, *extra):
 
 
 def test_a_tiny_benchmark_writes_the_envelope_table_figure_grids_and_resumes(tmp_path, tiny_yaml, capsys):
-    assert _run(tmp_path, tiny_yaml) == 0
+    assert _run(tmp_path, tiny_yaml, "--seeds", "0", "1") == 0
     out = tmp_path / "out"
     results = json.loads((out / "results.json").read_text())
     assert list(results)[:6] == ["task", "config", "environment", "command", "rows", "seconds"]
     assert results["task"] == "diffusion" and results["distance"] == "FD (classifier features)"
     assert isinstance(results["seconds"], float) and results["run_seconds"] > 0
+    assert results["seeds"] == [0, 1]
     rows = {(r["method"], r["strategy"]): r for r in results["rows"]}
     assert set(rows) == {("Original", None), ("SFRon", "alternate"), ("SFRon", "dual"), ("SA", "alternate"), ("SA", "dual")}
+    assert results["rows"][0]["control"] and not any(r["control"] for r in results["rows"][1:])
     for row in results["rows"]:
-        assert 0.0 <= row["FA"]["mean"] <= 100.0 and row["FD"]["mean"] >= 0.0
+        entry = row["per_class"]["3"]
+        assert entry["seeds"] == [0, 1]
+        for metric in ("FA", "FD", "kept_accuracy"):
+            per_seed = entry[metric]["per_seed"]
+            assert set(per_seed) == {"0", "1"}
+            assert entry[metric]["mean"] == pytest.approx(sum(per_seed.values()) / 2)
+        assert 0.0 <= entry["FA"]["mean"] <= 100.0 and entry["FD"]["mean"] >= 0.0 and entry["FA"]["std"] is not None
+        assert isinstance(entry.get("did_not_unlearn", False), bool)
+    control = rows[("Original", None)]["per_class"]["3"]
+    # the do-nothing row is the original scored on each seed's own noise bank: its seeds differ
+    assert control["FD"]["per_seed"]["0"] != control["FD"]["per_seed"]["1"]
+    for name, stats in results["original"]["sample_accuracy"].items():
+        assert set(stats["per_seed"]) == {"0", "1"}, name
     assert set(results["original"]["sample_accuracy"]) == set("0123456789")
     table = (out / "table.md").read_text()
     assert "FD (classifier features)" in table and "FID" not in table
+    assert "## Forgotten class: 3" in table and "| Do nothing (original) | – |" in table
     assert (out / "fa_fd.png").is_file()
-    assert len(list((out / "grids").glob("grid_class3_*.png"))) == 4
+    assert len(list((out / "grids").glob("grid_class3_*.png"))) == 8
+    assert (out / "runs" / "original" / "seed1.json").is_file()
     record = out / "runs" / "class3" / "SFRon__dual__seed0.json"
     stamp = record.stat().st_mtime_ns
     capsys.readouterr()
-    assert _run(tmp_path, tiny_yaml) == 0  # resume: nothing is recomputed
+    assert _run(tmp_path, tiny_yaml, "--seeds", "0", "1") == 0  # resume: nothing is recomputed
     assert record.stat().st_mtime_ns == stamp
     assert "class3/" not in capsys.readouterr().out
     assert main(["report", str(out)]) == 0

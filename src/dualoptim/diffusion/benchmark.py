@@ -3,13 +3,17 @@
 Layout of an output folder (the run store of :mod:`dualoptim.runs`)::
 
     config.yaml                                   the effective configuration
-    runs/original.json                            samples of the original model: per-class accuracy, FA/FD before
+    runs/original/seed<S>.json                    the do-nothing control of seed S: the original model's samples
+                                                  (per-class accuracy) scored like every run of that seed
     runs/class<C>/<method>__<strategy>__seed<S>.json   one finished unlearning run (metrics and its grid's pixels)
     results.json                                  the results envelope (:mod:`dualoptim.diffusion.results`)
 
-The original denoiser and the classifier are trained once and cached (:mod:`.originals`). Every
-model, before or after unlearning, is sampled from the same starting noise (a fixed bank per
-class), so grids and metrics compare images grown from the same noise.
+The original denoiser and the classifier are trained once and cached (:mod:`.originals`). A seed
+is a whole replicate: it decides the run's randomness (batches, timesteps, noise) *and* the bank of
+starting noises its images are grown from. Within a seed, every model (the original and each
+unlearned one) is sampled from the same bank, so grids and metrics compare image for image, and
+the original scored on each seed's bank is the do-nothing control whose spread over seeds is the
+noise a run must beat (``docs/design.md`` §4.5).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from dualoptim.strategies import STRATEGIES, OptimizerSettings, check_strategy
 
 __all__ = ["Benchmark", "RunSpec", "distance_name", "resolve_settings", "run_benchmark", "validate"]
 
-#: seed of the starting-noise bank and of the real reference images (independent of run seeds)
+#: seed of the real reference images and of the training subset; the noise banks derive from it and the run seed
 _EVAL_SEED = 12345
 
 
@@ -183,10 +187,10 @@ class Benchmark:
         # A latent model (DiT) is trained, unlearned and sampled on VAE latents; metrics see decoded images.
         self.latent = hasattr(self.original, "encode")
         self.train_images = self._encode(self.data.images) if self.latent else self.data.images
-        self.noise = self._noise_bank()
         self.real = self._real_reference()
-        self._before: dict[int, Tensor] | None = None
-        self._before_space: dict[int, Tensor] | None = None
+        self._noise: dict[int, dict[int, Tensor]] = {}  # seed -> class -> starting noises
+        self._before: dict[int, dict[int, Tensor]] = {}  # seed -> class -> the original's images (pixels)
+        self._before_space: dict[int, dict[int, Tensor]] = {}  # the same in the model's space (latents for DiT)
 
     def _encode(self, images: Tensor) -> Tensor:
         return torch.cat([self.original.encode(images[i : i + 64].to(self.device)).cpu() for i in range(0, len(images), 64)])
@@ -203,12 +207,16 @@ class Benchmark:
         return data
 
     # -- sampling and metrics -------------------------------------------------------------------------
-    def _noise_bank(self) -> dict[int, Tensor]:
-        """Starting noise of every generated image: ``forget_samples`` per class, the same for every model."""
-        n = max(self.config.eval.forget_samples, self.config.eval.kept_samples)
-        shape = tuple(self.train_images.shape[1:])
-        return {c: torch.randn((n, *shape), generator=torch.Generator().manual_seed(_EVAL_SEED + c))
-                for c in range(self.data.num_classes)}  # fmt: skip
+    def noise_bank(self, seed: int) -> dict[int, Tensor]:
+        """Starting noise of every image generated under ``seed``: ``max(forget_samples, kept_samples)`` per
+        class, the same for every model of that seed and different from seed to seed."""
+        if seed not in self._noise:
+            n = max(self.config.eval.forget_samples, self.config.eval.kept_samples)
+            shape = tuple(self.train_images.shape[1:])
+            # seed 0 keeps the bank of the single-seed benchmark (seeded _EVAL_SEED + c)
+            self._noise[seed] = {c: torch.randn((n, *shape), generator=torch.Generator().manual_seed(
+                _EVAL_SEED + c + 1_000 * seed)) for c in range(self.data.num_classes)}  # fmt: skip
+        return self._noise[seed]
 
     def _real_reference(self) -> dict[int, Tensor]:
         """``real_per_class`` real training images of every class (a fixed draw): what FD compares against."""
@@ -220,28 +228,30 @@ class Benchmark:
             feats[c] = images[chosen]
         return feats
 
-    def generate(self, model: nn.Module, per_class: dict[int, int], *, raw: bool = False) -> dict[int, Tensor]:
-        """``per_class[c]`` images of every class ``c``, grown from the first noises of its bank
+    def generate(self, model: nn.Module, per_class: dict[int, int], *, seed: int, raw: bool = False) -> dict[int, Tensor]:
+        """``per_class[c]`` images of every class ``c``, grown from the first noises of seed ``seed``'s bank
         (decoded to pixels for a latent model unless ``raw``)."""
+        bank = self.noise_bank(seed)
         labels = torch.cat([torch.full((n,), c) for c, n in per_class.items()])
-        noise = torch.cat([self.noise[c][:n] for c, n in per_class.items()])
+        noise = torch.cat([bank[c][:n] for c, n in per_class.items()])
         s = self.config.sample
         images = self.diffusion.sample(model, labels, noise, steps=s.ddim_steps, guidance=s.guidance, batch_size=s.batch_size)
         if self.latent and not raw:
             images = torch.cat([model.decode(images[i : i + 32].to(self.device)).cpu() for i in range(0, len(images), 32)])
         return dict(zip(per_class, images.split(list(per_class.values()))))
 
-    def before(self, raw: bool = False) -> dict[int, Tensor]:
-        """The original model's samples: ``forget_samples`` of every class (in the model's space, ``raw``,
-        they are SA's replay and Fisher data)."""
-        if self._before is None:
+    def before(self, seed: int, raw: bool = False) -> dict[int, Tensor]:
+        """The original model's samples on seed ``seed``'s bank: ``max(forget_samples, kept_samples)`` of every
+        class (in the model's space, ``raw``, they are SA's replay and Fisher data)."""
+        if seed not in self._before:
             n = max(self.config.eval.forget_samples, self.config.eval.kept_samples)
-            self._before_space = self.generate(self.original, {c: n for c in range(self.data.num_classes)}, raw=True)
-            self._before = self._before_space
+            space = self.generate(self.original, {c: n for c in range(self.data.num_classes)}, seed=seed, raw=True)
+            self._before_space[seed] = space
+            self._before[seed] = space
             if self.latent:
-                self._before = {c: torch.cat([self.original.decode(x[i : i + 32].to(self.device)).cpu()
-                                              for i in range(0, len(x), 32)]) for c, x in self._before_space.items()}  # fmt: skip
-        return self._before_space if raw else self._before
+                self._before[seed] = {c: torch.cat([self.original.decode(x[i : i + 32].to(self.device)).cpu()
+                                                    for i in range(0, len(x), 32)]) for c, x in space.items()}  # fmt: skip
+        return self._before_space[seed] if raw else self._before[seed]
 
     def distance(self, generated: dict[int, Tensor], kept: list[int]) -> float:
         """FD (classifier features) or FID of the kept classes' generated images against their real images."""
@@ -262,19 +272,23 @@ class Benchmark:
             "kept_accuracy": class_accuracy(self.classifier, fake, labels),
         }
 
-    def original_record(self) -> dict[str, Any]:
-        """Per-class accuracy of the original model's samples, and FA/FD before unlearning for each forgotten class."""
-        before = self.before()
+    def original_record(self, seed: int) -> dict[str, Any]:
+        """The do-nothing control of seed ``seed``: the original model's samples on that seed's bank, scored
+        exactly like a run (FA, distance, kept-class accuracy per forgotten class), and the per-class
+        accuracy of its samples (is the generator good enough for FA to mean anything?)."""
+        before = self.before(seed)
         accuracy = {self.data.classes[c]: class_accuracy(self.classifier, x, torch.full((len(x),), c))
                     for c, x in before.items()}  # fmt: skip
         return {
+            "seed": seed,
             "sample_accuracy": accuracy,
             "before": {str(c): self.metrics(before, c) for c in self.forget_classes},
             "pretrain_seconds": self.original_meta.get("seconds"),
+            "pretrain_steps": self.config.train.steps if "key" in self.original_meta else None,
             "classifier_seconds": self.classifier_meta.get("seconds"),
         }
 
-    def grid(self, generated: dict[int, Tensor], forget_class: int) -> dict[str, Any]:
+    def grid(self, generated: dict[int, Tensor], forget_class: int, seed: int) -> dict[str, Any]:
         """The pixels of a grid (uint8, ``[classes, images, C, H, W]``, base64): the forgotten class and a few
         kept classes, before and after unlearning."""
         e = self.config.eval
@@ -288,7 +302,7 @@ class Benchmark:
 
         shape = [len(classes), e.grid_images, *self.data.image_shape]
         return {"classes": [self.data.classes[c] for c in classes], "shape": shape,
-                "before": pixels(self.before()), "after": pixels(generated)}  # fmt: skip
+                "before": pixels(self.before(seed)), "after": pixels(generated)}  # fmt: skip
 
     # -- the runs -------------------------------------------------------------------------------------
     def specs(self) -> list[RunSpec]:
@@ -297,10 +311,11 @@ class Benchmark:
         shared = {"original": original, "classifier": self.classifier_meta.get("key"), "sample": to_dict(cfg.sample),
                   "eval": to_dict(cfg.eval), "batch_size": cfg.unlearn.batch_size, "cond_drop": cfg.train.cond_drop}  # fmt: skip
         specs = []
-        for c in self.forget_classes:
-            for method in cfg.methods:
-                for strategy in cfg.strategies:
-                    for seed in cfg.seeds:
+        # seed outermost: a benchmark stopped part-way has whole seeds of every (class, method, strategy)
+        for seed in cfg.seeds:
+            for c in self.forget_classes:
+                for method in cfg.methods:
+                    for strategy in cfg.strategies:
                         options = resolve_options(cfg, method, strategy)
                         settings = resolve_settings(cfg, method, strategy)
                         iterations = _method_config(cfg, method).iterations or cfg.unlearn.iterations
@@ -314,7 +329,7 @@ class Benchmark:
     def context(self, forget_class: int, seed: int) -> Context:
         x, y = self.train_images, self.data.labels
         forget = y == forget_class
-        generated = self.before(raw=True)
+        generated = self.before(seed, raw=True)
         gen_labels = torch.cat([torch.full((len(v),), c) for c, v in generated.items()])
         return Context(
             diffusion=self.diffusion, forget_class=forget_class, num_classes=self.data.num_classes,
@@ -339,11 +354,11 @@ class Benchmark:
         tick = time.perf_counter()
         e = self.config.eval
         per_class = {c: (e.forget_samples if c == spec.forget_class else e.kept_samples) for c in range(self.data.num_classes)}
-        generated = self.generate(model, per_class)
+        generated = self.generate(model, per_class, seed=spec.seed)
         return {**record, "metrics": self.metrics(generated, spec.forget_class), "seconds": log.seconds,
                 "eval_seconds": time.perf_counter() - tick, "steps": log.steps,
                 "final_losses": {k: v[-1] if v else None for k, v in log.losses.items()},
-                "grid": self.grid(generated, spec.forget_class)}  # fmt: skip
+                "grid": self.grid(generated, spec.forget_class, spec.seed)}  # fmt: skip
 
 
 def run_benchmark(config: DiffusionConfig, out: str | Path, *, progress_bar: bool = True,
@@ -355,10 +370,12 @@ def run_benchmark(config: DiffusionConfig, out: str | Path, *, progress_bar: boo
     start = time.perf_counter()
     bench = Benchmark(config, progress_bar=progress_bar, log=log, command=command)
     store = open_output(out, to_dict(config), bench.started)
-    original_key = stable_hash({"original": bench.original_meta.get("key"), "classifier": bench.classifier_meta.get("key"),
-                                "sample": to_dict(config.sample), "eval": to_dict(config.eval),
-                                "classes": bench.forget_classes, "checkpoint": config.model.checkpoint})  # fmt: skip
-    original, _ = store.get_or_run("original", original_key, bench.original_record)
+    shared_key = {"original": bench.original_meta.get("key"), "classifier": bench.classifier_meta.get("key"),
+                  "sample": to_dict(config.sample), "eval": to_dict(config.eval), "classes": bench.forget_classes,
+                  "checkpoint": config.model.checkpoint}  # fmt: skip
+    # the do-nothing control of every seed (a sampling pass of the original each): cheap, so all come first
+    originals = [store.get_or_run(f"original/seed{seed}", stable_hash({**shared_key, "seed": seed}),
+                                  lambda seed=seed: bench.original_record(seed))[0] for seed in config.seeds]  # fmt: skip
     records = []
     for spec in bench.specs():
         record, fresh = store.get_or_run(spec.name, spec.key, lambda spec=spec: bench.run(spec))
@@ -368,7 +385,7 @@ def run_benchmark(config: DiffusionConfig, out: str | Path, *, progress_bar: boo
                 f"FA {m['FA']:.1f}  {distance_name(config)} {m['FD']:.2f}  kept acc {m['kept_accuracy']:.1f}  "
                 f"({record['seconds']:.0f}s + eval {record['eval_seconds']:.0f}s)"))  # fmt: skip
         records.append(record)
-    results = build_results(config, bench.started, original, records, time.perf_counter() - start,
+    results = build_results(config, bench.started, originals, records, time.perf_counter() - start,
                             classes=bench.data.classes, distance=distance_name(config))  # fmt: skip
     write_json_atomic(Path(out) / "results.json", results)
     return results
