@@ -4,7 +4,6 @@ PASSED / FAILED / INCONCLUSIVE verdicts, exit status, files written."""
 import json
 
 import numpy as np
-import pytest
 
 from dualoptim.audit import (
     SetScores,

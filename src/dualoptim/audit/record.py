@@ -111,6 +111,7 @@ def build_audit(
     seed: int = 0,
     bootstrap: int = 1000,
     heldout_unseen: bool = False,
+    defaults: Sequence[Requirement] | None = None,
 ) -> dict[str, Any]:
     """The audit as a JSON-ready dict.
 
@@ -119,7 +120,8 @@ def build_audit(
     may be missing: its criteria are then INCONCLUSIVE, with the reason; ``before`` is None for the
     audit of one model as it is). ``primary``: the headline metric. ``heldout_unseen``: the user
     states that the model was never trained on the held-out rows (otherwise they are described as
-    what they are, data not in the forget or retain sets).
+    what they are, data not in the forget or retain sets). ``defaults``: the headline and advisory
+    criteria (default :data:`DEFAULT_REQUIREMENTS`, or :data:`SINGLE_MODEL_REQUIREMENTS` for one model).
     """
     single = before is None
     performance: dict[str, Any] = {}
@@ -219,7 +221,8 @@ def build_audit(
         notes.append("No held-out set: the forget set cannot be compared with a control; the forgetting criteria are "
                      "INCONCLUSIVE (give --heldout).")  # fmt: skip
     values = {k: _finite(v) for k, v in values.items()}
-    defaults = SINGLE_MODEL_REQUIREMENTS if single else DEFAULT_REQUIREMENTS
+    if defaults is None:
+        defaults = SINGLE_MODEL_REQUIREMENTS if single else DEFAULT_REQUIREMENTS
     verdicts = judge(values, requirements, reasons, intervals, defaults=defaults, inconclusive=inconclusive,
                      detectable=detectable)  # fmt: skip
     required = [v for v in verdicts if v.requirement.required]
@@ -270,7 +273,7 @@ def render_markdown(audit: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
         f"- Records: {counts['forget']} to forget, {counts['retain']} retained, "
         f"{counts.get('heldout', 0)} held out ({audit.get('heldout_meaning', HELDOUT_MEANING)})",
     ]
-    if not single or request.get("method"):
+    if "method" in request:
         lines.append(f"- Method: {request['method']}, strategy: {request['strategy']}, {request['steps']} optimizer steps")
     if request.get("settings"):
         lines.append("- Settings: " + ", ".join(f"{k}={v}" for k, v in request["settings"].items()))
@@ -370,7 +373,7 @@ def render_markdown(audit: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
                          f"{k['higher_statistic']:.4f} | {k['higher_p']:.3g} | {k['direction']} |")  # fmt: skip
     lines += ["", "## Verdicts", "", "PASSED: the whole 95% interval is on the wanted side of the threshold; FAILED: the whole "
               "interval is on the other side; INCONCLUSIVE: it straddles the threshold, or the data cannot decide.",
-              "", "```"] + [_verdict_line(v) for v in audit["verdicts"]] + ["```", ""]  # fmt: skip
+              "", "```"] + [verdict_line(v) for v in audit["verdicts"]] + ["```", ""]  # fmt: skip
     if audit["notes"]:
         lines += ["## Notes", ""] + [f"- {note}" for note in audit["notes"]] + [""]
     if audit.get("probes"):
@@ -414,7 +417,7 @@ def _probe_lines(probes: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _verdict_line(verdict: Mapping[str, Any]) -> str:
+def verdict_line(verdict: Mapping[str, Any]) -> str:
     outcome = verdict.get("outcome") or ("INCONCLUSIVE" if verdict["passed"] is None else ("PASSED" if verdict["passed"] else "FAILED"))
     kind = verdict.get("role") or ("required" if verdict["required"] else "advisory")
     value = "absent" if verdict["value"] is None else f"{verdict['value']:.4g}"

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["CRITERIA", "DEFAULT_REQUIREMENTS", "OUTCOMES", "SINGLE_MODEL_REQUIREMENTS", "Requirement", "Verdict",
+__all__ = ["CLASS_REQUIREMENTS", "CRITERIA", "DEFAULT_REQUIREMENTS", "OUTCOMES", "SINGLE_MODEL_REQUIREMENTS", "Requirement", "Verdict",
            "judge", "overall", "parse_requirements"]  # fmt: skip
 
 OUTCOMES = ("PASSED", "FAILED", "INCONCLUSIVE")
@@ -81,6 +81,14 @@ DEFAULT_REQUIREMENTS = (
     _default("forget_drop", ">", 0.0, "headline"),
     _default("forget_drop_vs_heldout", ">", 0.0, "headline"),
     _default("mia_auc", "<=", 0.6, "headline"),
+    _default("retain_drop", "<=", 5.0, "advisory"),
+)
+#: forgetting a whole class: its held-out examples are expected to fall with the forget set (no
+#: difference of differences); the class must be gone from both, at a bounded cost on the rest
+CLASS_REQUIREMENTS = (
+    _default("forget_loss_rise", ">", 0.0, "headline"),
+    _default("forget_drop", ">", 0.0, "headline"),
+    _default("heldout_drop", ">", 0.0, "headline"),
     _default("retain_drop", "<=", 5.0, "advisory"),
 )
 #: the verdicts of ``dualoptim audit`` of one model, without the model before unlearning

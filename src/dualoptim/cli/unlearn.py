@@ -4,7 +4,8 @@ Image classifiers (a project checkpoint, torchvision:/timm: ARCH with --weights,
 folder) with data as digits | fashion-mnist | an IDX folder | an image folder | a CSV of
 path,label; causal LMs (a transformers folder) with --forget/--retain JSONL of
 {"question","answer"} or {"messages": [...]} rows. --out receives the unlearned model in the
-input's format, audit.json, audit.md and plots. Exit status 3 when a --require threshold fails.
+input's format, audit.json, audit.md and plots: each criterion PASSED, FAILED or INCONCLUSIVE.
+Exit status 3 when a --require criterion does not pass.
 
 Example: dualoptim unlearn --model out/fmnist/model.pt --data fashion-mnist --forget forget.txt --out out/deleted
 """
@@ -18,15 +19,15 @@ from pathlib import Path
 
 from dualoptim.cli.common import command_line
 
-__all__ = ["IMAGE_FLAGS", "LLM_FLAGS", "add_arguments", "detect_task", "run"]
+__all__ = ["IMAGE_FLAGS", "LLM_FLAGS", "add_arguments", "detect_task", "print_verdicts", "run"]
 
 #: flag (argparse dest) -> ImageRequest key
 IMAGE_FLAGS = ("model", "weights", "trust_pickle", "image_size", "data", "forget", "forget_class", "retain", "heldout",
                "method", "strategy", "epochs", "steps", "forget_lr", "lr", "batch_size", "device", "threads", "workers",
-               "checkpoint_every", "seed", "eval_examples", "bootstrap", "data_root")  # fmt: skip
+               "checkpoint_every", "seed", "eval_examples", "bootstrap", "data_root", "heldout_unseen")  # fmt: skip
 #: flag (argparse dest) -> LLMRequest key
 LLM_FLAGS = ("model", "forget", "retain", "heldout", "method", "strategy", "epochs", "steps", "forget_lr", "lr",
-             "batch_size", "device", "threads", "checkpoint_every", "seed", "eval_examples", "bootstrap")  # fmt: skip
+             "batch_size", "device", "threads", "checkpoint_every", "seed", "eval_examples", "bootstrap", "heldout_unseen")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--forget", help="file of sample ids (images) or JSONL of rows (LLM) to forget")
     add("--forget-class", metavar="NAME", help="images: forget every example of this class")
     add("--retain", help="ids (images) or JSONL (LLM) to keep; images: default every training example not forgotten")
-    add("--heldout", help="data the model never saw, for the audit (images: default the test split)")
+    add("--heldout", help="data not in the forget or retain sets, the audit's control (images: default the test split)")
+    add("--heldout-unseen", action="store_true", help="you know the model never saw the held-out data (said so in the audit)")
     add("--weights", help="weights file of --model torchvision:ARCH or timm:ARCH")
     add("--trust-pickle", action="store_true", help="allow a .pt holding a pickled whole model (unpickling runs code)")
     add("--image-size", type=int, help="image side for torchvision/timm models reading image files (default 224)")
@@ -50,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--batch-size", type=int, help="mini-batch size")
     add("--workers", type=int, help="DataLoader workers (default: 0 in memory, 4 for image files)")
     add("--checkpoint-every", type=int, metavar="N", help="save a resumable checkpoint every N steps")
-    add("--eval-examples", type=int, metavar="N", help="examples per set scored for the audit (default 10000)")
+    add("--eval-examples", type=int, metavar="N", help="examples per set scored for the audit (default: images 10000, LLM 200)")
     add("--bootstrap", type=int, metavar="N", help="bootstrap resamples of each AUC (default 1000)")
     add("--seed", type=int)
     add("--require", action="append", metavar="CRIT<=X,...",
@@ -103,8 +105,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dualoptim.audit import exit_status
-
     task = detect_task(args)
     if task == "llm":
         from dualoptim.llm.deletion import LLMRequest, unlearn_llm
@@ -119,13 +119,19 @@ def _run(args: argparse.Namespace) -> int:
 
         audit = unlearn_images(_request(args, ImageRequest, IMAGE_FLAGS, "unlearn-image"), args.out,
                                progress_bar=not args.no_progress, command=command_line("unlearn", args))  # fmt: skip
+    return print_verdicts(audit, "unlearn", args.out, "unlearned model and audit")
+
+
+def print_verdicts(audit: dict, command: str, out: str, what: str) -> int:
+    """One line per criterion, the overall outcome, where the files are; the exit status (3: a --require did not pass)."""
+    from dualoptim.audit import exit_status
+    from dualoptim.audit.record import verdict_line
+
     for verdict in audit["verdicts"]:
-        status = "ABSENT" if verdict["passed"] is None else ("PASS" if verdict["passed"] else "FAIL")
-        value = "absent" if verdict["value"] is None else f"{verdict['value']:.4g}"
-        print(f"{status:6s} {verdict['criterion']} = {value} (wanted {verdict['op']} {verdict['threshold']:g}"
-              f"{', required' if verdict['required'] else ''})")  # fmt: skip
-    print(f"unlearned model and audit (audit.md, audit.json) in {args.out}")
+        print(verdict_line(verdict))
+    print(f"outcome: {audit['outcome']}")
+    print(f"{what} (audit.md, audit.json) in {out}")
     status = exit_status(audit)
     if status:
-        print("dualoptim unlearn: the audit failed a --require threshold", flush=True)
+        print(f"dualoptim {command}: a --require criterion did not pass (FAILED or INCONCLUSIVE)", flush=True)
     return status

@@ -47,13 +47,23 @@ from dualoptim.llm.data import (
     encode_qa,
     pad_batch,
 )
+from dualoptim.llm.facts import (
+    greedy_matches,
+    informative_token_mask,
+    informative_words,
+    question_text,
+    words,
+)
 from dualoptim.llm.losses import UnlearningLoss, answer_logprobs
-from dualoptim.llm.metrics import probability, rouge_l_recall
+from dualoptim.llm.metrics import rouge_l_recall
 from dualoptim.runs import environment, stable_hash
 from dualoptim.schedule import Schedule
 from dualoptim.strategies import check_strategy
 
-__all__ = ["ConversationFormat", "LLMRequest", "min_k_scores", "read_rows", "score_rows", "unlearn_llm"]
+__all__ = ["ConversationFormat", "LLMRequest", "PRIMARY", "audit_llm", "min_k_scores", "read_rows", "score_rows", "unlearn_llm"]
+
+#: the headline metric of a causal LM's audit: the probability of the answer's informative tokens
+PRIMARY = "fact_probability"
 
 #: refusals the IDK and DPO losses steer forget questions towards
 REFUSALS = ("I don't know.", "I'm not able to answer that.", "I have no information about that.",
@@ -67,7 +77,9 @@ class LLMRequest:
     model: str = option("a transformers folder (save_pretrained) or hub id of a causal LM", "")
     forget: str | None = option("JSONL of rows to forget: {question, answer} or {messages: [...]}", None)
     retain: str | None = option("JSONL of rows to keep (the retain loss and the utility audit)", None)
-    heldout: str | None = option("JSONL of rows the model never saw, for the membership audit", None)
+    heldout: str | None = option("JSONL of rows not in the forget or retain sets, the audit's control", None)
+    heldout_unseen: bool = option("you know the model never saw the held-out rows (else they are described as data "
+                                  "not in the forget or retain sets)", False)
     method: str = option("FORGET+RETAIN losses: GA, IDK, ME, NPO, DPO + GD, KL, AP", "NPO+GD")
     strategy: str = option("joint | alternate | dual | dual+ | dual-8bit | dual+-8bit", "dual")
     epochs: int = option("passes over the forget set (each forget step followed by retain_steps retain steps)", 5)
@@ -112,15 +124,18 @@ def _row(raw: Any, where: str) -> dict[str, Any]:
                 "ending with an assistant message")  # fmt: skip
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: {expected}; got {type(raw).__name__}")
+    paraphrases = raw.get("paraphrases", [])
+    if not isinstance(paraphrases, list) or not all(isinstance(p, str) and p.strip() for p in paraphrases):
+        raise ValueError(f"{where}: \"paraphrases\" must be a list of non-empty strings (reworded questions), got {paraphrases!r}"[:300])
     if isinstance(raw.get("question"), str) and isinstance(raw.get("answer"), str):
-        return {"question": raw["question"], "answer": raw["answer"]}
+        return {"question": raw["question"], "answer": raw["answer"], "paraphrases": paraphrases}
     messages = raw.get("messages")
     if isinstance(messages, list) and messages and all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
     ):
         if messages[-1]["role"] != "assistant" or len(messages) < 2:
             raise ValueError(f"{where}: the last message must be the assistant's answer after at least one other message")
-        return {"question": [dict(m) for m in messages[:-1]], "answer": messages[-1]["content"]}
+        return {"question": [dict(m) for m in messages[:-1]], "answer": messages[-1]["content"], "paraphrases": paraphrases}
     raise ValueError(f"{where}: {expected}; got keys {sorted(raw)}")
 
 
@@ -149,14 +164,24 @@ def read_rows(path: str | os.PathLike[str], what: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _normalised_question(question: Any) -> str:
+    """A question's user text as lower-case words: a system turn or punctuation does not make it another question."""
+    if not isinstance(question, str):
+        users = [m["content"] for m in question if m.get("role") == "user"]
+        question = users[-1] if users else question_text(question)
+    return " ".join(words(question))
+
+
 def _check_sets(forget: list[dict], retain: list[dict], heldout: list[dict] | None) -> None:
     seen: dict[str, int] = {}
     for row in forget:
         if row["id"] in seen:
             raise ValueError(f"the forget set repeats a row: lines {seen[row['id']]} and {row['line']}")
         seen[row["id"]] = row["line"]
+    # the same question, whatever the row format (a chat row here, a question/answer row there)
+    asked = {_normalised_question(row["question"]) for row in forget}
     for name, rows in (("retain", retain), ("held-out", heldout or [])):
-        both = [r["line"] for r in rows if r["id"] in seen]
+        both = [r["line"] for r in rows if r["id"] in seen or _normalised_question(r["question"]) in asked]
         if both:
             raise ValueError(f"{len(both)} {name} row(s) are also in the forget set (lines {', '.join(map(str, both[:5]))})")
 
@@ -173,14 +198,25 @@ def min_k_scores(token_logp: torch.Tensor, mask: torch.Tensor, k: float) -> torc
 
 
 @torch.no_grad()
-def score_rows(model: Any, tokenizer: Any, fmt: QAFormat, rows: Sequence[dict], request: LLMRequest) -> SetScores:
-    """Answer probability and ROUGE-L recall (percent), per-row answer NLL, and the loss and Min-K% attack scores."""
+def score_rows(
+    model: Any, tokenizer: Any, fmt: QAFormat, rows: Sequence[dict], request: LLMRequest,
+    informative: Sequence[set[str]] | None = None,
+) -> SetScores:  # fmt: skip
+    """Whole-answer and fact-level measures of each row (percent, :mod:`~dualoptim.llm.facts`), the
+    per-row answer NLL, and the loss and Min-K% attack scores.
+
+    ``informative``: the informative words of each row (default: computed from ``rows``, the
+    template being the words shared by the set's other answers). Rows with ``paraphrases`` are also
+    scored with each rewording as the question (``extra``: how many facts survive rewording).
+    """
     from dualoptim.llm.evaluate import generate
 
+    if informative is None:
+        informative = informative_words([r["answer"] for r in rows], [r["question"] for r in rows])
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    nll, min_k = [], []
+    nll, min_k, fact_logp = [], [], []
     try:
         for begin in range(0, len(rows), request.batch_size):
             chunk = rows[begin : begin + request.batch_size]
@@ -189,16 +225,54 @@ def score_rows(model: Any, tokenizer: Any, fmt: QAFormat, rows: Sequence[dict], 
             token_logp, mask, _ = answer_logprobs(model, batch)
             nll.append((-token_logp.sum(1) / mask.sum(1).clamp_min(1)).cpu())
             min_k.append(min_k_scores(token_logp, mask, request.min_k).cpu())
+            for i, example in enumerate(encoded):
+                answer_ids = [t for t in example["labels"] if t != -100]
+                keep = torch.tensor(informative_token_mask(tokenizer, answer_ids, informative[begin + i]), dtype=torch.bool)
+                values = token_logp[i][mask[i]].cpu()
+                chosen = values[keep[: len(values)]] if keep[: len(values)].any() else values
+                fact_logp.append(float(chosen.mean()) if len(chosen) else float("nan"))
         answers = generate(model, tokenizer, fmt, [r["question"] for r in rows], request.max_new_tokens, request.batch_size)
     finally:
         model.train(was_training)
     loss = torch.cat(nll).double().numpy()
-    rouge = [rouge_l_recall(text, r["answer"]) for (text, _), r in zip(answers, rows)]
+    matches = [greedy_matches(text, r["answer"], words_) for (text, _), r, words_ in zip(answers, rows, informative)]
+    per_example = {
+        "probability": 100.0 * np.exp(-loss),
+        "rouge": 100.0 * np.array([rouge_l_recall(text, r["answer"]) for (text, _), r in zip(answers, rows)]),
+        "fact_probability": 100.0 * np.exp(np.array(fact_logp)),
+        **{name: 100.0 * np.array([m[name] for m in matches]) for name in ("fact_rouge", "exact_match", "contains_match", "fact_match")},
+    }
+    extra = _paraphrase_scores(model, tokenizer, fmt, rows, request, informative)
     return SetScores(
-        metrics={"probability": 100.0 * float(np.mean([probability(v) for v in loss])), "rouge": 100.0 * float(np.mean(rouge))},
+        metrics={name: float(np.mean(values)) for name, values in per_example.items()},
         loss=loss,
         attacks={"loss": -loss, "min_k": torch.cat(min_k).double().numpy()},
+        per_example=per_example,
+        extra=extra,
     )
+
+
+def _reworded(question: Any, paraphrase: str) -> Any:
+    """The question with its text replaced by ``paraphrase`` (a conversation's last user turn)."""
+    if isinstance(question, str):
+        return paraphrase
+    messages = [dict(m) for m in question]
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user") if any(m["role"] == "user" for m in messages) else -1
+    messages[last]["content"] = paraphrase
+    return messages
+
+
+def _paraphrase_scores(model, tokenizer, fmt, rows, request, informative) -> dict[str, Any]:
+    """Each paraphrase scored like its original; a fact survives when some rewording's greedy answer holds it."""
+    pairs = [(i, p) for i, r in enumerate(rows) for p in r.get("paraphrases") or ()]
+    if not pairs:
+        return {}
+    reworded = [{"question": _reworded(rows[i]["question"], p), "answer": rows[i]["answer"]} for i, p in pairs]
+    scores = score_rows(model, tokenizer, fmt, reworded, request, [informative[i] for i, _ in pairs])
+    survived = {i for (i, _), hit in zip(pairs, scores.per_example["fact_match"]) if hit > 0}
+    return {"paraphrases": len(pairs), "facts_with_paraphrases": len({i for i, _ in pairs}),
+            "paraphrase_survivors": len(survived), "paraphrase_fact_probability": scores.metrics["fact_probability"],
+            "paraphrase_fact_match": scores.metrics["fact_match"]}  # fmt: skip
 
 
 def validate(request: LLMRequest) -> None:
@@ -268,7 +342,9 @@ def unlearn_llm(
     audit_rows = {name: rows[: request.eval_examples] for name, rows in sets.items()}
     log(f"forget {len(forget)}, retain {len(retain)}, held-out {len(heldout) if heldout else 0} rows; "
         f"{request.method}/{request.strategy} on {device}; prompts: {'chat template' if fmt.chat_template else 'TOFU tags'}")  # fmt: skip
-    before = {name: score_rows(model, tokenizer, fmt, rows, request) for name, rows in audit_rows.items()}
+    informative = {name: informative_words([r["answer"] for r in rows], [r["question"] for r in rows])
+                   for name, rows in audit_rows.items()}  # fmt: skip
+    before = {name: score_rows(model, tokenizer, fmt, rows, request, informative[name]) for name, rows in audit_rows.items()}
 
     loss = UnlearningLoss(request.method, beta=request.beta)
     forget_steps = math.ceil(len(forget) / request.batch_size)
@@ -302,7 +378,7 @@ def unlearn_llm(
     trainer.train(resume_from_checkpoint=True if resume else None)
     unlearn_seconds = time.perf_counter() - tick
     model.eval()
-    after = {name: score_rows(model, tokenizer, fmt, rows, request) for name, rows in audit_rows.items()}
+    after = {name: score_rows(model, tokenizer, fmt, rows, request, informative[name]) for name, rows in audit_rows.items()}
 
     def save(folder: Path) -> None:
         model.save_pretrained(folder)
@@ -331,16 +407,100 @@ def unlearn_llm(
         "seconds": time.perf_counter() - started,
         "environment": env,
     }  # fmt: skip
-    audit = build_audit(request=record, before=before, after=after, primary="rouge", requirements=requirements,
-                        seed=request.seed, bootstrap=request.bootstrap)  # fmt: skip
+    audit = build_audit(request=record, before=before, after=after, primary=PRIMARY, requirements=requirements,
+                        seed=request.seed, bootstrap=request.bootstrap, heldout_unseen=request.heldout_unseen)  # fmt: skip
     losses = {when: {name: s.loss for name, s in scores.items()} for when, scores in (("before", before), ("after", after))}
     write_audit(audit, out, losses)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return audit
 
 
+def audit_llm(
+    request: LLMRequest,
+    out: str | os.PathLike[str],
+    *,
+    original: str | None = None,
+    command: list[str] | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """``dualoptim audit`` of a causal LM as it is: score ``request.model`` (and ``original``, the
+    model before unlearning, when given) on the forget, retain and held-out rows; write
+    ``audit.json``, ``audit.md`` and plots into ``out``; return the audit.
+
+    Without ``original``: does this model still know these rows, compared with the held-out rows?
+    With it: the before/after audit of :func:`unlearn_llm` (``original == model`` is the negative
+    control and never passes). The unlearning options of ``request`` are not used.
+    """
+    from dualoptim.llm.models import load_pretrained
+
+    started = time.perf_counter()
+    for name in ("model", "forget", "retain"):
+        if not getattr(request, name):
+            raise ValueError(f"--{name} is required for a causal LM")
+    for name in ("batch_size", "max_length", "eval_examples", "bootstrap"):
+        if getattr(request, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(request, name)}")
+    requirements = parse_requirements(request.require)
+    set_threads(request.threads)
+    env = environment(command)
+    device = resolve_device(request.device)
+    forget = read_rows(request.forget, "forget")
+    retain = read_rows(request.retain, "retain")
+    heldout = read_rows(request.heldout, "held-out") if request.heldout else None
+    _check_sets(forget, retain, heldout)
+    if heldout is None and requirements:
+        if any(r.criterion.startswith(("mia", "ks", "heldout", "forget_gap")) or "vs_heldout" in r.criterion for r in requirements):
+            raise ValueError("--require names a held-out criterion but there is no held-out set (give --heldout)")
+    for path in filter(None, (request.model, original)):
+        if Path(path).exists() and (Path(out).resolve() == Path(path).resolve() or Path(path).resolve() in Path(out).resolve().parents):
+            raise ValueError(f"--out {out} would write into the model folder {path}: choose another folder")
+    sets = {"forget": forget, "retain": retain, **({"heldout": heldout} if heldout else {})}
+    audit_rows = {name: rows[: request.eval_examples] for name, rows in sets.items()}
+    informative = {name: informative_words([r["answer"] for r in rows], [r["question"] for r in rows])
+                   for name, rows in audit_rows.items()}  # fmt: skip
+
+    def score(path: str) -> tuple[dict[str, SetScores], str]:
+        model, tokenizer = load_pretrained(path, pad_token="eos")
+        fmt = ConversationFormat(chat_template=bool(getattr(tokenizer, "chat_template", None)))
+        model.to(device)
+        scores = {name: score_rows(model, tokenizer, fmt, rows, request, informative[name]) for name, rows in audit_rows.items()}
+        del model
+        return scores, "chat template" if fmt.chat_template else "TOFU tags"
+
+    after, prompts = score(request.model)
+    before = score(original)[0] if original else None
+    log(f"audit of {request.model}{f' against {original}' if original else ''}: forget {len(forget)}, retain {len(retain)}, "
+        f"held-out {len(heldout) if heldout else 0} rows on {device}; prompts: {prompts}")  # fmt: skip
+
+    def sha(path: str | None) -> str | None:
+        return sha256_path(path) if path and Path(path).exists() else None
+
+    record = {
+        "task": "causal language model",
+        "model": {"source": request.model, "format": "huggingface (save_pretrained)", "input_sha256": sha(request.model),
+                  "original": original, "original_sha256": sha(original)},
+        "data": f"forget {request.forget}, retain {request.retain}, held-out {request.heldout}",
+        "forget": {"source": f"rows of {request.forget}", "ids_sha256": sha256_ids(r["id"] for r in forget),
+                   "file_sha256": sha256_file(request.forget), "first_ids": [r["id"] for r in forget[:10]]},
+        "counts": {"forget": len(forget), "retain": len(retain), "heldout": len(heldout or []),
+                   "scored": {name: len(rows) for name, rows in audit_rows.items()}},
+        "settings": {"prompt_format": prompts, "device": str(device), "max_new_tokens": request.max_new_tokens},
+        "options": dataclasses.asdict(request),
+        "seconds": time.perf_counter() - started,
+        "environment": env,
+    }  # fmt: skip
+    audit = build_audit(request=record, before=before, after=after, primary=PRIMARY, requirements=requirements,
+                        seed=request.seed, bootstrap=request.bootstrap, heldout_unseen=request.heldout_unseen)  # fmt: skip
+    losses = {"after": {name: s.loss for name, s in after.items()}}
+    if before is not None:
+        losses["before"] = {name: s.loss for name, s in before.items()}
+    write_audit(audit, out, losses)
+    return audit
+
+
 #: options that change the audit or the speed, not the steps unlearning takes: a changed one still resumes
-_NOT_IN_KEY = ("require", "bootstrap", "eval_examples", "threads", "workers", "checkpoint_every", "max_new_tokens", "min_k")
+_NOT_IN_KEY = ("require", "bootstrap", "eval_examples", "threads", "workers", "checkpoint_every", "max_new_tokens", "min_k",
+               "heldout_unseen")
 
 
 def _trajectory_options(request) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from dualoptim.vision.loop import unlearn
 from dualoptim.vision.methods import METHODS, build_method
 from dualoptim.vision.sources import LoaderSource, Samples, in_memory, open_samples, subset_indices
 
-__all__ = ["ImageRequest", "read_ids", "resolve_sets", "score_sets", "unlearn_images"]
+__all__ = ["ImageRequest", "audit_images", "read_ids", "resolve_sets", "score_sets", "unlearn_images"]
 
 
 @dataclass
@@ -61,7 +61,9 @@ class ImageRequest:
     forget: str | None = option("file of sample ids to forget (one per line, or a JSON list)", None)
     forget_class: str | None = option("forget every example of this class (name or label)", None)
     retain: str | None = option("file of retain ids (default: every training example not forgotten)", None)
-    heldout: str | None = option("data the model never saw, for the audit (default: the data set's test split)", None)
+    heldout: str | None = option("data not in the forget or retain sets, the audit's control (default: the test split)", None)
+    heldout_unseen: bool = option("you know the model never saw the held-out data (else it is described as data not "
+                                  "in the forget or retain sets)", False)
     method: str = option("unlearning method (FT, GA, NegGrad+, RL, SalUn, SCRUB, SFRon)", "NegGrad+")
     method_options: dict[str, Any] = option("hyper-parameters of the method", factory=dict)
     strategy: str = option("joint | alternate | dual | dual+ | dual-8bit | dual+-8bit", "dual")
@@ -196,10 +198,12 @@ def score_sets(model: nn.Module, sources: dict[str, LoaderSource]) -> dict[str, 
                 entropies.append(entropy(torch.softmax(logits, dim=1)).cpu())
                 correct.append((logits.argmax(dim=1) == labels).cpu())
             loss = torch.cat(losses).double().numpy()
+            hits = 100.0 * torch.cat(correct).double().numpy()
             scores[name] = SetScores(
-                metrics={"accuracy": 100.0 * torch.cat(correct).float().mean().item()},
+                metrics={"accuracy": float(hits.mean())},
                 loss=loss,
                 attacks={"loss": -loss, "entropy": -torch.cat(entropies).double().numpy()},
+                per_example={"accuracy": hits},
             )
     finally:
         model.train(was_training)
@@ -383,8 +387,9 @@ def unlearn_images(
         "seconds": time.perf_counter() - started,
         "environment": {**env, "python": platform.python_version()},
     }  # fmt: skip
-    audit = build_audit(request=record, before=before, after=after, primary="accuracy",
-                        requirements=requirements, seed=request.seed, bootstrap=request.bootstrap)  # fmt: skip
+    audit = build_audit(request=record, before=before, after=after, primary="accuracy", requirements=requirements,
+                        seed=request.seed, bootstrap=request.bootstrap, heldout_unseen=request.heldout_unseen,
+                        defaults=_class_defaults(request, before is None))  # fmt: skip
     if request.forget_class is not None and heldout is not None:
         audit["notes"].append(f"Class forgetting: the held-out set is the held-out examples of class {request.forget_class!r} "
                               "only, so its accuracy is expected to fall with the forget set's; retain_drop is the utility cost.")
@@ -394,8 +399,125 @@ def unlearn_images(
     return audit
 
 
+def audit_images(
+    request: ImageRequest,
+    out: str | os.PathLike[str],
+    *,
+    original: str | None = None,
+    original_weights: str | None = None,
+    command: list[str] | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """``dualoptim audit``: audit ``request.model`` as it is, without unlearning; write ``audit.json``,
+    ``audit.md`` and plots into ``out``; return the audit.
+
+    Without ``original`` the audit asks "does this model still know these records?": the forget
+    set against the held-out set on this one model. With ``original`` (the model before unlearning,
+    ``original_weights`` for a torchvision:/timm: one) it is the full before/after audit of
+    :func:`unlearn_images`, whose negative control is ``original == model`` (never PASSED). The
+    unlearning options of ``request`` are not used; the models and data are only read.
+    """
+    started = time.perf_counter()
+    if not request.model:
+        raise ValueError("--model is required")
+    if not request.data:
+        raise ValueError("--data is required")
+    for name in ("eval_examples", "bootstrap", "image_size"):
+        if getattr(request, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(request, name)}")
+    requirements = parse_requirements(request.require)
+    set_threads(request.threads)
+    env = environment(command)
+    device = resolve_device(request.device)
+    loaded = load_classifier(request.model, weights=request.weights, trust_pickle=request.trust_pickle, image_size=request.image_size)
+    if loaded.weights_path is not None and _overlaps(Path(out), loaded.weights_path):
+        raise ValueError(f"--out {out} would write into the audited model's folder {loaded.weights_path}: choose another folder")
+    before_model = None
+    if original is not None:
+        before_model = load_classifier(original, weights=original_weights, trust_pickle=request.trust_pickle,
+                                       image_size=request.image_size)  # fmt: skip
+        if before_model.num_classes != loaded.num_classes:
+            raise ValueError(f"--original {original} has {before_model.num_classes} outputs, --model {request.model} "
+                             f"has {loaded.num_classes}: not the same classifier before and after")  # fmt: skip
+    # the data the models were trained on is the original's (a retrained model saw less of it)
+    reference = before_model or loaded
+    samples, test = open_samples(request.data, data_root=request.data_root, transform=loaded.transform,
+                                 classes=reference.classes)  # fmt: skip
+    if reference.meta.get("train_subset"):
+        samples = samples.restrict(subset_indices(len(samples), reference.meta["train_subset"]),
+                                   f"{samples.description}, the {reference.meta['train_subset']} examples the model was trained on")  # fmt: skip
+    heldout = test
+    if request.heldout is not None:
+        heldout, _ = open_samples(request.heldout, transform=loaded.transform, classes=loaded.classes or samples.classes)
+    if heldout is None and any(r.criterion.startswith(("mia", "ks", "heldout", "forget_gap")) or "vs_heldout" in r.criterion
+                               for r in requirements):  # fmt: skip
+        raise ValueError("--require names a held-out criterion but there is no held-out set (give --heldout)")
+    forget_idx, retain_idx, forget_ids = resolve_sets(request, samples)
+    for model_info in filter(None, (loaded, before_model)):
+        _check_labels(model_info, samples, forget_idx, "forget")
+        _check_labels(model_info, samples, retain_idx, "retain")
+    heldout_idx = None
+    if heldout is not None:
+        heldout_idx = torch.arange(len(heldout))
+        _check_labels(loaded, heldout, heldout_idx, "held-out")
+        if request.forget_class is not None:
+            heldout_idx = torch.nonzero(heldout.labels == int(samples.labels[forget_idx[0]])).flatten()
+    workers = request.workers if request.workers is not None else (min(4, os.cpu_count() or 1) if not in_memory(request.data) else 0)
+    sources = {"forget": LoaderSource(samples, forget_idx, device, workers=workers),
+               "retain": LoaderSource(samples, retain_idx, device, workers=workers)}  # fmt: skip
+    if heldout is not None:
+        sources["heldout"] = LoaderSource(heldout, heldout_idx, device, workers=workers)
+    picker = torch.Generator().manual_seed(request.seed)
+    audit_sets = {name: source.subset(request.eval_examples, picker) for name, source in sources.items()}
+    model = loaded.model.to(device)
+    _check_forward(model, sources["forget"], loaded.num_classes)
+    after = score_sets(model, audit_sets)
+    before = None
+    if before_model is not None:
+        first = before_model.model.to(device)
+        _check_forward(first, sources["forget"], before_model.num_classes)
+        before = score_sets(first, audit_sets)
+    log(f"audit of {request.model}{f' against {original}' if original else ''}: forget {len(forget_idx)}, "
+        f"retain {len(retain_idx)}, held-out {len(heldout_idx) if heldout is not None else 0} examples on {device}")  # fmt: skip
+    record = {
+        "task": "image classification",
+        "model": {"source": loaded.source, "format": loaded.format, "input_sha256": _weights_sha(loaded),
+                  "original": original, "original_sha256": _weights_sha(before_model) if before_model else None,
+                  "num_classes": loaded.num_classes},
+        "data": request.data,
+        "forget": {"source": f"ids from {request.forget}" if request.forget else f"every example of class {request.forget_class!r}",
+                   "ids_sha256": sha256_ids(forget_ids), "file_sha256": sha256_file(request.forget) if request.forget else None,
+                   "first_ids": forget_ids[:10]},
+        "counts": {"forget": len(forget_idx), "retain": len(retain_idx), "heldout": len(heldout_idx) if heldout is not None else 0,
+                   "scored": {name: len(s) for name, s in audit_sets.items()}},
+        "options": dataclasses.asdict(request),
+        "seconds": time.perf_counter() - started,
+        "environment": {**env, "python": platform.python_version()},
+    }  # fmt: skip
+    audit = build_audit(request=record, before=before, after=after, primary="accuracy", requirements=requirements,
+                        seed=request.seed, bootstrap=request.bootstrap, heldout_unseen=request.heldout_unseen,
+                        defaults=_class_defaults(request, before is None))  # fmt: skip
+    losses = {"after": {name: s.loss for name, s in after.items()}}
+    if before is not None:
+        losses["before"] = {name: s.loss for name, s in before.items()}
+    write_audit(audit, out, losses)
+    return audit
+
+
+def _class_defaults(request: ImageRequest, single: bool):
+    """Class forgetting is judged by the class being gone, not by a difference from its own held-out examples."""
+    from dualoptim.audit.requirements import CLASS_REQUIREMENTS
+
+    return CLASS_REQUIREMENTS if request.forget_class is not None and not single else None
+
+
+def _weights_sha(loaded: LoadedModel) -> str | None:
+    return sha256_path(loaded.weights_path) if loaded.weights_path is not None else None
+
+
 #: options that change the audit or the speed, not the steps unlearning takes: a changed one still resumes
-_NOT_IN_KEY = ("require", "bootstrap", "eval_examples", "threads", "workers", "checkpoint_every", "max_new_tokens", "min_k")
+_NOT_IN_KEY = ("require", "bootstrap", "eval_examples", "threads", "workers", "checkpoint_every", "max_new_tokens", "min_k",
+               "heldout_unseen")
 
 
 def _trajectory_options(request) -> dict[str, Any]:
