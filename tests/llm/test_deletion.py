@@ -56,14 +56,15 @@ def test_unlearn_a_causal_lm_through_the_cli(lm, tmp_path, capsys):
     assert set(audit["evidence"]["before"]["mia"]) == {"loss", "min_k"}
     assert audit["evidence"]["before"]["mia"]["loss"]["auc"] > 0.8  # the fine-tuned model knows its rows
     forget = audit["performance"]["forget"]
-    assert set(forget["before"]) == {"probability", "rouge"}
+    assert {"probability", "rouge", "fact_probability", "fact_match"} <= set(forget["before"])
     assert forget["after"]["probability"] < forget["before"]["probability"]  # NPO lowered the forget answers
     from transformers import AutoModelForCausalLM
 
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "o" / "model")
     assert request["model"]["output_sha256"] == sha256_path(tmp_path / "o" / "model") and reloaded.config.vocab_size
     assert not (tmp_path / "o" / ".checkpoints").exists()
-    assert "PASS" in capsys.readouterr().out
+    # 4 forget and 4 held-out rows: too few for any verdict, said so
+    assert audit["outcome"] == "INCONCLUSIVE" and "at least 10" in capsys.readouterr().out
 
 
 def test_an_interrupted_request_resumes_from_the_trainer_checkpoint(lm, tmp_path, monkeypatch):
