@@ -220,3 +220,28 @@ def test_informative_tokens_are_the_tokens_that_spell_the_fact(world):
 def test_read_rows_keeps_paraphrases(tmp_path):
     path = _jsonl(tmp_path / "r.jsonl", [{"question": "Q?", "answer": "A.", "paraphrases": ["Q again?"]}])
     assert read_rows(path, "forget")[0]["paraphrases"] == ["Q again?"]
+
+
+def test_gguf_models_are_refused_with_what_to_do(world, tmp_path, capsys):
+    root, files = world
+    (tmp_path / "m.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "model-q4.gguf").write_bytes(b"GGUF")
+    for model in (tmp_path / "m.gguf", tmp_path / "folder"):
+        for command in ("unlearn", "audit"):
+            assert main([command, "--model", str(model), "--forget", str(files["forget"]), "--retain", str(files["retain"]),
+                         "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+            err = capsys.readouterr().err.strip()
+            assert err.startswith(f"dualoptim {command}: error:") and len(err.splitlines()) == 1
+            assert "is a GGUF file (llama.cpp)" in err and "gguf_file=" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_shows_each_model_kinds_defaults(capsys):
+    from dualoptim.vision.deletion import ImageRequest
+
+    assert main(["unlearn", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: images {ImageRequest().eval_examples}, LLM {LLMRequest().eval_examples})" in text
+    assert f"images: default {ImageRequest().batch_size}, LLM {LLMRequest().batch_size}" in text
+    assert f"images: default {ImageRequest().epochs}, LLM {LLMRequest().epochs}" in text

@@ -128,3 +128,16 @@ def test_a_library_model_is_saved_with_the_unlearned_weights(tmp_path, monkeypat
     moved = loaded.model.state_dict()
     assert all(torch.equal(saved[k], moved[k]) for k in saved)
     assert not all(torch.equal(saved[k], state[k]) for k in saved if saved[k].is_floating_point())
+
+
+def test_a_train_output_folder_is_accepted_as_the_model(controls, tmp_path):
+    from dualoptim.vision.formats import load_classifier
+
+    root, forget = controls
+    loaded = load_classifier(str(root / "orig"))
+    assert loaded.format == "dualoptim-pt" and loaded.weights_path == root / "orig" / "model.pt"
+    audit = audit_images(_request(root / "orig", forget), tmp_path / "a", log=_quiet)
+    assert audit["request"]["model"]["input_sha256"] == sha256_path(root / "orig" / "model.pt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds neither a Hugging Face model .* nor a dualoptim checkpoint"):
+        load_classifier(str(tmp_path / "empty"))

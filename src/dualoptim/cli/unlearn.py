@@ -45,11 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--task", choices=("auto", "image", "llm"), help="model kind (default auto: from --model and --forget)")
     add("--method", help="images: FT, GA, NegGrad+, RL, SalUn, SCRUB, SFRon (default NegGrad+); LLM: e.g. NPO+GD (default)")
     add("--strategy", help="joint, alternate, dual (default), dual+, dual-8bit, dual+-8bit")
-    add("--epochs", type=int, help="passes over the forget set (images: default 5)")
+    add("--epochs", type=int, help="passes over the forget set (images: default 5, LLM 5)")
     add("--steps", type=int, help="total optimizer steps instead of --epochs")
-    add("--forget-lr", type=float, help="forget learning rate (default: the strategy's)")
-    add("--lr", type=float, help="retain learning rate (default: the strategy's)")
-    add("--batch-size", type=int, help="mini-batch size")
+    add("--forget-lr", type=float, help="forget learning rate (images: default the strategy's; LLM 1e-05)")
+    add("--lr", type=float, help="retain learning rate (images: default the strategy's; LLM 1e-05)")
+    add("--batch-size", type=int, help="mini-batch size (images: default 64, LLM 8)")
     add("--workers", type=int, help="DataLoader workers (default: 0 in memory, 4 for image files)")
     add("--checkpoint-every", type=int, metavar="N", help="save a resumable checkpoint every N steps")
     add("--eval-examples", type=int, metavar="N", help="examples per set scored for the audit (default: images 10000, LLM 200)")
@@ -74,6 +74,8 @@ def detect_task(args: argparse.Namespace) -> str:
         return args.task
     if args.forget and args.forget.endswith(".jsonl"):
         return "llm"
+    if args.model.lower().endswith(".gguf") or (Path(args.model).is_dir() and any(Path(args.model).glob("*.gguf"))):
+        return "llm"  # a language model in llama.cpp's format (refused with what to do)
     config = Path(args.model) / "config.json"
     if config.is_file():
         try:
