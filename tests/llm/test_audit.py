@@ -245,3 +245,34 @@ def test_help_shows_each_model_kinds_defaults(capsys):
     assert f"(default: images {ImageRequest().eval_examples}, LLM {LLMRequest().eval_examples})" in text
     assert f"images: default {ImageRequest().batch_size}, LLM {LLMRequest().batch_size}" in text
     assert f"images: default {ImageRequest().epochs}, LLM {LLMRequest().epochs}" in text
+
+
+def test_the_robustness_probes_report_numbers_for_each_probe(world, tmp_path, capsys):
+    root, files = world
+    argv = ["audit", "--model", str(root / "retrained"), "--original", str(root / "original"), "--forget", str(files["forget"]),
+            "--retain", str(files["retain"]), "--heldout", str(files["heldout"]), "--max-new-tokens", "4", "--bootstrap", "50",
+            "--device", "cpu", "--no-progress", "--probe", "relearn", "--probe", "int8", "--relearn-steps", "3",
+            "--relearn-lr", "1e-3", "--eval-examples", "20", "--out", str(tmp_path / "a")]  # fmt: skip
+    assert main(argv) == 0
+    audit = json.loads((tmp_path / "a" / "audit.json").read_text())
+    probes = audit["probes"]
+    assert set(probes) == {"relearn on the retain set", "relearn on a few forget rows", "int8 quantisation"}
+    assert probes["relearn on a few forget rows"]["forget_gain"]["sizes"] == [16]  # the 4 rows it trained on are not scored
+    for probe in probes.values():
+        assert {"forget_gain", "heldout_gain", "forget_minus_heldout", "reading"} <= set(probe)
+    # int8 changes the weights a little: the scores move, but by far less than unlearning did
+    assert abs(probes["int8 quantisation"]["forget_gain"]["estimate"]) < 2.0
+    text = (tmp_path / "a" / "audit.md").read_text()
+    assert "## Robustness probes" in text and "### int8 quantisation" in text and "forget gain minus held-out gain" in text
+
+
+def test_a_probe_that_cannot_run_is_refused_and_nothing_is_written(world, tmp_path, capsys):
+    root, files = world
+    base = ["--model", str(root / "original"), "--forget", str(files["forget"]), "--retain", str(files["retain"]),
+            "--device", "cpu", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(["audit", *base, "--probe", "int8"]) == 2
+    assert "compare the forget set with the held-out set: give --heldout" in capsys.readouterr().err
+    assert main(["unlearn", *base, "--heldout", str(files["heldout"]), "--probe", "4bit"]) == 2
+    err = capsys.readouterr().err
+    assert "the 4bit probe needs" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -141,3 +141,17 @@ def test_a_train_output_folder_is_accepted_as_the_model(controls, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds neither a Hugging Face model .* nor a dualoptim checkpoint"):
         load_classifier(str(tmp_path / "empty"))
+
+
+def test_the_robustness_probes_of_an_image_audit(controls, tmp_path, capsys):
+    root, forget = controls
+    argv = ["audit", "--model", str(root / "finetuned" / "model.pt"), "--original", str(root / "orig" / "model.pt"),
+            "--data", "digits", "--forget", str(forget), "--bootstrap", "50", "--device", "cpu", "--probe", "relearn",
+            "--probe", "int8", "--relearn-steps", "3", "--out", str(tmp_path / "a")]  # fmt: skip
+    assert main(argv) == 0
+    probes = json.loads((tmp_path / "a" / "audit.json").read_text())["probes"]
+    assert set(probes) == {"relearn on the retain set", "relearn on a few forget examples", "int8 quantisation"}
+    assert probes["relearn on a few forget examples"]["forget_gain"]["sizes"] == [142]  # 150 less the 8 it trained on
+    assert "### relearn on the retain set" in (tmp_path / "a" / "audit.md").read_text()
+    assert main([*argv[:-2], "--probe", "4bit", "--out", str(tmp_path / "b")]) == 2
+    assert "the 4bit probe" in capsys.readouterr().err and not (tmp_path / "b").exists()

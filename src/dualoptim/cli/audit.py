@@ -22,7 +22,7 @@ __all__ = ["add_arguments", "run"]
 
 #: flags that are request keys of both kinds of model
 _COMMON = ("model", "forget", "retain", "heldout", "heldout_unseen", "eval_examples", "bootstrap", "seed", "device",
-           "threads")  # fmt: skip
+           "threads", "probes", "relearn_steps", "relearn_lr")  # fmt: skip
 _IMAGE = ("data", "data_root", "forget_class", "weights", "trust_pickle", "image_size", "workers")
 _LLM = ("batch_size", "max_new_tokens", "max_length")
 
@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, help="seed of the scored subsets and the bootstrap")
     add("--require", action="append", metavar="CRIT<=X,...",
         help="thresholds, e.g. forget_gap<=2,mia_auc<=0.6; exit status 3 when one does not pass")  # fmt: skip
+    from dualoptim.cli.unlearn import add_probe_arguments
+
+    add_probe_arguments(parser)
     add("--data-root", help="folder of the embedded data sets (default: ../shared/data)")
     add("--device", help="cpu | cuda | cuda:N | auto (default)")
     add("--threads", type=int, metavar="N", help="torch CPU threads")
@@ -61,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _request(args: argparse.Namespace, cls: type, names: tuple[str, ...]):
     known = {f.name for f in fields(cls)}
     values = {name: getattr(args, name) for name in names if name in known and getattr(args, name) not in (None, False)}
+    if "probes" in values:
+        values["probes"] = list(values["probes"])
     if args.require:
         values["require"] = list(args.require)
     return cls(**values)

@@ -19,15 +19,17 @@ from pathlib import Path
 
 from dualoptim.cli.common import command_line
 
-__all__ = ["IMAGE_FLAGS", "LLM_FLAGS", "add_arguments", "detect_task", "print_verdicts", "run"]
+__all__ = ["IMAGE_FLAGS", "LLM_FLAGS", "add_arguments", "add_probe_arguments", "detect_task", "print_verdicts", "run"]
 
 #: flag (argparse dest) -> ImageRequest key
 IMAGE_FLAGS = ("model", "weights", "trust_pickle", "image_size", "data", "forget", "forget_class", "retain", "heldout",
                "method", "strategy", "epochs", "steps", "forget_lr", "lr", "batch_size", "device", "threads", "workers",
-               "checkpoint_every", "seed", "eval_examples", "bootstrap", "data_root", "heldout_unseen")  # fmt: skip
+               "checkpoint_every", "seed", "eval_examples", "bootstrap", "data_root", "heldout_unseen", "relearn_steps",
+               "relearn_lr")  # fmt: skip
 #: flag (argparse dest) -> LLMRequest key
 LLM_FLAGS = ("model", "forget", "retain", "heldout", "method", "strategy", "epochs", "steps", "forget_lr", "lr",
-             "batch_size", "device", "threads", "checkpoint_every", "seed", "eval_examples", "bootstrap", "heldout_unseen")  # fmt: skip
+             "batch_size", "device", "threads", "checkpoint_every", "seed", "eval_examples", "bootstrap", "heldout_unseen",
+             "relearn_steps", "relearn_lr")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int)
     add("--require", action="append", metavar="CRIT<=X,...",
         help="audit thresholds, e.g. mia_auc<=0.55,retain_drop<=2; exit status 3 when one fails")  # fmt: skip
+    add_probe_arguments(parser)
     add("--preset", action="append", default=[], metavar="FILE",
         help="YAML file of request keys (e.g. a team's standard settings); repeat to layer them (later wins)")  # fmt: skip
     add("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -66,6 +69,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--threads", type=int, metavar="N", help="torch CPU threads")
     add("--no-progress", action="store_true", help="no progress bars")
     add("--out", required=True, help="output folder: the unlearned model and the audit")
+
+
+def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--probe relearn|int8|4bit`` and the relearning probe's size (both commands, both model kinds)."""
+    parser.add_argument("--probe", dest="probes", action="append", choices=("relearn", "int8", "4bit"),
+                        help="robustness probe of the audit (repeat): relearn (k fine-tuning steps on the retain set, "
+                        "then on a few forget rows), int8 (dynamic quantisation, CPU), 4bit (bitsandbytes, CUDA)")  # fmt: skip
+    parser.add_argument("--relearn-steps", type=int, metavar="K", help="relearn probe: fine-tuning steps (default 5)")
+    parser.add_argument("--relearn-lr", type=float, help="relearn probe: learning rate (default: images 0.01 SGD, LLM 1e-05 AdamW)")
 
 
 def detect_task(args: argparse.Namespace) -> str:
@@ -92,7 +104,7 @@ def _request(args: argparse.Namespace, cls: type, flags: tuple[str, ...], task: 
     from dualoptim.cli.common import Flag, config_from_args
 
     return config_from_args(args, cls, task, {**{name: Flag(name, is_list=False) for name in flags},
-                                              "require": Flag("require")})  # fmt: skip
+                                              "require": Flag("require"), "probes": Flag("probes")})  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

@@ -99,6 +99,10 @@ class LLMRequest:
     seed: int = option("seed of the data order", 0)
     bootstrap: int = option("bootstrap resamples of each MIA AUC", 1000)
     require: list[str] = option("audit thresholds, e.g. mia_auc<=0.6,retain_drop<=5 (exit 3 when one fails)", factory=list)
+    probes: list[str] = option("robustness probes of the audit: relearn, int8, 4bit (docs/design.md §7.5)", factory=list)
+    relearn_steps: int = option("relearn probe: fine-tuning steps (batch_size rows each)", 5)
+    relearn_rows: int = option("relearn probe: forget rows it trains on (the other forget rows are scored)", 4)
+    relearn_lr: float = option("relearn probe: AdamW learning rate", 1e-5)
 
 
 @dataclass(frozen=True)
@@ -290,7 +294,18 @@ def validate(request: LLMRequest) -> None:
         raise ValueError(f"min_k must be in (0, 1], got {request.min_k}")
     check_strategy(request.strategy, _settings(request))
     parse_requirements(request.require)
-    resolve_device(request.device)
+    _check_probe_options(request)
+
+
+def _check_probe_options(request: LLMRequest) -> None:
+    from dualoptim.audit.probes import check_probes
+
+    for name in ("relearn_steps", "relearn_rows"):
+        if getattr(request, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(request, name)}")
+    if not request.relearn_lr > 0:
+        raise ValueError(f"relearn_lr must be > 0, got {request.relearn_lr}")
+    check_probes(list(request.probes), heldout=bool(request.heldout), device_type=resolve_device(request.device).type)
 
 
 def _settings(request: LLMRequest):
@@ -409,10 +424,70 @@ def unlearn_llm(
     }  # fmt: skip
     audit = build_audit(request=record, before=before, after=after, primary=PRIMARY, requirements=requirements,
                         seed=request.seed, bootstrap=request.bootstrap, heldout_unseen=request.heldout_unseen)  # fmt: skip
+    if request.probes:
+        audit["probes"] = run_probes(model, tokenizer, fmt, audit_rows, informative, request, after, model_path)
     losses = {when: {name: s.loss for name, s in scores.items()} for when, scores in (("before", before), ("after", after))}
     write_audit(audit, out, losses)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return audit
+
+
+def run_probes(model: Any, tokenizer: Any, fmt: QAFormat, audit_rows: dict[str, list[dict]],
+               informative: dict[str, list[set[str]]], request: LLMRequest, after: dict[str, SetScores],
+               folder: str | os.PathLike[str]) -> dict[str, Any]:  # fmt: skip
+    """The robustness probes of ``request.probes`` on a copy of ``model`` (saved in ``folder``), :mod:`dualoptim.audit.probes`."""
+    import copy
+
+    from dualoptim.audit.probes import compare_return
+    from dualoptim.llm.losses import mean_nll
+
+    probed_sets = ("forget", "heldout")
+
+    def rescore(m: Any) -> dict[str, SetScores]:
+        return {n: score_rows(m, tokenizer, fmt, audit_rows[n], request, informative[n]) for n in probed_sets}
+
+    def relearn(rows: list[dict]) -> dict[str, SetScores]:
+        m = copy.deepcopy(model)
+        m.train()
+        device = next(m.parameters()).device
+        optimizer = torch.optim.AdamW(m.parameters(), lr=request.relearn_lr)
+        encoded = [encode_qa(tokenizer, r["question"], r["answer"], fmt, request.max_length) for r in rows]
+        for step in range(request.relearn_steps):
+            begin = (step * request.batch_size) % len(encoded)
+            chunk = (encoded + encoded)[begin : begin + min(request.batch_size, len(encoded))]
+            batch = {k: v.to(device) for k, v in pad_batch(chunk, tokenizer.pad_token_id).items()}
+            optimizer.zero_grad()
+            mean_nll(m, batch).backward()
+            optimizer.step()
+        m.eval()
+        return rescore(m)
+
+    results: dict[str, Any] = {}
+    if "relearn" in request.probes:
+        steps = f"{request.relearn_steps} AdamW steps (lr {request.relearn_lr:g}, {request.batch_size} rows each)"
+        results["relearn on the retain set"] = compare_return(after, relearn(audit_rows["retain"]), PRIMARY,
+                                                              f"{steps} on the retain set")  # fmt: skip
+        shown = min(request.relearn_rows, len(audit_rows["forget"]) - 1)
+        if shown >= 1:
+            results["relearn on a few forget rows"] = compare_return(
+                after, relearn(audit_rows["forget"][:shown]), PRIMARY,
+                f"{steps} on {shown} forget rows; the other {len(audit_rows['forget']) - shown} forget rows scored", exclude=shown)
+    if "int8" in request.probes:
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():  # torch.ao.quantization warns of its move to torchao; it still works
+            warnings.simplefilter("ignore")
+            quantised = quantize_dynamic(copy.deepcopy(model).cpu().float(), {torch.nn.Linear}, dtype=torch.qint8)
+        results["int8 quantisation"] = compare_return(after, rescore(quantised), PRIMARY,
+                                                      "torch dynamic int8 quantisation of every Linear layer (CPU)")  # fmt: skip
+    if "4bit" in request.probes:
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        quantised = AutoModelForCausalLM.from_pretrained(folder, quantization_config=BitsAndBytesConfig(load_in_4bit=True))
+        results["4-bit quantisation"] = compare_return(after, rescore(quantised), PRIMARY, "bitsandbytes 4-bit NF4")
+    return results
 
 
 def audit_llm(
@@ -459,15 +534,16 @@ def audit_llm(
     informative = {name: informative_words([r["answer"] for r in rows], [r["question"] for r in rows])
                    for name, rows in audit_rows.items()}  # fmt: skip
 
-    def score(path: str) -> tuple[dict[str, SetScores], str]:
+    def score(path: str) -> tuple[dict[str, SetScores], Any, Any, QAFormat]:
         model, tokenizer = load_pretrained(path, pad_token="eos")
         fmt = ConversationFormat(chat_template=bool(getattr(tokenizer, "chat_template", None)))
         model.to(device)
         scores = {name: score_rows(model, tokenizer, fmt, rows, request, informative[name]) for name, rows in audit_rows.items()}
-        del model
-        return scores, "chat template" if fmt.chat_template else "TOFU tags"
+        return scores, model, tokenizer, fmt
 
-    after, prompts = score(request.model)
+    _check_probe_options(request)
+    after, model, tokenizer, fmt = score(request.model)
+    prompts = "chat template" if fmt.chat_template else "TOFU tags"
     before = score(original)[0] if original else None
     log(f"audit of {request.model}{f' against {original}' if original else ''}: forget {len(forget)}, retain {len(retain)}, "
         f"held-out {len(heldout) if heldout else 0} rows on {device}; prompts: {prompts}")  # fmt: skip
@@ -491,6 +567,8 @@ def audit_llm(
     }  # fmt: skip
     audit = build_audit(request=record, before=before, after=after, primary=PRIMARY, requirements=requirements,
                         seed=request.seed, bootstrap=request.bootstrap, heldout_unseen=request.heldout_unseen)  # fmt: skip
+    if request.probes:
+        audit["probes"] = run_probes(model, tokenizer, fmt, audit_rows, informative, request, after, request.model)
     losses = {"after": {name: s.loss for name, s in after.items()}}
     if before is not None:
         losses["before"] = {name: s.loss for name, s in before.items()}
@@ -500,7 +578,7 @@ def audit_llm(
 
 #: options that change the audit or the speed, not the steps unlearning takes: a changed one still resumes
 _NOT_IN_KEY = ("require", "bootstrap", "eval_examples", "threads", "workers", "checkpoint_every", "max_new_tokens", "min_k",
-               "heldout_unseen")
+               "heldout_unseen", "probes", "relearn_steps", "relearn_rows", "relearn_lr")
 
 
 def _trajectory_options(request) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from dualoptim.vision.loop import unlearn
 from dualoptim.vision.methods import METHODS, build_method
 from dualoptim.vision.sources import LoaderSource, Samples, in_memory, open_samples, subset_indices
 
-__all__ = ["ImageRequest", "audit_images", "read_ids", "resolve_sets", "score_sets", "unlearn_images"]
+__all__ = ["ImageRequest", "audit_images", "run_probes", "read_ids", "resolve_sets", "score_sets", "unlearn_images"]
 
 
 @dataclass
@@ -81,6 +81,10 @@ class ImageRequest:
     seed: int = option("seed of batch order, random labels and masks", 0)
     bootstrap: int = option("bootstrap resamples of each MIA AUC", 1000)
     require: list[str] = option("audit thresholds, e.g. mia_auc<=0.55,retain_drop<=2 (exit 3 when one fails)", factory=list)
+    probes: list[str] = option("robustness probes of the audit: relearn, int8, 4bit (docs/design.md §7.5)", factory=list)
+    relearn_steps: int = option("relearn probe: SGD steps (batch_size examples each)", 5)
+    relearn_rows: int = option("relearn probe: forget examples it trains on (the other forget examples are scored)", 8)
+    relearn_lr: float = option("relearn probe: SGD learning rate (momentum 0.9)", 0.01)
 
 
 def read_ids(path: str | os.PathLike[str]) -> list[str]:
@@ -260,7 +264,66 @@ def validate(request: ImageRequest) -> None:
         raise ValueError(f"retain_ratio must be >= 0, got {request.retain_ratio}")
     check_strategy(request.strategy, _settings(request))
     parse_requirements(request.require)
-    resolve_device(request.device)
+    _check_probe_options(request, heldout=True)
+
+
+def _check_probe_options(request: ImageRequest, heldout: bool) -> None:
+    from dualoptim.audit.probes import check_probes
+
+    for name in ("relearn_steps", "relearn_rows"):
+        if getattr(request, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(request, name)}")
+    if not request.relearn_lr > 0:
+        raise ValueError(f"relearn_lr must be > 0, got {request.relearn_lr}")
+    check_probes(list(request.probes), heldout=heldout, device_type=resolve_device(request.device).type)
+    if "4bit" in request.probes:
+        raise ValueError("the 4bit probe is for causal LMs (bitsandbytes loads transformers models); use int8 for an image classifier")
+
+
+def run_probes(model: nn.Module, audit_sets: dict[str, LoaderSource], request: ImageRequest,
+               after: dict[str, SetScores]) -> dict[str, Any]:  # fmt: skip
+    """The robustness probes of ``request.probes`` on copies of ``model`` (:mod:`dualoptim.audit.probes`)."""
+    import copy
+    import warnings
+
+    from dualoptim.audit.probes import compare_return
+
+    probed = {name: audit_sets[name] for name in ("forget", "heldout")}
+
+    def relearn(source: LoaderSource) -> dict[str, SetScores]:
+        m = copy.deepcopy(model)
+        m.train()
+        optimizer = torch.optim.SGD(m.parameters(), lr=request.relearn_lr, momentum=0.9)
+        generator = torch.Generator().manual_seed(request.seed)
+        for _ in range(request.relearn_steps):
+            images, labels = source.sample(request.batch_size, generator)
+            optimizer.zero_grad()
+            F.cross_entropy(m(images), labels).backward()
+            optimizer.step()
+        return score_sets(m, probed)
+
+    results: dict[str, Any] = {}
+    steps = f"{request.relearn_steps} SGD steps (lr {request.relearn_lr:g}, {request.batch_size} examples each)"
+    if "relearn" in request.probes:
+        results["relearn on the retain set"] = compare_return(after, relearn(audit_sets["retain"]), "accuracy",
+                                                              f"{steps} on the retain set")  # fmt: skip
+        forget = audit_sets["forget"]
+        shown = min(request.relearn_rows, len(forget) - 1)
+        if shown >= 1:
+            few = LoaderSource(forget.samples, forget.indices[:shown], forget.device, workers=forget.workers)
+            results["relearn on a few forget examples"] = compare_return(
+                after, relearn(few), "accuracy", f"{steps} on {shown} forget examples; the other {len(forget) - shown} scored",
+                exclude=shown)  # fmt: skip
+    if "int8" in request.probes:
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():  # torch.ao.quantization warns of its move to torchao; it still works
+            warnings.simplefilter("ignore")
+            quantised = quantize_dynamic(copy.deepcopy(model).cpu().float(), {nn.Linear}, dtype=torch.qint8)
+        cpu = {name: LoaderSource(s.samples, s.indices, torch.device("cpu"), workers=s.workers) for name, s in probed.items()}
+        results["int8 quantisation"] = compare_return(after, score_sets(quantised, cpu), "accuracy",
+                                                      "torch dynamic int8 quantisation of the Linear layers (convolutions stay float)")  # fmt: skip
+    return results
 
 
 class _ResumeFile:
@@ -390,6 +453,8 @@ def unlearn_images(
     audit = build_audit(request=record, before=before, after=after, primary="accuracy", requirements=requirements,
                         seed=request.seed, bootstrap=request.bootstrap, heldout_unseen=request.heldout_unseen,
                         defaults=_class_defaults(request, before is None))  # fmt: skip
+    if request.probes:
+        audit["probes"] = run_probes(model, audit_sets, request, after)
     if request.forget_class is not None and heldout is not None:
         audit["notes"].append(f"Class forgetting: the held-out set is the held-out examples of class {request.forget_class!r} "
                               "only, so its accuracy is expected to fall with the forget set's; retain_drop is the utility cost.")
@@ -426,6 +491,7 @@ def audit_images(
         if getattr(request, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(request, name)}")
     requirements = parse_requirements(request.require)
+    _check_probe_options(request, heldout=True)
     set_threads(request.threads)
     env = environment(command)
     device = resolve_device(request.device)
@@ -497,6 +563,8 @@ def audit_images(
     audit = build_audit(request=record, before=before, after=after, primary="accuracy", requirements=requirements,
                         seed=request.seed, bootstrap=request.bootstrap, heldout_unseen=request.heldout_unseen,
                         defaults=_class_defaults(request, before is None))  # fmt: skip
+    if request.probes:
+        audit["probes"] = run_probes(model, audit_sets, request, after)
     losses = {"after": {name: s.loss for name, s in after.items()}}
     if before is not None:
         losses["before"] = {name: s.loss for name, s in before.items()}
@@ -517,7 +585,7 @@ def _weights_sha(loaded: LoadedModel) -> str | None:
 
 #: options that change the audit or the speed, not the steps unlearning takes: a changed one still resumes
 _NOT_IN_KEY = ("require", "bootstrap", "eval_examples", "threads", "workers", "checkpoint_every", "max_new_tokens", "min_k",
-               "heldout_unseen")
+               "heldout_unseen", "probes", "relearn_steps", "relearn_rows", "relearn_lr")
 
 
 def _trajectory_options(request) -> dict[str, Any]:
