@@ -84,12 +84,15 @@ def test_an_interrupted_request_resumes_from_the_trainer_checkpoint(lm, tmp_path
     with pytest.raises(KeyboardInterrupt):
         unlearn_llm(request, tmp_path / "cut", progress_bar=False)
     assert (tmp_path / "cut" / ".checkpoints" / "checkpoint-4").is_dir() and not (tmp_path / "cut" / "audit.json").exists()
+    assert len(list((tmp_path / "cut" / ".checkpoints").glob("before-*.json"))) == 1
     monkeypatch.setattr(UnlearningTrainer, "_save_checkpoint", save)
     audit = unlearn_llm(request, tmp_path / "cut", progress_bar=False)
     assert audit["request"]["settings"]["resumed"] is True
+    assert audit["request"]["settings"]["before_cached"] is True  # "before" was not scored again
     assert audit["request"]["settings"]["steps_this_call"] == {"forget": 1, "retain": 3, "joint": 0}  # steps 4-7 only
     whole = unlearn_llm(request, tmp_path / "whole", progress_bar=False)
-    assert whole["request"]["settings"]["resumed"] is False
+    assert whole["request"]["settings"]["resumed"] is False and whole["request"]["settings"]["before_cached"] is False
+    assert audit["performance"]["forget"]["before"] == whole["performance"]["forget"]["before"]
     from safetensors.torch import load_file
 
     a, b = load_file(tmp_path / "cut" / "model" / "model.safetensors"), load_file(tmp_path / "whole" / "model" / "model.safetensors")
@@ -141,3 +144,21 @@ def test_an_empty_retain_set_and_image_flags_are_refused(lm, tmp_path, capsys):
     assert f"the retain set {tmp_path / 'empty.jsonl'} is empty" in capsys.readouterr().err
     assert main(_args(lm, tmp_path / "o", "--forget-class", "x")) == 2
     assert "--forget-class is for image classifiers" in capsys.readouterr().err
+
+
+def test_only_the_last_checkpoint_is_kept_while_unlearning(lm, tmp_path, monkeypatch):
+    from dualoptim.llm.trainer import UnlearningTrainer
+
+    model, files = lm
+    save = UnlearningTrainer._save_checkpoint
+    kept = []
+
+    def count(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        kept.append(sorted(p.name for p in (tmp_path / "o" / ".checkpoints").glob("checkpoint-*")))
+
+    monkeypatch.setattr(UnlearningTrainer, "_save_checkpoint", count)
+    request = LLMRequest(model=str(model), forget=str(files["forget"]), retain=str(files["retain"]), steps=6,
+                         checkpoint_every=2, batch_size=2, max_new_tokens=2, bootstrap=10, device="cpu")  # fmt: skip
+    unlearn_llm(request, tmp_path / "o", progress_bar=False)
+    assert kept[-1] == ["checkpoint-6"] and all(len(names) <= 2 for names in kept)  # the newest, and the one it replaces

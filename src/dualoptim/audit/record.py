@@ -41,7 +41,8 @@ from dualoptim.audit.stats import (
 )
 from dualoptim.io import write_json_atomic, write_text_atomic
 
-__all__ = ["MIN_EXAMPLES", "SETS", "SetScores", "build_audit", "exit_status", "render_markdown", "write_audit"]
+__all__ = ["MIN_EXAMPLES", "SETS", "SetScores", "build_audit", "exit_status", "render_markdown", "scores_from_json",
+           "scores_to_json", "write_audit"]
 
 SETS = ("forget", "retain", "heldout")
 #: fewer examples than this in the forget or held-out set: every statistical criterion is INCONCLUSIVE
@@ -76,6 +77,20 @@ class SetScores:
         return np.full(self.size, float(self.metrics[metric]))
 
 
+def scores_to_json(scores: SetScores) -> dict[str, Any]:
+    """:class:`SetScores` as JSON (a cache of the "before" scores of a resumable request)."""
+    return {"metrics": scores.metrics, "loss": scores.loss.tolist(), "extra": scores.extra,
+            "attacks": {k: np.asarray(v).tolist() for k, v in scores.attacks.items()},
+            "per_example": {k: np.asarray(v).tolist() for k, v in scores.per_example.items()}}  # fmt: skip
+
+
+def scores_from_json(data: Mapping[str, Any]) -> SetScores:
+    """The inverse of :func:`scores_to_json`."""
+    return SetScores(dict(data["metrics"]), np.asarray(data["loss"], dtype=np.float64),
+                     {k: np.asarray(v, dtype=np.float64) for k, v in data["attacks"].items()},
+                     {k: np.asarray(v, dtype=np.float64) for k, v in data["per_example"].items()}, dict(data["extra"]))  # fmt: skip
+
+
 def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -97,7 +112,7 @@ def _detectable(effect: Effect, unit: str) -> str:
     text = f"smallest effect detectable at this size (80% power): {effect.detectable:.3g} {unit}".rstrip()
     if effect.estimate != 0 and math.isfinite(effect.detectable) and effect.detectable > abs(effect.estimate):
         needed = math.ceil(effect.sizes[0] * (effect.detectable / abs(effect.estimate)) ** 2)
-        text += f"; resolving the observed {effect.estimate:.3g} needs about {needed} examples per set"
+        text += f"; resolving the observed {effect.estimate:.3g} needs about {needed} forget examples"
     return text
 
 
@@ -210,9 +225,9 @@ def build_audit(
         small = min(forget.size, heldout.size)
         if small < MIN_EXAMPLES:
             why = (f"too few examples for a verdict: {forget.size} forget and {heldout.size} held-out; "
-                   f"a verdict needs at least {MIN_EXAMPLES} in each (and about 30 to detect a one-standard-deviation effect)")  # fmt: skip
+                   f"a verdict needs at least {MIN_EXAMPLES} in each")  # fmt: skip
             for name in statistical:
-                inconclusive[name] = why
+                inconclusive[name] = why + (f"; {detectable[name]}" if name in detectable else "")
             notes.append(why[0].upper() + why[1:] + ".")
     else:
         for name in statistical:

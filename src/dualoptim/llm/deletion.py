@@ -37,8 +37,10 @@ from dualoptim.audit import (
     sha256_path,
     write_audit,
 )
+from dualoptim.audit.record import scores_from_json, scores_to_json
 from dualoptim.config import option
 from dualoptim.devices import resolve_device, set_threads
+from dualoptim.io import write_text_atomic
 from dualoptim.llm.data import (
     QAFormat,
     TofuSplit,
@@ -256,6 +258,16 @@ def score_rows(
     )
 
 
+def _load_scores(path: Path) -> dict[str, SetScores] | None:
+    """The cached scores of a request, or None (absent or unreadable: score again)."""
+    if not path.is_file():
+        return None
+    try:
+        return {name: scores_from_json(data) for name, data in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _reworded(question: Any, paraphrase: str) -> Any:
     """The question with its text replaced by ``paraphrase`` (a conversation's last user turn)."""
     if isinstance(question, str):
@@ -359,13 +371,6 @@ def unlearn_llm(
         f"{request.method}/{request.strategy} on {device}; prompts: {'chat template' if fmt.chat_template else 'TOFU tags'}")  # fmt: skip
     informative = {name: informative_words([r["answer"] for r in rows], [r["question"] for r in rows])
                    for name, rows in audit_rows.items()}  # fmt: skip
-    before = {name: score_rows(model, tokenizer, fmt, rows, request, informative[name]) for name, rows in audit_rows.items()}
-
-    loss = UnlearningLoss(request.method, beta=request.beta)
-    forget_steps = math.ceil(len(forget) / request.batch_size)
-    period = 1 + request.retain_steps
-    steps = request.steps if request.steps is not None else request.epochs * forget_steps * period
-    schedule = Schedule(max(1, math.ceil(steps / period)), forget_steps=1, retain_steps=request.retain_steps)
     input_sha = sha256_path(request.model) if Path(request.model).exists() else None
     key = stable_hash({"request": _trajectory_options(request), "input": input_sha, "forget": sha256_file(request.forget),
                        "retain": sha256_file(request.retain)})  # fmt: skip
@@ -375,12 +380,27 @@ def unlearn_llm(
         shutil.rmtree(checkpoints)  # checkpoints of another request: never resume from them
     checkpoints.mkdir(parents=True, exist_ok=True)
     key_file.write_text(key)
+    # the "before" scores of this request, cached beside its checkpoints: a resumed run does not score them again
+    scoring = stable_hash({"key": key, "heldout": sha256_file(request.heldout) if request.heldout else None,
+                           "scoring": [request.eval_examples, request.max_new_tokens, request.min_k, request.max_length]})  # fmt: skip
+    cache = checkpoints / f"before-{scoring}.json"
+    before = _load_scores(cache)
+    before_cached = before is not None
+    if before is None:
+        before = {name: score_rows(model, tokenizer, fmt, rows, request, informative[name]) for name, rows in audit_rows.items()}
+        write_text_atomic(cache, json.dumps({name: scores_to_json(s) for name, s in before.items()}))
+
+    loss = UnlearningLoss(request.method, beta=request.beta)
+    forget_steps = math.ceil(len(forget) / request.batch_size)
+    period = 1 + request.retain_steps
+    steps = request.steps if request.steps is not None else request.epochs * forget_steps * period
+    schedule = Schedule(max(1, math.ceil(steps / period)), forget_steps=1, retain_steps=request.retain_steps)
     split = TofuSplit("request", "1", forget, retain, list(REFUSALS), {})
     dataset = UnlearningDataset(tokenizer, split, fmt, request.max_length, request.seed)
     args = TrainingArguments(
         output_dir=str(checkpoints), max_steps=steps, per_device_train_batch_size=request.batch_size,
         lr_scheduler_type="constant", max_grad_norm=1.0, seed=request.seed, save_strategy="steps",
-        save_steps=request.checkpoint_every, logging_strategy="no", report_to="none", disable_tqdm=not progress_bar,
+        save_steps=request.checkpoint_every, save_total_limit=1, logging_strategy="no", report_to="none", disable_tqdm=not progress_bar,
         dataloader_pin_memory=device.type == "cuda", remove_unused_columns=False, use_cpu=device.type == "cpu",
     )  # fmt: skip
     model.train()
@@ -416,7 +436,7 @@ def unlearn_llm(
         "settings": {"forget_lr": request.forget_lr, "lr": request.lr, "batch_size": request.batch_size,
                      "retain_steps_per_forget_step": request.retain_steps, "beta": request.beta, "seed": request.seed,
                      "prompt_format": "chat template" if fmt.chat_template else "TOFU tags", "device": str(device),
-                     "resumed": resume, "steps_this_call": {o: objectives.count(o) for o in ("forget", "retain", "joint")}},
+                     "resumed": resume, "before_cached": before_cached, "steps_this_call": {o: objectives.count(o) for o in ("forget", "retain", "joint")}},
         "options": dataclasses.asdict(request),
         "unlearn_seconds": unlearn_seconds,
         "seconds": time.perf_counter() - started,
