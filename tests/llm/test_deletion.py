@@ -162,3 +162,16 @@ def test_only_the_last_checkpoint_is_kept_while_unlearning(lm, tmp_path, monkeyp
                          checkpoint_every=2, batch_size=2, max_new_tokens=2, bootstrap=10, device="cpu")  # fmt: skip
     unlearn_llm(request, tmp_path / "o", progress_bar=False)
     assert kept[-1] == ["checkpoint-6"] and all(len(names) <= 2 for names in kept)  # the newest, and the one it replaces
+
+
+def test_stop_when_ends_unlearning_once_the_retain_budget_is_spent(lm, tmp_path, capsys):
+    model, files = lm
+    argv = _args(lm, tmp_path / "o", "--heldout", str(files["heldout"]), "--forget-lr", "3e-3", "--lr", "1e-3",
+                 "--batch-size", "2", "--epochs", "1", "--bootstrap", "20", "--set", "max_new_tokens=2", "--device", "cpu",
+                 "--stop-when", "retain", "--set", "stop_every=2", "--set", "retain_budget=0.0001")  # fmt: skip
+    assert main(argv) == 0
+    settings = json.loads((tmp_path / "o" / "audit.json").read_text())["request"]["settings"]
+    assert settings["planned_steps"] == 12 and settings["stopped_early"]["step"] == 2
+    assert "retain answer probability fell" in settings["stopped_early"]["reason"]
+    assert main(_args(lm, tmp_path / "p", "--stop-when", "forget")) == 2
+    assert "stop_when forget compares the forget rows with the held-out rows: give --heldout" in capsys.readouterr().err

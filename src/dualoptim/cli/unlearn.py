@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--require", action="append", metavar="CRIT<=X,...",
         help="audit thresholds, e.g. mia_auc<=0.55,retain_drop<=2; exit status 3 when one fails")  # fmt: skip
     add_probe_arguments(parser)
+    add("--stop-when", dest="stop_when", action="append", choices=("forget", "retain"),
+        help="LLM: stop once the forget rows' answer loss reaches the held-out rows' (forget), or once the retain "
+        "answer probability fell more than retain_budget (5) points (retain); checked every stop_every (10) steps")  # fmt: skip
     add("--preset", action="append", default=[], metavar="FILE",
         help="YAML file of request keys (e.g. a team's standard settings); repeat to layer them (later wins)")  # fmt: skip
     add("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -104,7 +107,8 @@ def _request(args: argparse.Namespace, cls: type, flags: tuple[str, ...], task: 
     from dualoptim.cli.common import Flag, config_from_args
 
     return config_from_args(args, cls, task, {**{name: Flag(name, is_list=False) for name in flags},
-                                              "require": Flag("require"), "probes": Flag("probes")})  # fmt: skip
+                                              "require": Flag("require"), "probes": Flag("probes"),
+                                              **({"stop_when": Flag("stop_when")} if task == "unlearn-llm" else {})})  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,6 +135,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         from dualoptim.vision.deletion import ImageRequest, unlearn_images
 
+        if args.stop_when:
+            raise ValueError("--stop-when is for causal LMs, not an image classifier")
         audit = unlearn_images(_request(args, ImageRequest, IMAGE_FLAGS, "unlearn-image"), args.out,
                                progress_bar=not args.no_progress, command=command_line("unlearn", args))  # fmt: skip
     return print_verdicts(audit, "unlearn", args.out, "unlearned model and audit")

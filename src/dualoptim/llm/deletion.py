@@ -102,6 +102,10 @@ class LLMRequest:
     bootstrap: int = option("bootstrap resamples of each MIA AUC", 1000)
     require: list[str] = option("audit thresholds, e.g. mia_auc<=0.6,retain_drop<=5 (exit 3 when one fails)", factory=list)
     probes: list[str] = option("robustness probes of the audit: relearn, int8, 4bit (docs/design.md §7.5)", factory=list)
+    stop_when: list[str] = option("stop early: forget (the forget rows' mean answer loss reached the held-out rows'), "
+                                  "retain (the retain answer probability fell by more than retain_budget points)", factory=list)
+    stop_every: int = option("check the stop_when conditions every N optimizer steps", 10)
+    retain_budget: float = option("stop_when retain: the largest retain answer-probability drop allowed, in points", 5.0)
     relearn_steps: int = option("relearn probe: fine-tuning steps (batch_size rows each)", 5)
     relearn_rows: int = option("relearn probe: forget rows it trains on (the other forget rows are scored)", 4)
     relearn_lr: float = option("relearn probe: AdamW learning rate", 1e-5)
@@ -258,6 +262,55 @@ def score_rows(
     )
 
 
+@torch.no_grad()
+def answer_nll(model: Any, tokenizer: Any, fmt: QAFormat, rows: Sequence[dict], request: LLMRequest) -> np.ndarray:
+    """Per-row mean answer NLL (no generation: the cheap check of ``stop_when``)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    nll = []
+    try:
+        for begin in range(0, len(rows), request.batch_size):
+            chunk = rows[begin : begin + request.batch_size]
+            encoded = [encode_qa(tokenizer, r["question"], r["answer"], fmt, request.max_length) for r in chunk]
+            batch = {k: v.to(device) for k, v in pad_batch(encoded, tokenizer.pad_token_id).items()}
+            token_logp, mask, _ = answer_logprobs(model, batch)
+            nll.append((-token_logp.sum(1) / mask.sum(1).clamp_min(1)).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(nll).double().numpy()
+
+
+def _stop_callback(request: LLMRequest, tokenizer: Any, fmt: QAFormat, audit_rows: dict[str, list[dict]],
+                   before: dict[str, SetScores]):  # fmt: skip
+    """A Trainer callback that ends unlearning once a ``stop_when`` condition holds (checked every ``stop_every`` steps)."""
+    from transformers import TrainerCallback
+
+    retain_before = float(np.mean(np.exp(-before["retain"].loss))) * 100.0
+
+    class StopWhen(TrainerCallback):
+        stopped: dict[str, Any] | None = None
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if model is None or state.global_step % request.stop_every:
+                return
+            if "forget" in request.stop_when:
+                forget = float(np.mean(answer_nll(model, tokenizer, fmt, audit_rows["forget"], request)))
+                heldout = float(np.mean(answer_nll(model, tokenizer, fmt, audit_rows["heldout"], request)))
+                if forget >= heldout:
+                    self.stopped = {"step": state.global_step, "reason": f"forget answer loss {forget:.4f} reached the "
+                                    f"held-out rows' {heldout:.4f} nats"}  # fmt: skip
+            if self.stopped is None and "retain" in request.stop_when:
+                retain = float(np.mean(np.exp(-answer_nll(model, tokenizer, fmt, audit_rows["retain"], request)))) * 100.0
+                if retain_before - retain > request.retain_budget:
+                    self.stopped = {"step": state.global_step, "reason": f"retain answer probability fell {retain_before - retain:.2f} "
+                                    f"points (> retain_budget {request.retain_budget:g})"}  # fmt: skip
+            if self.stopped is not None:
+                control.should_training_stop = True
+
+    return StopWhen()
+
+
 def _load_scores(path: Path) -> dict[str, SetScores] | None:
     """The cached scores of a request, or None (absent or unreadable: score again)."""
     if not path.is_file():
@@ -307,6 +360,19 @@ def validate(request: LLMRequest) -> None:
     check_strategy(request.strategy, _settings(request))
     parse_requirements(request.require)
     _check_probe_options(request)
+    _check_stop_options(request)
+
+
+def _check_stop_options(request: LLMRequest) -> None:
+    for name in request.stop_when:
+        if name not in ("forget", "retain"):
+            raise ValueError(f"unknown stop_when condition {name!r}; valid: forget, retain")
+    if "forget" in request.stop_when and not request.heldout:
+        raise ValueError("stop_when forget compares the forget rows with the held-out rows: give --heldout")
+    if request.stop_every < 1:
+        raise ValueError(f"stop_every must be >= 1, got {request.stop_every}")
+    if not request.retain_budget > 0:
+        raise ValueError(f"retain_budget must be > 0 points, got {request.retain_budget}")
 
 
 def _check_probe_options(request: LLMRequest) -> None:
@@ -404,9 +470,11 @@ def unlearn_llm(
         dataloader_pin_memory=device.type == "cuda", remove_unused_columns=False, use_cpu=device.type == "cpu",
     )  # fmt: skip
     model.train()
+    stopper = _stop_callback(request, tokenizer, fmt, audit_rows, before) if request.stop_when else None
     trainer = UnlearningTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=UnlearningCollator(tokenizer.pad_token_id),
         loss=loss, strategy=request.strategy, optimizer_settings=_settings(request), schedule=schedule,
+        callbacks=[stopper] if stopper else None,
     )  # fmt: skip
     tick = time.perf_counter()
     resume = any(checkpoints.glob("checkpoint-*"))
@@ -432,8 +500,9 @@ def unlearn_llm(
                    "scored": {name: len(rows) for name, rows in audit_rows.items()}},
         "method": request.method,
         "strategy": request.strategy,
-        "steps": steps,
-        "settings": {"forget_lr": request.forget_lr, "lr": request.lr, "batch_size": request.batch_size,
+        "steps": trainer.state.global_step,
+        "settings": {"forget_lr": request.forget_lr, "planned_steps": steps,
+                     "stopped_early": stopper.stopped if stopper else None, "lr": request.lr, "batch_size": request.batch_size,
                      "retain_steps_per_forget_step": request.retain_steps, "beta": request.beta, "seed": request.seed,
                      "prompt_format": "chat template" if fmt.chat_template else "TOFU tags", "device": str(device),
                      "resumed": resume, "before_cached": before_cached, "steps_this_call": {o: objectives.count(o) for o in ("forget", "retain", "joint")}},
@@ -599,6 +668,7 @@ def audit_llm(
 #: options that change the audit or the speed, not the steps unlearning takes: a changed one still resumes
 _NOT_IN_KEY = ("require", "bootstrap", "eval_examples", "threads", "workers", "checkpoint_every", "max_new_tokens", "min_k",
                "heldout_unseen", "probes", "relearn_steps", "relearn_rows", "relearn_lr")
+# stop_when changes the steps taken, so it stays in the key
 
 
 def _trajectory_options(request) -> dict[str, Any]:
