@@ -382,6 +382,8 @@ def unlearn_images(
         heldout, _ = open_samples(request.heldout, transform=loaded.transform, classes=loaded.classes or samples.classes)
     if heldout is None and any(r.criterion.startswith(("mia", "ks")) or r.criterion.startswith("heldout") for r in requirements):
         raise ValueError("--require names a held-out criterion but there is no held-out set (give --heldout)")
+    if request.probes and heldout is None:
+        raise ValueError(f"the probes {', '.join(request.probes)} compare the forget set with the held-out set: give --heldout")
     forget_idx, retain_idx, forget_ids = resolve_sets(request, samples)
     _check_labels(loaded, samples, forget_idx, "forget")
     _check_labels(loaded, samples, retain_idx, "retain")
@@ -518,6 +520,8 @@ def audit_images(
     if heldout is None and any(r.criterion.startswith(("mia", "ks", "heldout", "forget_gap")) or "vs_heldout" in r.criterion
                                for r in requirements):  # fmt: skip
         raise ValueError("--require names a held-out criterion but there is no held-out set (give --heldout)")
+    if request.probes and heldout is None:
+        raise ValueError(f"the probes {', '.join(request.probes)} compare the forget set with the held-out set: give --heldout")
     forget_idx, retain_idx, forget_ids = resolve_sets(request, samples)
     for model_info in filter(None, (loaded, before_model)):
         _check_labels(model_info, samples, forget_idx, "forget")
