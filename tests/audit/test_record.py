@@ -112,6 +112,15 @@ def test_too_few_examples_are_inconclusive_with_the_size_needed():
     assert required["passed"] is False and exit_status(required) == 3  # --require never passes an inconclusive one
 
 
+def test_a_single_forget_example_is_inconclusive_and_still_written(tmp_path):
+    before, after = _pair(np.random.default_rng(8), sizes=(1, 20, 20))
+    audit = build_audit(request=_request(), before=before, after=after, primary="accuracy", bootstrap=20)
+    assert audit["outcome"] == "INCONCLUSIVE" and audit["effects"]["forget_loss_rise"]["ci_low"] is None
+    write_audit(audit, tmp_path)  # JSON has no NaN: the missing interval is null
+    assert json.loads((tmp_path / "audit.json").read_text())["effects"]["forget_loss_rise"]["se"] is None
+    assert "| forget_loss_rise (nats) |" in (tmp_path / "audit.md").read_text()
+
+
 def test_a_noisy_small_effect_is_inconclusive_and_names_the_detectable_effect():
     rng = np.random.default_rng(4)
     before, after = _pair(rng, sizes=(20, 20, 20), forget=((1.0, 0.9), (1.1, 0.85)))

@@ -241,7 +241,7 @@ def build_audit(
     verdicts = judge(values, requirements, reasons, intervals, defaults=defaults, inconclusive=inconclusive,
                      detectable=detectable)  # fmt: skip
     required = [v for v in verdicts if v.requirement.required]
-    return {
+    return _json_safe({
         "request": request,
         "kind": "one model as it is" if single else "before and after unlearning",
         "primary_metric": primary,
@@ -255,12 +255,27 @@ def build_audit(
         "outcome": overall(verdicts),
         "passed": all(v.outcome == "PASSED" for v in required) if required else None,
         "notes": notes,
-    }
+    })
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities (an interval of one example, say) become null: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def exit_status(audit: Mapping[str, Any]) -> int:
     """0, or 3 when a ``--require`` criterion did not pass (FAILED or INCONCLUSIVE)."""
     return 3 if audit.get("passed") is False else 0
+
+
+def _n(value: float | None, spec: str) -> str:
+    return "absent" if value is None else format(value, spec)
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -340,8 +355,8 @@ def render_markdown(audit: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
         for name, unit in (("forget_loss_rise", "nats"), ("forget_loss_rise_vs_heldout", "nats"),
                            ("forget_drop", "points"), ("forget_drop_vs_heldout", "points")):  # fmt: skip
             e = effects[name]
-            lines.append(f"| {name} ({unit}) | {e['estimate']:+.4g} | [{e['ci_low']:.4g}, {e['ci_high']:.4g}] | "
-                         f"{e['p_greater']:.3g} | {e['detectable']:.3g} |")  # fmt: skip
+            lines.append(f"| {name} ({unit}) | {_n(e['estimate'], '+.4g')} | [{_n(e['ci_low'], '.4g')}, {_n(e['ci_high'], '.4g')}] | "
+                         f"{_n(e['p_greater'], '.3g')} | {_n(e['detectable'], '.3g')} |")  # fmt: skip
     elif "forget_gap" in effects:
         e, g = effects["forget_gap"], effects["loss_gap"]
         lines += [
@@ -351,8 +366,10 @@ def render_markdown(audit: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
             "",
             "| Measure | Estimate | 95% interval | one-sided p (H1: forget better known) |",
             "|---|---|---|---|",
-            f"| forget_gap ({audit['primary_metric']}, points) | {e['estimate']:+.4g} | [{e['ci_low']:.4g}, {e['ci_high']:.4g}] | {e['p_greater']:.3g} |",
-            f"| held-out minus forget loss (nats) | {g['estimate']:+.4g} | [{g['ci_low']:.4g}, {g['ci_high']:.4g}] | {g['p_greater']:.3g} |",
+            f"| forget_gap ({audit['primary_metric']}, points) | {_n(e['estimate'], '+.4g')} | [{_n(e['ci_low'], '.4g')}, "
+            f"{_n(e['ci_high'], '.4g')}] | {_n(e['p_greater'], '.3g')} |",
+            f"| held-out minus forget loss (nats) | {_n(g['estimate'], '+.4g')} | [{_n(g['ci_low'], '.4g')}, "
+            f"{_n(g['ci_high'], '.4g')}] | {_n(g['p_greater'], '.3g')} |",
         ]
     else:
         lines.append("Absent: no held-out set was given.")
@@ -436,7 +453,7 @@ def verdict_line(verdict: Mapping[str, Any]) -> str:
     outcome = verdict.get("outcome") or ("INCONCLUSIVE" if verdict["passed"] is None else ("PASSED" if verdict["passed"] else "FAILED"))
     kind = verdict.get("role") or ("required" if verdict["required"] else "advisory")
     value = "absent" if verdict["value"] is None else f"{verdict['value']:.4g}"
-    interval = f" [{verdict['interval'][0]:.4g}, {verdict['interval'][1]:.4g}]" if verdict.get("interval") else ""
+    interval = f" [{_n(verdict['interval'][0], '.4g')}, {_n(verdict['interval'][1], '.4g')}]" if verdict.get("interval") else ""
     reason = f" ({verdict['reason']})" if verdict["reason"] else ""
     return f"{outcome:12s} {verdict['criterion']} = {value}{interval}, wanted {verdict['op']} {verdict['threshold']:g} [{kind}]{reason}"
 
