@@ -9,6 +9,7 @@ from dualoptim.audit import (
     SetScores,
     build_audit,
     exit_status,
+    membership_auc,
     parse_requirements,
     sha256_ids,
     sha256_path,
@@ -58,6 +59,11 @@ def test_real_forgetting_passes_against_the_heldout_control(tmp_path):
     assert verdicts["forget_loss_rise_vs_heldout"]["outcome"] == "PASSED"
     assert verdicts["forget_drop_vs_heldout"]["outcome"] == "PASSED"
     assert verdicts["mia_auc"]["outcome"] == "PASSED" and audit["evidence"]["before"]["mia"]["loss"]["auc"] > 0.9
+    # the interval the audit reports is the 95% one, recomputed here from the same scores
+    mia = audit["evidence"]["after"]["mia"]["loss"]
+    again = membership_auc(after["forget"].attacks["loss"], after["heldout"].attacks["loss"], bootstrap=200, level=0.95)
+    assert mia["level"] == 0.95 and (mia["ci_low"], mia["ci_high"]) == (again.low, again.high)
+    assert verdicts["mia_auc"]["interval"] == [again.low, again.high]
     # the retain drop of about 1 point with a +-3 point interval cannot show <= 0.5: never passed
     assert verdicts["retain_drop"]["outcome"] == "INCONCLUSIVE" and "straddles 0.5" in verdicts["retain_drop"]["reason"]
     assert audit["passed"] is False and exit_status(audit) == 3
