@@ -67,7 +67,7 @@ def compare_return(
         reading = f"cannot tell at this size (smallest detectable difference {faster.detectable:.3g} points)"
     summary = [
         f"{what}: forget {primary} {forget_after.mean():.2f} -> {forget_probe.mean():.2f} "
-        f"(gain {forget_gain.estimate:+.2f}, 95% CI [{forget_gain.low:.2f}, {forget_gain.high:.2f}], {len(forget_after)} rows); "
+        f"(gain {forget_gain.estimate:+.2f}, 95% CI [{forget_gain.low:.2f}, {forget_gain.high:.2f}], {len(forget_after)} scored); "
         f"held-out {heldout_after.mean():.2f} -> {heldout_probe.mean():.2f} (gain {heldout_gain.estimate:+.2f}, "
         f"95% CI [{heldout_gain.low:.2f}, {heldout_gain.high:.2f}])",
         f"forget gain minus held-out gain: {faster.estimate:+.2f} points, 95% CI [{faster.low:.2f}, {faster.high:.2f}]: {reading}",

@@ -558,9 +558,10 @@ def run_probes(model: Any, tokenizer: Any, fmt: QAFormat, audit_rows: dict[str, 
                                                               f"{steps} on the retain set")  # fmt: skip
         shown = min(request.relearn_rows, len(audit_rows["forget"]) - 1)
         if shown >= 1:
+            few_steps = f"{request.relearn_steps} AdamW steps (lr {request.relearn_lr:g}, {min(shown, request.batch_size)} rows each)"
             results["relearn on a few forget rows"] = compare_return(
                 after, relearn(audit_rows["forget"][:shown]), PRIMARY,
-                f"{steps} on {shown} forget rows; the other {len(audit_rows['forget']) - shown} forget rows scored", exclude=shown)
+                f"{few_steps} on {shown} forget rows; the other {len(audit_rows['forget']) - shown} forget rows scored", exclude=shown)
     if "int8" in request.probes:
         import warnings
 

@@ -311,8 +311,9 @@ def run_probes(model: nn.Module, audit_sets: dict[str, LoaderSource], request: I
         shown = min(request.relearn_rows, len(forget) - 1)
         if shown >= 1:
             few = LoaderSource(forget.samples, forget.indices[:shown], forget.device, workers=forget.workers)
+            few_steps = f"{request.relearn_steps} SGD steps (lr {request.relearn_lr:g}, {min(shown, request.batch_size)} examples each)"
             results["relearn on a few forget examples"] = compare_return(
-                after, relearn(few), "accuracy", f"{steps} on {shown} forget examples; the other {len(forget) - shown} scored",
+                after, relearn(few), "accuracy", f"{few_steps} on {shown} forget examples; the other {len(forget) - shown} scored",
                 exclude=shown)  # fmt: skip
     if "int8" in request.probes:
         from torch.ao.quantization import quantize_dynamic
