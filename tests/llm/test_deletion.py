@@ -1,5 +1,6 @@
 """`dualoptim unlearn` on a tiny Llama saved with save_pretrained: end to end (CLI), resume, formats, bad rows."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,10 @@ from dualoptim.audit import sha256_path
 from dualoptim.cli import main
 from dualoptim.llm.deletion import ConversationFormat, LLMRequest, read_rows, unlearn_llm
 from tests.llm._tofu_fixture import _author_rows
+
+
+def _quiet(*_):
+    pass
 
 
 def _jsonl(path, rows):
@@ -175,3 +180,53 @@ def test_stop_when_ends_unlearning_once_the_retain_budget_is_spent(lm, tmp_path,
     assert "retain answer probability fell" in settings["stopped_early"]["reason"]
     assert main(_args(lm, tmp_path / "p", "--stop-when", "forget")) == 2
     assert "stop_when forget compares the forget rows with the held-out rows: give --heldout" in capsys.readouterr().err
+
+
+def test_check_rank_orders_met_by_retain_drop_then_forget_score_then_out_of_budget():
+    from dualoptim.llm.deletion import check_rank
+
+    met_small = {"retain_drop": 1.0, "forget_met": True, "forget_gap": 0.1}
+    met_large = {"retain_drop": 4.0, "forget_met": True, "forget_gap": 0.9}
+    near = {"retain_drop": 0.5, "forget_met": False, "forget_gap": -0.1}
+    far = {"retain_drop": 0.0, "forget_met": False, "forget_gap": -2.0}
+    spent = {"retain_drop": 5.5, "forget_met": True, "forget_gap": 3.0}
+    ranked = sorted([spent, far, met_large, near, met_small], key=lambda c: check_rank(c, 5.0), reverse=True)
+    assert ranked == [met_small, met_large, near, far, spent]
+    assert check_rank({"retain_drop": 5.0, "forget_met": True, "forget_gap": 0.0}, 5.0)[0] == 2  # the budget itself is within it
+
+
+def test_stop_when_saves_the_best_checked_step_keeps_the_last_and_never_more_than_two(lm, tmp_path, monkeypatch):
+    import dualoptim.llm.deletion as deletion
+    from dualoptim.llm.trainer import UnlearningTrainer
+
+    model, files = lm
+    request = LLMRequest(model=str(model), forget=str(files["forget"]), retain=str(files["retain"]),
+                         heldout=str(files["heldout"]), steps=8, checkpoint_every=2, batch_size=2, forget_lr=3e-3, lr=1e-3,
+                         max_new_tokens=2, bootstrap=10, device="cpu", stop_when=["retain"], stop_every=2,
+                         retain_budget=1e9)  # fmt: skip
+    early = unlearn_llm(dataclasses.replace(request, steps=2, stop_when=[]), tmp_path / "early", progress_bar=False, log=_quiet)
+    assert early["request"]["saved_model"]["checkpoint"] == "last" and early["request"]["saved_model"]["step"] == 2
+    # check_rank is tested above; here step 2 is made the best so that the best is not the last
+    monkeypatch.setattr(deletion, "check_rank", lambda check, budget: (1, -check["step"]))
+    on_disk = []
+    save = UnlearningTrainer._save_checkpoint
+
+    def count(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        folder = tmp_path / "o" / ".checkpoints"
+        on_disk.append(sorted(p.name for p in folder.iterdir() if p.name.startswith("checkpoint-") or p.suffix == ".pt"))
+
+    monkeypatch.setattr(UnlearningTrainer, "_save_checkpoint", count)
+    audit = unlearn_llm(request, tmp_path / "o", progress_bar=False, log=_quiet)
+    saved = audit["request"]["saved_model"]
+    assert audit["request"]["steps"] == 8 and saved["checkpoint"] == "best" and saved["step"] == 2
+    assert [c["step"] for c in saved["checks"]] == [2, 4, 6, 8] and saved["last"]["step"] == 8
+    assert on_disk[-1] == ["best.pt", "checkpoint-8"] and all(len(names) <= 2 for names in on_disk[1:])
+    from safetensors.torch import load_file
+
+    best, alone = load_file(tmp_path / "o" / "model" / "model.safetensors"), load_file(tmp_path / "early" / "model" / "model.safetensors")
+    last = load_file(tmp_path / "o" / "last-model" / "model.safetensors")
+    assert all(torch.allclose(best[k], alone[k], atol=1e-6) for k in best)  # the saved model is step 2's weights
+    assert not all(torch.allclose(best[k], last[k], atol=1e-6) for k in best)
+    assert "Saved model: the best step, step 2" in (tmp_path / "o" / "audit.md").read_text()
+    assert not (tmp_path / "o" / ".checkpoints").exists()

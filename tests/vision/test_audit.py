@@ -155,3 +155,30 @@ def test_the_robustness_probes_of_an_image_audit(controls, tmp_path, capsys):
     assert "### relearn on the retain set" in (tmp_path / "a" / "audit.md").read_text()
     assert main([*argv[:-2], "--probe", "4bit", "--out", str(tmp_path / "b")]) == 2
     assert "the 4bit probe" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_a_resumed_image_request_does_not_score_before_again(controls, tmp_path, monkeypatch):
+    import dualoptim.vision.deletion as deletion
+
+    root, forget = controls
+    request = _request(root / "orig" / "model.pt", forget, method="FT", epochs=1, checkpoint_every=2)
+    scored = []
+    score_sets = deletion.score_sets
+    monkeypatch.setattr(deletion, "score_sets", lambda *a, **k: scored.append(1) or score_sets(*a, **k))
+
+    def interrupt(self, state):
+        raise KeyboardInterrupt
+
+    save = deletion._ResumeFile.save
+    monkeypatch.setattr(deletion._ResumeFile, "save", lambda self, state: (save(self, state), interrupt(self, state)))
+    with pytest.raises(KeyboardInterrupt):
+        unlearn_images(request, tmp_path / "cut", progress_bar=False, log=_quiet)
+    assert len(scored) == 1 and len(list((tmp_path / "cut").glob(".before-*.json"))) == 1
+    monkeypatch.setattr(deletion._ResumeFile, "save", save)
+    audit = unlearn_images(request, tmp_path / "cut", progress_bar=False, log=_quiet)
+    assert len(scored) == 2  # the resumed call scored "after" only
+    assert audit["request"]["settings"]["before_cached"] is True and not list((tmp_path / "cut").glob(".before-*"))
+    whole = unlearn_images(request, tmp_path / "whole", progress_bar=False, log=_quiet)
+    assert whole["request"]["settings"]["before_cached"] is False
+    assert audit["performance"]["forget"]["before"] == whole["performance"]["forget"]["before"]
+    assert audit["evidence"]["before"] == whole["evidence"]["before"]

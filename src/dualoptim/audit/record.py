@@ -14,6 +14,7 @@ its 95% interval (:mod:`~dualoptim.audit.requirements`).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -89,6 +90,18 @@ def scores_from_json(data: Mapping[str, Any]) -> SetScores:
     return SetScores(dict(data["metrics"]), np.asarray(data["loss"], dtype=np.float64),
                      {k: np.asarray(v, dtype=np.float64) for k, v in data["attacks"].items()},
                      {k: np.asarray(v, dtype=np.float64) for k, v in data["per_example"].items()}, dict(data["extra"]))  # fmt: skip
+
+
+def load_scores(path: str | os.PathLike[str]) -> dict[str, SetScores] | None:
+    """The cached "before" scores of a request (``{set name: scores_to_json(...)}``), or None when
+    absent or unreadable: they are then scored again, never trusted half-written."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return {name: scores_from_json(data) for name, data in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _finite(value: float | None) -> float | None:
@@ -305,6 +318,10 @@ def render_markdown(audit: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
     ]
     if "method" in request:
         lines.append(f"- Method: {request['method']}, strategy: {request['strategy']}, {request['steps']} optimizer steps")
+    if request.get("saved_model"):
+        saved = request["saved_model"]
+        lines.append(f"- Saved model: the {saved['checkpoint']} step, step {saved['step']} ({saved['why']})"
+                     + (f"; the last step's weights are in `{saved['last_model']}`, not audited" if saved.get("last_model") else ""))  # fmt: skip
     if request.get("settings"):
         lines.append("- Settings: " + ", ".join(f"{k}={v}" for k, v in request["settings"].items()))
     lines += [

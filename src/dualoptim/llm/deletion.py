@@ -37,7 +37,7 @@ from dualoptim.audit import (
     sha256_path,
     write_audit,
 )
-from dualoptim.audit.record import scores_from_json, scores_to_json
+from dualoptim.audit.record import load_scores, scores_to_json
 from dualoptim.config import option
 from dualoptim.devices import resolve_device, set_threads
 from dualoptim.io import write_text_atomic
@@ -281,44 +281,100 @@ def answer_nll(model: Any, tokenizer: Any, fmt: QAFormat, rows: Sequence[dict], 
     return torch.cat(nll).double().numpy()
 
 
-def _stop_callback(request: LLMRequest, tokenizer: Any, fmt: QAFormat, audit_rows: dict[str, list[dict]],
-                   before: dict[str, SetScores]):  # fmt: skip
-    """A Trainer callback that ends unlearning once a ``stop_when`` condition holds (checked every ``stop_every`` steps)."""
+def check_rank(check: dict[str, Any], budget: float) -> tuple[int, float]:
+    """How a checked step ranks for the saved model (larger is better; docs/design.md §7.6).
+
+    Out of the retain budget (``retain_drop > budget``): ``(0, -retain_drop)``, below every step
+    within it. Within it, a step whose forget criterion is met (the forget rows' mean answer loss
+    reached the held-out rows') ranks by the smallest retain drop, ``(2, -retain_drop)``; one that
+    is not ranks by its forget score, ``(1, forget_gap)``, the forget minus held-out mean answer
+    loss in nats (the forget loss alone without a held-out set), nearest to meeting the criterion.
+    """
+    if check["retain_drop"] > budget:
+        return (0, -check["retain_drop"])
+    if check.get("forget_met"):
+        return (2, -check["retain_drop"])
+    return (1, check["forget_gap"])
+
+
+def _checkpoint_callback(request: LLMRequest, tokenizer: Any, fmt: QAFormat, audit_rows: dict[str, list[dict]],
+                         before: dict[str, SetScores], folder: Path):  # fmt: skip
+    """A Trainer callback that checks the model every ``stop_every`` steps, keeps the best-ranked
+    step's weights (:func:`check_rank`) in ``folder/best.pt`` (replacing the previous best, so that
+    with the Trainer's one resumable checkpoint, the last, at most two are on disk) and ends
+    unlearning once a ``stop_when`` condition holds. Its checks are kept in ``folder/checks.json``
+    so that a resumed request ranks against the steps taken before it was interrupted."""
     from transformers import TrainerCallback
 
     retain_before = float(np.mean(np.exp(-before["retain"].loss))) * 100.0
+    checks_file, best_file = folder / "checks.json", folder / "best.pt"
 
-    class StopWhen(TrainerCallback):
+    class CheckAndStop(TrainerCallback):
         stopped: dict[str, Any] | None = None
+
+        def __init__(self) -> None:
+            saved = json.loads(checks_file.read_text()) if checks_file.is_file() and best_file.is_file() else {}
+            self.checks: list[dict[str, Any]] = saved.get("checks", [])
+            self.best: dict[str, Any] | None = saved.get("best")
+
+        def check(self, model: Any, step: int) -> dict[str, Any]:
+            """The forget and retain measures of ``model`` at ``step`` (answer losses only, no generation)."""
+            forget = float(np.mean(answer_nll(model, tokenizer, fmt, audit_rows["forget"], request)))
+            retain = float(np.mean(np.exp(-answer_nll(model, tokenizer, fmt, audit_rows["retain"], request)))) * 100.0
+            check: dict[str, Any] = {"step": step, "forget_loss": forget, "retain_drop": retain_before - retain}
+            if "heldout" in audit_rows:
+                heldout = float(np.mean(answer_nll(model, tokenizer, fmt, audit_rows["heldout"], request)))
+                check.update(heldout_loss=heldout, forget_gap=forget - heldout, forget_met=forget >= heldout)
+            else:
+                check.update(forget_gap=forget, forget_met=None)
+            # a resumed request checks again the steps after its checkpoint: the new check replaces the old
+            self.checks = [c for c in self.checks if c["step"] != step] + [check]
+            return check
+
+        def ranks_above(self, check: dict[str, Any], other: dict[str, Any] | None) -> bool:
+            return other is None or check_rank(check, request.retain_budget) > check_rank(other, request.retain_budget)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if model is None or state.global_step % request.stop_every:
                 return
-            if "forget" in request.stop_when:
-                forget = float(np.mean(answer_nll(model, tokenizer, fmt, audit_rows["forget"], request)))
-                heldout = float(np.mean(answer_nll(model, tokenizer, fmt, audit_rows["heldout"], request)))
-                if forget >= heldout:
-                    self.stopped = {"step": state.global_step, "reason": f"forget answer loss {forget:.4f} reached the "
-                                    f"held-out rows' {heldout:.4f} nats"}  # fmt: skip
-            if self.stopped is None and "retain" in request.stop_when:
-                retain = float(np.mean(np.exp(-answer_nll(model, tokenizer, fmt, audit_rows["retain"], request)))) * 100.0
-                if retain_before - retain > request.retain_budget:
-                    self.stopped = {"step": state.global_step, "reason": f"retain answer probability fell {retain_before - retain:.2f} "
-                                    f"points (> retain_budget {request.retain_budget:g})"}  # fmt: skip
+            check = self.check(model, state.global_step)
+            if self.ranks_above(check, self.best) or (self.best and self.best["step"] == check["step"]):
+                # the weights of the best step so far replace the previous best's (written whole, then renamed)
+                partial = best_file.with_suffix(".partial")
+                torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, partial)
+                os.replace(partial, best_file)
+                self.best = check
+            write_text_atomic(checks_file, json.dumps({"checks": self.checks, "best": self.best}))
+            if "forget" in request.stop_when and check["forget_met"]:
+                self.stopped = {"step": state.global_step, "reason": f"forget answer loss {check['forget_loss']:.4f} reached the "
+                                f"held-out rows' {check['heldout_loss']:.4f} nats"}  # fmt: skip
+            elif "retain" in request.stop_when and check["retain_drop"] > request.retain_budget:
+                self.stopped = {"step": state.global_step, "reason": f"retain answer probability fell {check['retain_drop']:.2f} "
+                                f"points (> retain_budget {request.retain_budget:g})"}  # fmt: skip
             if self.stopped is not None:
                 control.should_training_stop = True
 
-    return StopWhen()
+        def choose(self, model: Any, step: int) -> dict[str, Any]:
+            """Which weights are the saved model: the best-ranked checked step, or the last (``model`` as it is)."""
+            last = next((c for c in self.checks if c["step"] == step), None) or self.check(model, step)
+            if self.best is None or self.best["step"] == step or not self.ranks_above(self.best, last):
+                return {"checkpoint": "last", "step": step, "check": last, "checks": self.checks,
+                        "why": "the last step ranks at least as high as every checked step"}  # fmt: skip
+            return {"checkpoint": "best", "step": self.best["step"], "check": self.best, "last": last, "checks": self.checks,
+                    "why": _why_best(self.best, last, request.retain_budget)}  # fmt: skip
+
+    return CheckAndStop()
 
 
-def _load_scores(path: Path) -> dict[str, SetScores] | None:
-    """The cached scores of a request, or None (absent or unreadable: score again)."""
-    if not path.is_file():
-        return None
-    try:
-        return {name: scores_from_json(data) for name, data in json.loads(path.read_text(encoding="utf-8")).items()}
-    except (ValueError, KeyError, TypeError):
-        return None
+def _why_best(best: dict[str, Any], last: dict[str, Any], budget: float) -> str:
+    """Why the best checked step, not the last, is the saved model (one clause of the audit)."""
+    if last["retain_drop"] > budget >= best["retain_drop"]:
+        return f"the last step spent more than the retain budget ({last['retain_drop']:.2f} > {budget:g} points)"
+    if best.get("forget_met") and last.get("forget_met"):
+        return f"both meet the forget criterion; step {best['step']} with the smaller retain drop"
+    if best.get("forget_met"):
+        return f"step {best['step']} meets the forget criterion, the last step does not"
+    return f"step {best['step']} has the better forget score within the retain budget"
 
 
 def _reworded(question: Any, paraphrase: str) -> Any:
@@ -450,7 +506,7 @@ def unlearn_llm(
     scoring = stable_hash({"key": key, "heldout": sha256_file(request.heldout) if request.heldout else None,
                            "scoring": [request.eval_examples, request.max_new_tokens, request.min_k, request.max_length]})  # fmt: skip
     cache = checkpoints / f"before-{scoring}.json"
-    before = _load_scores(cache)
+    before = load_scores(cache)
     before_cached = before is not None
     if before is None:
         before = {name: score_rows(model, tokenizer, fmt, rows, request, informative[name]) for name, rows in audit_rows.items()}
@@ -470,7 +526,7 @@ def unlearn_llm(
         dataloader_pin_memory=device.type == "cuda", remove_unused_columns=False, use_cpu=device.type == "cpu",
     )  # fmt: skip
     model.train()
-    stopper = _stop_callback(request, tokenizer, fmt, audit_rows, before) if request.stop_when else None
+    stopper = _checkpoint_callback(request, tokenizer, fmt, audit_rows, before, checkpoints) if request.stop_when else None
     trainer = UnlearningTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=UnlearningCollator(tokenizer.pad_token_id),
         loss=loss, strategy=request.strategy, optimizer_settings=_settings(request), schedule=schedule,
@@ -481,12 +537,21 @@ def unlearn_llm(
     trainer.train(resume_from_checkpoint=True if resume else None)
     unlearn_seconds = time.perf_counter() - tick
     model.eval()
-    after = {name: score_rows(model, tokenizer, fmt, rows, request, informative[name]) for name, rows in audit_rows.items()}
 
     def save(folder: Path) -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
+    # the saved model: without stop_when the last step; with it the best-ranked checked step (check_rank),
+    # the last one then kept beside it as last-model (not audited: `dualoptim audit` audits it)
+    saved = stopper.choose(model, trainer.state.global_step) if stopper else {"checkpoint": "last", "step": trainer.state.global_step,
+                                                                             "why": "no stop_when: nothing ranks the steps"}  # fmt: skip
+    shutil.rmtree(out / "last-model", ignore_errors=True)
+    if saved["checkpoint"] == "best":
+        atomic_folder(out / "last-model", save)
+        model.load_state_dict(torch.load(checkpoints / "best.pt", weights_only=True))
+        saved["last_model"] = "last-model"
+    after = {name: score_rows(model, tokenizer, fmt, rows, request, informative[name]) for name, rows in audit_rows.items()}
     model_path = atomic_folder(out / "model", save)
     objectives = [objective for _, objective in trainer.objective_log]
     record = {
@@ -501,6 +566,7 @@ def unlearn_llm(
         "method": request.method,
         "strategy": request.strategy,
         "steps": trainer.state.global_step,
+        "saved_model": saved,
         "settings": {"forget_lr": request.forget_lr, "planned_steps": steps,
                      "stopped_early": stopper.stopped if stopper else None, "lr": request.lr, "batch_size": request.batch_size,
                      "retain_steps_per_forget_step": request.retain_steps, "beta": request.beta, "seed": request.seed,

@@ -33,8 +33,10 @@ from dualoptim.audit import (
     sha256_path,
     write_audit,
 )
+from dualoptim.audit.record import load_scores, scores_to_json
 from dualoptim.config import option
 from dualoptim.devices import resolve_device, set_threads
+from dualoptim.io import write_text_atomic
 from dualoptim.metrics.mia import entropy
 from dualoptim.runs import environment, stable_hash
 from dualoptim.schedule import Schedule, plan_steps
@@ -413,13 +415,23 @@ def unlearn_images(
         f"{request.method}/{request.strategy} on {device}")  # fmt: skip
 
     input_sha = sha256_path(loaded.weights_path) if loaded.weights_path is not None else None
-    before = score_sets(model, audit_sets)
     settings = _settings(request)
     schedule, max_steps = _schedule(request, len(forget_idx))
     key = stable_hash({"request": _trajectory_options(request), "input": input_sha, "forget": sha256_ids(forget_ids),
                        "device": device.type})  # fmt: skip
     resume = _ResumeFile(out / ".resume.pt", key, request.checkpoint_every)
     out.mkdir(parents=True, exist_ok=True)
+    # the "before" scores of this request, cached beside its checkpoint: a resumed run does not score them again
+    # (the scored subsets are fixed by the seed, in the key, and eval_examples)
+    cache = out / f".before-{stable_hash({'key': key, 'eval_examples': request.eval_examples})}.json"
+    for stale in out.glob(".before-*.json"):
+        if stale != cache:
+            stale.unlink()  # another request's: never read
+    before = load_scores(cache)
+    before_cached = before is not None
+    if before is None:
+        before = score_sets(model, audit_sets)
+        write_text_atomic(cache, json.dumps({name: scores_to_json(s) for name, s in before.items()}))
     method = build_method(request.method, request.method_options)
     run_log = unlearn(
         model, method, sources["forget"], sources["retain"], strategy=request.strategy, settings=settings,
@@ -447,6 +459,7 @@ def unlearn_images(
         "settings": {"forget_lr": settings.forget_lr, "lr": settings.retain_lr, "batch_size": request.batch_size,
                      "epochs": schedule.outer_iterations, "forget_steps": schedule.forget_steps,
                      "retain_steps": schedule.retain_steps, "seed": request.seed, "device": str(device),
+                     "before_cached": before_cached,
                      **{f"method.{k}": v for k, v in request.method_options.items()}},
         "options": dataclasses.asdict(request),
         "unlearn_seconds": run_log.seconds,
@@ -464,6 +477,7 @@ def unlearn_images(
     losses = {when: {name: s.loss for name, s in scores.items()} for when, scores in (("before", before), ("after", after))}
     write_audit(audit, out, losses)
     resume.path.unlink(missing_ok=True)
+    cache.unlink(missing_ok=True)
     return audit
 
 
