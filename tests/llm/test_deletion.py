@@ -230,3 +230,34 @@ def test_stop_when_saves_the_best_checked_step_keeps_the_last_and_never_more_tha
     assert not all(torch.allclose(best[k], last[k], atol=1e-6) for k in best)
     assert "Saved model: the best step, step 2" in (tmp_path / "o" / "audit.md").read_text()
     assert not (tmp_path / "o" / ".checkpoints").exists()
+
+
+def test_default_schedule_follows_the_model_size_within_its_clip():
+    from dualoptim.llm.deletion import DEFAULT_PASSES, RATE_RANGE, RATE_SCALE, default_schedule
+
+    small, large = default_schedule(100_000, 60), default_schedule(2_700_000, 60)
+    assert small["forget_lr"] == small["lr"] == pytest.approx(RATE_SCALE / 100_000**0.5, rel=0.05)
+    assert large["forget_lr"] == pytest.approx(small["forget_lr"] / (27**0.5), rel=0.05)  # 27x the parameters: 1/sqrt(27)
+    assert default_schedule(7_000_000_000, 60)["forget_lr"] == RATE_RANGE[0]  # the papers' 1e-5 for 7 B models
+    assert default_schedule(10, 60)["forget_lr"] == RATE_RANGE[1]
+    assert small["epochs"] == DEFAULT_PASSES
+    with pytest.raises(ValueError, match="default_schedule needs a model and forget rows, got 0 parameters"):
+        default_schedule(0, 60)
+
+
+def test_a_request_without_rates_takes_them_from_the_model_size(lm, tmp_path):
+    from dualoptim.llm.deletion import default_schedule
+
+    model, files = lm
+    request = LLMRequest(model=str(model), forget=str(files["forget"]), retain=str(files["retain"]), steps=2, batch_size=2,
+                         max_new_tokens=2, bootstrap=10, device="cpu")  # fmt: skip
+    lines = []
+    audit = unlearn_llm(request, tmp_path / "o", progress_bar=False, log=lines.append)
+    settings = audit["request"]["settings"]
+    rule = default_schedule(settings["parameters"], 4)
+    assert settings["from_default_schedule"] == ["epochs", "forget_lr", "lr"]
+    assert settings["forget_lr"] == rule["forget_lr"] and audit["request"]["options"]["lr"] == rule["lr"]
+    assert audit["request"]["steps"] == 2  # --steps still wins over the passes
+    assert any("from the model size" in line for line in lines)
+    given = unlearn_llm(dataclasses.replace(request, forget_lr=1e-3), tmp_path / "p", progress_bar=False, log=_quiet)
+    assert given["request"]["settings"]["forget_lr"] == 1e-3 and given["request"]["settings"]["from_default_schedule"] == ["epochs", "lr"]

@@ -62,7 +62,7 @@ from dualoptim.runs import environment, stable_hash
 from dualoptim.schedule import Schedule
 from dualoptim.strategies import check_strategy
 
-__all__ = ["ConversationFormat", "LLMRequest", "PRIMARY", "audit_llm", "min_k_scores", "read_rows", "score_rows", "unlearn_llm"]
+__all__ = ["ConversationFormat", "LLMRequest", "PRIMARY", "audit_llm", "default_schedule", "min_k_scores", "read_rows", "score_rows", "unlearn_llm"]
 
 #: the headline metric of a causal LM's audit: the probability of the answer's informative tokens
 PRIMARY = "fact_probability"
@@ -84,11 +84,12 @@ class LLMRequest:
                                   "not in the forget or retain sets)", False)
     method: str = option("FORGET+RETAIN losses: GA, IDK, ME, NPO, DPO + GD, KL, AP", "NPO+GD")
     strategy: str = option("joint | alternate | dual | dual+ | dual-8bit | dual+-8bit", "dual")
-    epochs: int = option("passes over the forget set (each forget step followed by retain_steps retain steps)", 5)
+    epochs: int | None = option("passes over the forget set (each forget step followed by retain_steps retain steps); "
+                                "default: from the model size (default_schedule)", None)
     steps: int | None = option("total optimizer steps instead of epochs", None)
     retain_steps: int = option("retain steps after each forget step", 5)
-    forget_lr: float = option("forget learning rate", 1e-5)
-    lr: float = option("retain learning rate", 1e-5)
+    forget_lr: float | None = option("forget learning rate (default: from the model size, default_schedule)", None)
+    lr: float | None = option("retain learning rate (default: from the model size, default_schedule)", None)
     beta: float = option("beta of NPO, DPO and AP", 0.1)
     batch_size: int = option("rows per step", 8)
     max_length: int = option("tokens per prompt + answer", 256)
@@ -400,6 +401,29 @@ def _paraphrase_scores(model, tokenizer, fmt, rows, request, informative) -> dic
             "paraphrase_fact_match": scores.metrics["fact_match"]}  # fmt: skip
 
 
+#: default_schedule's constants, measured by benchmarks/unlearn_defaults.py (docs/unlearn.md, "LLM defaults")
+RATE_SCALE = 0.33
+RATE_RANGE = (1e-5, 3e-3)
+DEFAULT_PASSES = 10
+
+
+def default_schedule(parameters: int, forget_rows: int) -> dict[str, float | int]:
+    """The learning rates and passes of a request that sets none (docs/unlearn.md, "LLM defaults").
+
+    ``forget_lr = lr = clip(RATE_SCALE / sqrt(parameters), *RATE_RANGE)``: the rate at which the
+    measured models met the audit's headline with the smallest retain drop fell as the inverse square
+    root of the parameter count (3e-3 at 0.1 M parameters ... 1e-5 at 1 B, the papers' rate for
+    1-7 B models, where the clip holds). ``epochs = DEFAULT_PASSES`` passes over the forget rows,
+    a cap that ``--stop-when forget`` ends early; the steps follow the request's size,
+    ``epochs * ceil(forget_rows / batch_size) * (1 + retain_steps)``.
+    """
+    if parameters < 1 or forget_rows < 1:
+        raise ValueError(f"default_schedule needs a model and forget rows, got {parameters} parameters and {forget_rows} rows")
+    low, high = RATE_RANGE
+    rate = min(high, max(low, RATE_SCALE / math.sqrt(parameters)))
+    return {"forget_lr": float(f"{rate:.2g}"), "lr": float(f"{rate:.2g}"), "epochs": DEFAULT_PASSES}
+
+
 def validate(request: LLMRequest) -> None:
     """Fail before any loading, naming the bad value."""
     for name in ("model", "forget", "retain"):
@@ -407,7 +431,7 @@ def validate(request: LLMRequest) -> None:
             raise ValueError(f"--{name} is required for a causal LM")
     UnlearningLoss(request.method, beta=request.beta)
     for name in ("epochs", "batch_size", "max_length", "checkpoint_every", "eval_examples", "bootstrap", "retain_steps"):
-        if getattr(request, name) < 1:
+        if getattr(request, name) is not None and getattr(request, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(request, name)}")
     if request.steps is not None and request.steps < 1:
         raise ValueError(f"steps must be >= 1, got {request.steps}")
@@ -445,7 +469,9 @@ def _check_probe_options(request: LLMRequest) -> None:
 def _settings(request: LLMRequest):
     from dualoptim.llm.trainer import DEFAULT_SETTINGS
 
-    return dataclasses.replace(DEFAULT_SETTINGS, forget_lr=request.forget_lr, retain_lr=request.lr)
+    # before the model is loaded (validate) an unset rate is checked as the trainer's default
+    return dataclasses.replace(DEFAULT_SETTINGS, forget_lr=request.forget_lr or DEFAULT_SETTINGS.forget_lr,
+                               retain_lr=request.lr or DEFAULT_SETTINGS.retain_lr)
 
 
 def unlearn_llm(
@@ -487,8 +513,15 @@ def unlearn_llm(
     model, tokenizer = load_pretrained(request.model, pad_token="eos")
     fmt = ConversationFormat(chat_template=bool(getattr(tokenizer, "chat_template", None)))
     model.to(device)
+    parameters = sum(p.numel() for p in model.parameters())
+    rule = default_schedule(parameters, len(forget))
+    chosen = {k: v for k, v in rule.items() if k in ("forget_lr", "lr", "epochs") and getattr(request, k) is None}
+    request = dataclasses.replace(request, **chosen)
     sets = {"forget": forget, "retain": retain, **({"heldout": heldout} if heldout else {})}
     audit_rows = {name: rows[: request.eval_examples] for name, rows in sets.items()}
+    if chosen:
+        log(f"from the model size ({parameters:,} parameters, docs/unlearn.md 'LLM defaults'): "
+            + ", ".join(f"{k} {v:g}" for k, v in chosen.items()))
     log(f"forget {len(forget)}, retain {len(retain)}, held-out {len(heldout) if heldout else 0} rows; "
         f"{request.method}/{request.strategy} on {device}; prompts: {'chat template' if fmt.chat_template else 'TOFU tags'}")  # fmt: skip
     informative = {name: informative_words([r["answer"] for r in rows], [r["question"] for r in rows])
@@ -567,7 +600,8 @@ def unlearn_llm(
         "strategy": request.strategy,
         "steps": trainer.state.global_step,
         "saved_model": saved,
-        "settings": {"forget_lr": request.forget_lr, "planned_steps": steps,
+        "settings": {"forget_lr": request.forget_lr, "planned_steps": steps, "parameters": parameters,
+                     "from_default_schedule": sorted(chosen),
                      "stopped_early": stopper.stopped if stopper else None, "lr": request.lr, "batch_size": request.batch_size,
                      "retain_steps_per_forget_step": request.retain_steps, "beta": request.beta, "seed": request.seed,
                      "prompt_format": "chat template" if fmt.chat_template else "TOFU tags", "device": str(device),
