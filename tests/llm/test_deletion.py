@@ -261,3 +261,16 @@ def test_a_request_without_rates_takes_them_from_the_model_size(lm, tmp_path):
     assert any("from the model size" in line for line in lines)
     given = unlearn_llm(dataclasses.replace(request, forget_lr=1e-3), tmp_path / "p", progress_bar=False, log=_quiet)
     assert given["request"]["settings"]["forget_lr"] == 1e-3 and given["request"]["settings"]["from_default_schedule"] == ["epochs", "lr"]
+
+
+def test_why_the_best_step_is_saved_names_the_rule_that_chose_it():
+    from dualoptim.llm.deletion import _why_best
+
+    def check(step, drop, met):
+        return {"step": step, "retain_drop": drop, "forget_met": met, "forget_gap": 0.0}
+
+    assert _why_best(check(116, 16.8, False), check(124, 18.5, True), 5.0).startswith(
+        "every checked step spent more than the retain budget (5 points); step 116 the least (16.80, the last 18.50)")
+    assert _why_best(check(4, 1.0, False), check(8, 6.0, True), 5.0).startswith("the last step spent more than the retain budget")
+    assert _why_best(check(4, 1.0, True), check(8, 2.0, True), 5.0).startswith("both meet the forget criterion; step 4")
+    assert _why_best(check(4, 1.0, True), check(8, 0.5, False), 5.0) == "step 4 meets the forget criterion, the last step does not"

@@ -369,6 +369,9 @@ def _checkpoint_callback(request: LLMRequest, tokenizer: Any, fmt: QAFormat, aud
 
 def _why_best(best: dict[str, Any], last: dict[str, Any], budget: float) -> str:
     """Why the best checked step, not the last, is the saved model (one clause of the audit)."""
+    if best["retain_drop"] > budget:
+        return (f"every checked step spent more than the retain budget ({budget:g} points); step {best['step']} "
+                f"the least ({best['retain_drop']:.2f}, the last {last['retain_drop']:.2f})")  # fmt: skip
     if last["retain_drop"] > budget >= best["retain_drop"]:
         return f"the last step spent more than the retain budget ({last['retain_drop']:.2f} > {budget:g} points)"
     if best.get("forget_met") and last.get("forget_met"):
