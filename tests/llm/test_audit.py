@@ -244,7 +244,9 @@ def test_help_shows_each_model_kinds_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert f"(default: images {ImageRequest().eval_examples}, LLM {LLMRequest().eval_examples})" in text
     assert f"images: default {ImageRequest().batch_size}, LLM {LLMRequest().batch_size}" in text
-    assert f"images: default {ImageRequest().epochs}, LLM {LLMRequest().epochs}" in text
+    assert f"images: default {ImageRequest().epochs}; LLM: from the model size, docs/unlearn.md" in text
+    assert LLMRequest().epochs is None and LLMRequest().forget_lr is None  # chosen by default_schedule
+    assert "forget learning rate (images: default the strategy's; LLM: from the model size, docs/unlearn.md)" in text
 
 
 def test_the_robustness_probes_report_numbers_for_each_probe(world, tmp_path, capsys):
