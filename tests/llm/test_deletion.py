@@ -274,3 +274,32 @@ def test_why_the_best_step_is_saved_names_the_rule_that_chose_it():
     assert _why_best(check(4, 1.0, False), check(8, 6.0, True), 5.0).startswith("the last step spent more than the retain budget")
     assert _why_best(check(4, 1.0, True), check(8, 2.0, True), 5.0).startswith("both meet the forget criterion; step 4")
     assert _why_best(check(4, 1.0, True), check(8, 0.5, False), 5.0) == "step 4 meets the forget criterion, the last step does not"
+
+
+def test_a_resumed_stop_when_request_ranks_against_the_checks_before_the_interruption(lm, tmp_path, monkeypatch):
+    from dualoptim.llm.trainer import UnlearningTrainer
+
+    model, files = lm
+    request = LLMRequest(model=str(model), forget=str(files["forget"]), retain=str(files["retain"]),
+                         heldout=str(files["heldout"]), steps=8, checkpoint_every=4, batch_size=2, forget_lr=3e-3, lr=1e-3,
+                         max_new_tokens=2, bootstrap=10, device="cpu", stop_when=["retain"], stop_every=2,
+                         retain_budget=1e9)  # fmt: skip
+    save = UnlearningTrainer._save_checkpoint
+
+    def interrupt(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(UnlearningTrainer, "_save_checkpoint", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        unlearn_llm(request, tmp_path / "cut", progress_bar=False, log=_quiet)
+    checks = json.loads((tmp_path / "cut" / ".checkpoints" / "checks.json").read_text())
+    assert [c["step"] for c in checks["checks"]] == [2, 4] and (tmp_path / "cut" / ".checkpoints" / "best.pt").is_file()
+    monkeypatch.setattr(UnlearningTrainer, "_save_checkpoint", save)
+    cut = unlearn_llm(request, tmp_path / "cut", progress_bar=False, log=_quiet)
+    whole = unlearn_llm(request, tmp_path / "whole", progress_bar=False, log=_quiet)
+    assert cut["request"]["settings"]["resumed"] is True
+    assert [c["step"] for c in cut["request"]["saved_model"]["checks"]] == [2, 4, 6, 8]
+    assert cut["request"]["saved_model"]["step"] == whole["request"]["saved_model"]["step"]
+    for a, b in zip(cut["request"]["saved_model"]["checks"], whole["request"]["saved_model"]["checks"]):
+        assert a["step"] == b["step"] and a["retain_drop"] == pytest.approx(b["retain_drop"], abs=1e-4)
