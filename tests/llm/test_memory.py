@@ -112,3 +112,20 @@ def test_lora_estimate_counts_the_adapters_alone(tmp_path):
     assert dual.gradients == 4 * adapters and dual.masters == 0 and dual.reference == 0
     assert (dual.states, plus.states) == (16 * adapters, 24 * adapters)
     assert "LoRA r=8 on q_proj, down_proj" in memory.render(config, shapes, sizes)
+
+
+def test_dry_run_estimates_the_fine_tuning_stage(tmp_path, capsys):
+    folder = _llama_folder(tmp_path / "llama2-7b-config", vocab_size=32000, hidden_size=4096,
+                           intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                           num_key_value_heads=32, tie_word_embeddings=False)  # fmt: skip
+    argv = ["tofu", "--preset", "tofu-llama2-7b", "--set", f"model.name_or_path={folder}", "--set", "model.finetune.enabled=true",
+            "--set", "model.dtype=bfloat16", "--set", "data.max_length=512", "--dry-run"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "## fine-tuning stage (model.finetune.enabled: 4,000 TOFU rows, 5 epochs, batch 32)" in printed
+    p = 6738415616
+    row = printed.split("## fine-tuning stage")[1].splitlines()[4].strip("| ").split(" | ")
+    # bf16 weights 2P, float32 masters 4P, bf16 gradients 2P, two float32 AdamW moments 8P
+    assert [float(c) for c in row[:4]] == pytest.approx([round(x * p / 1024**3, 2) for x in (2, 4, 2, 8)], abs=0.006)
+    assert "625 optimizer steps" in printed and "10,240,000 tokens" in printed  # ceil(4000/32) x 5; 4000 x 5 x 512
+    assert f"{6 * p * 10240000:.3g} FLOPs" in printed

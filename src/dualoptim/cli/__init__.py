@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "safety": "dualoptim.cli.safety",
     "train": "dualoptim.cli.train",
     "unlearn": "dualoptim.cli.unlearn",
+    "audit": "dualoptim.cli.audit",
     "diffusion": "dualoptim.cli.diffusion",
     "sweep": "dualoptim.cli.sweep",
     "report": "dualoptim.cli.report",

@@ -11,7 +11,7 @@ import argparse
 
 __all__ = ["FLAGS", "add_arguments", "run"]
 
-FLAGS = ("data", "data_root", "subset", "arch", "width", "image_size", "channels", "epochs", "lr", "batch_size",
+FLAGS = ("data", "data_root", "subset", "exclude", "arch", "width", "image_size", "channels", "epochs", "lr", "batch_size",
          "seed", "format", "device", "threads", "workers")  # fmt: skip
 
 
@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--data", required=True, help="digits | fashion-mnist | IDX folder | image folder | CSV of path,label")
     add("--subset", type=int, metavar="N", help="train on a fixed random subset of N examples")
+    add("--exclude", metavar="FILE", help="ids left out of training (retrain without a forget set: the audit's positive control)")
     add("--arch", help="small-cnn (default) | resnet18")
     add("--width", type=int, help="channels of the first stage (default 16)")
     add("--image-size", type=int, help="image side for image files (default 32)")

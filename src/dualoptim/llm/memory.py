@@ -23,6 +23,13 @@ Per strategy the estimate adds up, in bytes (``docs/design.md`` §4.4):
   input, :math:`s b h w` per layer, plus one layer's full set. The joint strategy keeps the forget
   and the retain graph alive together (twice the activations).
 
+With ``model.finetune.enabled`` the report adds the fine-tuning stage (TOFU's recipe, run before
+unlearning on ``rows`` rows, 4,000 for TOFU's full set): full-weight AdamW (weights, float32
+masters of bf16/fp16 weights, gradients, two float32 moments; LoRA: those of the adapters) and the
+activations of one ``model.finetune.batch_size`` micro-batch; compute :math:`6 P T` FLOPs for
+:math:`T \le` rows x epochs x ``data.max_length`` tokens (an upper bound: rows are shorter), given
+as hours at 100 TFLOP/s sustained.
+
 It is an estimate of what the tensors need, not of a process: the CUDA context (~0.5-1 GB),
 allocator fragmentation and temporary buffers of an optimizer step come on top.
 """
@@ -35,7 +42,11 @@ from typing import Any
 
 from dualoptim.llm.config import TofuConfig
 
-__all__ = ["STATE_MOMENTS", "MemoryEstimate", "dry_run", "estimate", "model_shapes", "render"]
+__all__ = ["STATE_MOMENTS", "TOFU_ROWS", "MemoryEstimate", "dry_run", "estimate", "finetune_estimate", "model_shapes",
+           "render"]
+
+#: rows of TOFU's full set, what the fine-tuning stage trains the target on
+TOFU_ROWS = 4000
 
 GIB = 1024**3
 BLOCK, MIN_QUANTIZED = 256, 4096  # dualoptim.optim.quant.BLOCK_SIZE, MIN_QUANTIZED_NUMEL
@@ -170,6 +181,31 @@ def estimate(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str,
     return out
 
 
+def finetune_estimate(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str, Any],
+                      rows: int = TOFU_ROWS) -> dict[str, float]:  # fmt: skip
+    """Bytes, optimizer steps, tokens and FLOPs of the fine-tuning stage (see the module docstring)."""
+    f = config.model.finetune
+    width = {"float32": 4, "bfloat16": 2, "float16": 2}[config.model.dtype]
+    params = sum(math.prod(shape) for shape in shapes)
+    trained = sum(sizes.get("lora_numels", [])) if f.lora.enabled and sizes.get("lora_numels") else params
+    trained_width = 4 if trained != params else width
+    b, s_len, h, layers, vocab = f.batch_size, config.data.max_length, sizes["hidden"], sizes["layers"], sizes["vocab"]
+    activations = layers * (34 * s_len * b * h * width // 2) + 8 * s_len * b * vocab
+    parts = {
+        "weights": params * width + (4 * trained if trained != params else 0),
+        "masters": 4 * trained if trained_width < 4 else 0,
+        "gradients": trained * trained_width,
+        "states": 2 * 4 * trained,
+        "activations": activations,
+    }
+    steps = math.ceil(rows / b) * f.epochs
+    tokens = rows * f.epochs * s_len
+    # 6 P T: forward 2 P T and backward 4 P T (LoRA still runs the whole backward through the frozen base)
+    flops = 6 * params * tokens
+    return {**parts, "total": sum(parts.values()), "rows": rows, "steps": steps, "tokens": tokens, "flops": flops,
+            "hours_at_100_tflops": flops / 100e12 / 3600}  # fmt: skip
+
+
 def render(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str, Any]) -> str:
     """The dry-run report: the model's size, then one row per strategy, in GiB."""
     rows = estimate(config, shapes, sizes)
@@ -201,6 +237,22 @@ def render(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str, A
         "(docs/design.md §4.4).",
         "",
     ]
+    if config.model.kind == "pretrained" and config.model.finetune.enabled:
+        f, ft = config.model.finetune, finetune_estimate(config, shapes, sizes)
+        lines += [
+            f"## fine-tuning stage (model.finetune.enabled: {ft['rows']:,} TOFU rows, {f.epochs} epochs, "
+            f"batch {f.batch_size}{', LoRA' if f.lora.enabled else ''})",
+            "",
+            "| weights | master copies | gradients | AdamW states | activations | total |",
+            "|---|---|---|---|---|---|",
+            "| " + " | ".join(f"{ft[k] / GIB:.2f}" for k in ("weights", "masters", "gradients", "states", "activations", "total")) + " |",
+            "",
+            f"GiB. {ft['steps']:,} optimizer steps; at most {ft['tokens']:,} tokens (rows padded to {config.data.max_length}), "
+            f"6 x parameters x tokens = {ft['flops']:.3g} FLOPs: {ft['hours_at_100_tflops']:.2f} h at 100 TFLOP/s sustained "
+            "(scale by your hardware's). The target is fine-tuned once and cached; each task's retain model "
+            "(Forget Quality's reference) costs the same per row on its retain rows.",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ import torch
 from dualoptim.config import option
 from dualoptim.llm.data import QAFormat, check_tokenizer, encode_rows, pad_batch
 
-__all__ = ["SPECIAL_TOKENS", "TinyModelConfig", "answer_only_nll", "apply_lora", "build_tiny_llama", "cache_key", "check_quantization", "finetune", "finetuned_model", "load_pretrained", "load_tokenizer", "looks_local", "tiny_model", "tiny_tokenizer", "train_tokenizer"]
+__all__ = ["SPECIAL_TOKENS", "TinyModelConfig", "answer_only_nll", "apply_lora", "build_tiny_llama", "cache_key", "check_gguf", "check_quantization", "finetune", "finetuned_model", "load_pretrained", "load_tokenizer", "looks_local", "tiny_model", "tiny_tokenizer", "train_tokenizer"]
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
@@ -255,6 +255,22 @@ def looks_local(name_or_path: str) -> bool:
     return name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
 
 
+def check_gguf(name_or_path: str) -> None:
+    """Refuse a GGUF file, or a folder holding only GGUF files, with what to do instead: GGUF weights
+    are quantised llama.cpp blocks that no optimizer can update."""
+    path = Path(name_or_path).expanduser()
+    gguf = [path] if path.suffix.lower() == ".gguf" else sorted(path.glob("*.gguf")) if path.is_dir() else []
+    if not gguf or (path.is_dir() and (path / "config.json").is_file()):
+        return
+    if path.suffix.lower() == ".gguf" and not path.is_file():
+        raise FileNotFoundError(f"model file {name_or_path!r} does not exist")
+    raise ValueError(
+        f"{gguf[0]} is a GGUF file (llama.cpp): unlearning needs a transformers folder with float weights; give --model "
+        "the Hugging Face model it was converted from, or dequantise it with transformers "
+        "(AutoModelForCausalLM.from_pretrained(folder, gguf_file=name).save_pretrained(out)) and give --model out"
+    )
+
+
 def check_quantization(name_or_path: str) -> None:
     """Refuse a local model folder whose ``config.json`` still declares a quantisation (e.g. one
     converted from GGUF or saved by bitsandbytes): unlearning updates float weights."""
@@ -360,6 +376,7 @@ def load_tokenizer(name_or_path: str, pad_token: str | None = None) -> Any:
     :func:`load_pretrained`); a missing folder, a quantised checkpoint or no pad token is an error."""
     from transformers import AutoTokenizer
 
+    check_gguf(name_or_path)
     if looks_local(name_or_path) and not Path(name_or_path).expanduser().is_dir():
         raise FileNotFoundError(f"model path {name_or_path!r} does not exist")
     check_quantization(name_or_path)

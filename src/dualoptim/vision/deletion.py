@@ -33,8 +33,10 @@ from dualoptim.audit import (
     sha256_path,
     write_audit,
 )
+from dualoptim.audit.record import load_scores, scores_to_json
 from dualoptim.config import option
 from dualoptim.devices import resolve_device, set_threads
+from dualoptim.io import write_text_atomic
 from dualoptim.metrics.mia import entropy
 from dualoptim.runs import environment, stable_hash
 from dualoptim.schedule import Schedule, plan_steps
@@ -45,7 +47,7 @@ from dualoptim.vision.loop import unlearn
 from dualoptim.vision.methods import METHODS, build_method
 from dualoptim.vision.sources import LoaderSource, Samples, in_memory, open_samples, subset_indices
 
-__all__ = ["ImageRequest", "read_ids", "resolve_sets", "score_sets", "unlearn_images"]
+__all__ = ["ImageRequest", "audit_images", "run_probes", "read_ids", "resolve_sets", "score_sets", "unlearn_images"]
 
 
 @dataclass
@@ -61,7 +63,9 @@ class ImageRequest:
     forget: str | None = option("file of sample ids to forget (one per line, or a JSON list)", None)
     forget_class: str | None = option("forget every example of this class (name or label)", None)
     retain: str | None = option("file of retain ids (default: every training example not forgotten)", None)
-    heldout: str | None = option("data the model never saw, for the audit (default: the data set's test split)", None)
+    heldout: str | None = option("data not in the forget or retain sets, the audit's control (default: the test split)", None)
+    heldout_unseen: bool = option("you know the model never saw the held-out data (else it is described as data not "
+                                  "in the forget or retain sets)", False)
     method: str = option("unlearning method (FT, GA, NegGrad+, RL, SalUn, SCRUB, SFRon)", "NegGrad+")
     method_options: dict[str, Any] = option("hyper-parameters of the method", factory=dict)
     strategy: str = option("joint | alternate | dual | dual+ | dual-8bit | dual+-8bit", "dual")
@@ -79,6 +83,10 @@ class ImageRequest:
     seed: int = option("seed of batch order, random labels and masks", 0)
     bootstrap: int = option("bootstrap resamples of each MIA AUC", 1000)
     require: list[str] = option("audit thresholds, e.g. mia_auc<=0.55,retain_drop<=2 (exit 3 when one fails)", factory=list)
+    probes: list[str] = option("robustness probes of the audit: relearn, int8, 4bit (docs/design.md §7.5)", factory=list)
+    relearn_steps: int = option("relearn probe: SGD steps (batch_size examples each)", 5)
+    relearn_rows: int = option("relearn probe: forget examples it trains on (the other forget examples are scored)", 8)
+    relearn_lr: float = option("relearn probe: SGD learning rate (momentum 0.9)", 0.01)
 
 
 def read_ids(path: str | os.PathLike[str]) -> list[str]:
@@ -196,10 +204,12 @@ def score_sets(model: nn.Module, sources: dict[str, LoaderSource]) -> dict[str, 
                 entropies.append(entropy(torch.softmax(logits, dim=1)).cpu())
                 correct.append((logits.argmax(dim=1) == labels).cpu())
             loss = torch.cat(losses).double().numpy()
+            hits = 100.0 * torch.cat(correct).double().numpy()
             scores[name] = SetScores(
-                metrics={"accuracy": 100.0 * torch.cat(correct).float().mean().item()},
+                metrics={"accuracy": float(hits.mean())},
                 loss=loss,
                 attacks={"loss": -loss, "entropy": -torch.cat(entropies).double().numpy()},
+                per_example={"accuracy": hits},
             )
     finally:
         model.train(was_training)
@@ -256,7 +266,67 @@ def validate(request: ImageRequest) -> None:
         raise ValueError(f"retain_ratio must be >= 0, got {request.retain_ratio}")
     check_strategy(request.strategy, _settings(request))
     parse_requirements(request.require)
-    resolve_device(request.device)
+    _check_probe_options(request, heldout=True)
+
+
+def _check_probe_options(request: ImageRequest, heldout: bool) -> None:
+    from dualoptim.audit.probes import check_probes
+
+    for name in ("relearn_steps", "relearn_rows"):
+        if getattr(request, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(request, name)}")
+    if not request.relearn_lr > 0:
+        raise ValueError(f"relearn_lr must be > 0, got {request.relearn_lr}")
+    check_probes(list(request.probes), heldout=heldout, device_type=resolve_device(request.device).type)
+    if "4bit" in request.probes:
+        raise ValueError("the 4bit probe is for causal LMs (bitsandbytes loads transformers models); use int8 for an image classifier")
+
+
+def run_probes(model: nn.Module, audit_sets: dict[str, LoaderSource], request: ImageRequest,
+               after: dict[str, SetScores]) -> dict[str, Any]:  # fmt: skip
+    """The robustness probes of ``request.probes`` on copies of ``model`` (:mod:`dualoptim.audit.probes`)."""
+    import copy
+    import warnings
+
+    from dualoptim.audit.probes import compare_return
+
+    probed = {name: audit_sets[name] for name in ("forget", "heldout")}
+
+    def relearn(source: LoaderSource) -> dict[str, SetScores]:
+        m = copy.deepcopy(model)
+        m.train()
+        optimizer = torch.optim.SGD(m.parameters(), lr=request.relearn_lr, momentum=0.9)
+        generator = torch.Generator().manual_seed(request.seed)
+        for _ in range(request.relearn_steps):
+            images, labels = source.sample(request.batch_size, generator)
+            optimizer.zero_grad()
+            F.cross_entropy(m(images), labels).backward()
+            optimizer.step()
+        return score_sets(m, probed)
+
+    results: dict[str, Any] = {}
+    steps = f"{request.relearn_steps} SGD steps (lr {request.relearn_lr:g}, {request.batch_size} examples each)"
+    if "relearn" in request.probes:
+        results["relearn on the retain set"] = compare_return(after, relearn(audit_sets["retain"]), "accuracy",
+                                                              f"{steps} on the retain set")  # fmt: skip
+        forget = audit_sets["forget"]
+        shown = min(request.relearn_rows, len(forget) - 1)
+        if shown >= 1:
+            few = LoaderSource(forget.samples, forget.indices[:shown], forget.device, workers=forget.workers)
+            few_steps = f"{request.relearn_steps} SGD steps (lr {request.relearn_lr:g}, {min(shown, request.batch_size)} examples each)"
+            results["relearn on a few forget examples"] = compare_return(
+                after, relearn(few), "accuracy", f"{few_steps} on {shown} forget examples; the other {len(forget) - shown} scored",
+                exclude=shown)  # fmt: skip
+    if "int8" in request.probes:
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():  # torch.ao.quantization warns of its move to torchao; it still works
+            warnings.simplefilter("ignore")
+            quantised = quantize_dynamic(copy.deepcopy(model).cpu().float(), {nn.Linear}, dtype=torch.qint8)
+        cpu = {name: LoaderSource(s.samples, s.indices, torch.device("cpu"), workers=s.workers) for name, s in probed.items()}
+        results["int8 quantisation"] = compare_return(after, score_sets(quantised, cpu), "accuracy",
+                                                      "torch dynamic int8 quantisation of the Linear layers (convolutions stay float)")  # fmt: skip
+    return results
 
 
 class _ResumeFile:
@@ -315,6 +385,8 @@ def unlearn_images(
         heldout, _ = open_samples(request.heldout, transform=loaded.transform, classes=loaded.classes or samples.classes)
     if heldout is None and any(r.criterion.startswith(("mia", "ks")) or r.criterion.startswith("heldout") for r in requirements):
         raise ValueError("--require names a held-out criterion but there is no held-out set (give --heldout)")
+    if request.probes and heldout is None:
+        raise ValueError(f"the probes {', '.join(request.probes)} compare the forget set with the held-out set: give --heldout")
     forget_idx, retain_idx, forget_ids = resolve_sets(request, samples)
     _check_labels(loaded, samples, forget_idx, "forget")
     _check_labels(loaded, samples, retain_idx, "retain")
@@ -343,13 +415,23 @@ def unlearn_images(
         f"{request.method}/{request.strategy} on {device}")  # fmt: skip
 
     input_sha = sha256_path(loaded.weights_path) if loaded.weights_path is not None else None
-    before = score_sets(model, audit_sets)
     settings = _settings(request)
     schedule, max_steps = _schedule(request, len(forget_idx))
     key = stable_hash({"request": _trajectory_options(request), "input": input_sha, "forget": sha256_ids(forget_ids),
                        "device": device.type})  # fmt: skip
     resume = _ResumeFile(out / ".resume.pt", key, request.checkpoint_every)
     out.mkdir(parents=True, exist_ok=True)
+    # the "before" scores of this request, cached beside its checkpoint: a resumed run does not score them again
+    # (the scored subsets are fixed by the seed, in the key, and eval_examples)
+    cache = out / f".before-{stable_hash({'key': key, 'eval_examples': request.eval_examples})}.json"
+    for stale in out.glob(".before-*.json"):
+        if stale != cache:
+            stale.unlink()  # another request's: never read
+    before = load_scores(cache)
+    before_cached = before is not None
+    if before is None:
+        before = score_sets(model, audit_sets)
+        write_text_atomic(cache, json.dumps({name: scores_to_json(s) for name, s in before.items()}))
     method = build_method(request.method, request.method_options)
     run_log = unlearn(
         model, method, sources["forget"], sources["retain"], strategy=request.strategy, settings=settings,
@@ -377,25 +459,152 @@ def unlearn_images(
         "settings": {"forget_lr": settings.forget_lr, "lr": settings.retain_lr, "batch_size": request.batch_size,
                      "epochs": schedule.outer_iterations, "forget_steps": schedule.forget_steps,
                      "retain_steps": schedule.retain_steps, "seed": request.seed, "device": str(device),
+                     "before_cached": before_cached,
                      **{f"method.{k}": v for k, v in request.method_options.items()}},
         "options": dataclasses.asdict(request),
         "unlearn_seconds": run_log.seconds,
         "seconds": time.perf_counter() - started,
         "environment": {**env, "python": platform.python_version()},
     }  # fmt: skip
-    audit = build_audit(request=record, before=before, after=after, primary="accuracy",
-                        requirements=requirements, seed=request.seed, bootstrap=request.bootstrap)  # fmt: skip
+    audit = build_audit(request=record, before=before, after=after, primary="accuracy", requirements=requirements,
+                        seed=request.seed, bootstrap=request.bootstrap, heldout_unseen=request.heldout_unseen,
+                        defaults=_class_defaults(request, before is None))  # fmt: skip
+    if request.probes:
+        audit["probes"] = run_probes(model, audit_sets, request, after)
     if request.forget_class is not None and heldout is not None:
         audit["notes"].append(f"Class forgetting: the held-out set is the held-out examples of class {request.forget_class!r} "
                               "only, so its accuracy is expected to fall with the forget set's; retain_drop is the utility cost.")
     losses = {when: {name: s.loss for name, s in scores.items()} for when, scores in (("before", before), ("after", after))}
     write_audit(audit, out, losses)
     resume.path.unlink(missing_ok=True)
+    cache.unlink(missing_ok=True)
     return audit
 
 
+def audit_images(
+    request: ImageRequest,
+    out: str | os.PathLike[str],
+    *,
+    original: str | None = None,
+    original_weights: str | None = None,
+    command: list[str] | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """``dualoptim audit``: audit ``request.model`` as it is, without unlearning; write ``audit.json``,
+    ``audit.md`` and plots into ``out``; return the audit.
+
+    Without ``original`` the audit asks "does this model still know these records?": the forget
+    set against the held-out set on this one model. With ``original`` (the model before unlearning,
+    ``original_weights`` for a torchvision:/timm: one) it is the full before/after audit of
+    :func:`unlearn_images`, whose negative control is ``original == model`` (never PASSED). The
+    unlearning options of ``request`` are not used; the models and data are only read.
+    """
+    started = time.perf_counter()
+    if not request.model:
+        raise ValueError("--model is required")
+    if not request.data:
+        raise ValueError("--data is required")
+    for name in ("eval_examples", "bootstrap", "image_size"):
+        if getattr(request, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(request, name)}")
+    requirements = parse_requirements(request.require)
+    _check_probe_options(request, heldout=True)
+    set_threads(request.threads)
+    env = environment(command)
+    device = resolve_device(request.device)
+    loaded = load_classifier(request.model, weights=request.weights, trust_pickle=request.trust_pickle, image_size=request.image_size)
+    if loaded.weights_path is not None and _overlaps(Path(out), loaded.weights_path):
+        raise ValueError(f"--out {out} would write into the audited model's folder {loaded.weights_path}: choose another folder")
+    before_model = None
+    if original is not None:
+        before_model = load_classifier(original, weights=original_weights, trust_pickle=request.trust_pickle,
+                                       image_size=request.image_size)  # fmt: skip
+        if before_model.num_classes != loaded.num_classes:
+            raise ValueError(f"--original {original} has {before_model.num_classes} outputs, --model {request.model} "
+                             f"has {loaded.num_classes}: not the same classifier before and after")  # fmt: skip
+    # the data the models were trained on is the original's (a retrained model saw less of it)
+    reference = before_model or loaded
+    samples, test = open_samples(request.data, data_root=request.data_root, transform=loaded.transform,
+                                 classes=reference.classes)  # fmt: skip
+    if reference.meta.get("train_subset"):
+        samples = samples.restrict(subset_indices(len(samples), reference.meta["train_subset"]),
+                                   f"{samples.description}, the {reference.meta['train_subset']} examples the model was trained on")  # fmt: skip
+    heldout = test
+    if request.heldout is not None:
+        heldout, _ = open_samples(request.heldout, transform=loaded.transform, classes=loaded.classes or samples.classes)
+    if heldout is None and any(r.criterion.startswith(("mia", "ks", "heldout", "forget_gap")) or "vs_heldout" in r.criterion
+                               for r in requirements):  # fmt: skip
+        raise ValueError("--require names a held-out criterion but there is no held-out set (give --heldout)")
+    if request.probes and heldout is None:
+        raise ValueError(f"the probes {', '.join(request.probes)} compare the forget set with the held-out set: give --heldout")
+    forget_idx, retain_idx, forget_ids = resolve_sets(request, samples)
+    for model_info in filter(None, (loaded, before_model)):
+        _check_labels(model_info, samples, forget_idx, "forget")
+        _check_labels(model_info, samples, retain_idx, "retain")
+    heldout_idx = None
+    if heldout is not None:
+        heldout_idx = torch.arange(len(heldout))
+        _check_labels(loaded, heldout, heldout_idx, "held-out")
+        if request.forget_class is not None:
+            heldout_idx = torch.nonzero(heldout.labels == int(samples.labels[forget_idx[0]])).flatten()
+    workers = request.workers if request.workers is not None else (min(4, os.cpu_count() or 1) if not in_memory(request.data) else 0)
+    sources = {"forget": LoaderSource(samples, forget_idx, device, workers=workers),
+               "retain": LoaderSource(samples, retain_idx, device, workers=workers)}  # fmt: skip
+    if heldout is not None:
+        sources["heldout"] = LoaderSource(heldout, heldout_idx, device, workers=workers)
+    picker = torch.Generator().manual_seed(request.seed)
+    audit_sets = {name: source.subset(request.eval_examples, picker) for name, source in sources.items()}
+    model = loaded.model.to(device)
+    _check_forward(model, sources["forget"], loaded.num_classes)
+    after = score_sets(model, audit_sets)
+    before = None
+    if before_model is not None:
+        first = before_model.model.to(device)
+        _check_forward(first, sources["forget"], before_model.num_classes)
+        before = score_sets(first, audit_sets)
+    log(f"audit of {request.model}{f' against {original}' if original else ''}: forget {len(forget_idx)}, "
+        f"retain {len(retain_idx)}, held-out {len(heldout_idx) if heldout is not None else 0} examples on {device}")  # fmt: skip
+    record = {
+        "task": "image classification",
+        "model": {"source": loaded.source, "format": loaded.format, "input_sha256": _weights_sha(loaded),
+                  "original": original, "original_sha256": _weights_sha(before_model) if before_model else None,
+                  "num_classes": loaded.num_classes},
+        "data": request.data,
+        "forget": {"source": f"ids from {request.forget}" if request.forget else f"every example of class {request.forget_class!r}",
+                   "ids_sha256": sha256_ids(forget_ids), "file_sha256": sha256_file(request.forget) if request.forget else None,
+                   "first_ids": forget_ids[:10]},
+        "counts": {"forget": len(forget_idx), "retain": len(retain_idx), "heldout": len(heldout_idx) if heldout is not None else 0,
+                   "scored": {name: len(s) for name, s in audit_sets.items()}},
+        "options": dataclasses.asdict(request),
+        "seconds": time.perf_counter() - started,
+        "environment": {**env, "python": platform.python_version()},
+    }  # fmt: skip
+    audit = build_audit(request=record, before=before, after=after, primary="accuracy", requirements=requirements,
+                        seed=request.seed, bootstrap=request.bootstrap, heldout_unseen=request.heldout_unseen,
+                        defaults=_class_defaults(request, before is None))  # fmt: skip
+    if request.probes:
+        audit["probes"] = run_probes(model, audit_sets, request, after)
+    losses = {"after": {name: s.loss for name, s in after.items()}}
+    if before is not None:
+        losses["before"] = {name: s.loss for name, s in before.items()}
+    write_audit(audit, out, losses)
+    return audit
+
+
+def _class_defaults(request: ImageRequest, single: bool):
+    """Class forgetting is judged by the class being gone, not by a difference from its own held-out examples."""
+    from dualoptim.audit.requirements import CLASS_REQUIREMENTS
+
+    return CLASS_REQUIREMENTS if request.forget_class is not None and not single else None
+
+
+def _weights_sha(loaded: LoadedModel) -> str | None:
+    return sha256_path(loaded.weights_path) if loaded.weights_path is not None else None
+
+
 #: options that change the audit or the speed, not the steps unlearning takes: a changed one still resumes
-_NOT_IN_KEY = ("require", "bootstrap", "eval_examples", "threads", "workers", "checkpoint_every", "max_new_tokens", "min_k")
+_NOT_IN_KEY = ("require", "bootstrap", "eval_examples", "threads", "workers", "checkpoint_every", "max_new_tokens", "min_k",
+               "heldout_unseen", "probes", "relearn_steps", "relearn_rows", "relearn_lr")
 
 
 def _trajectory_options(request) -> dict[str, Any]:

@@ -41,6 +41,8 @@ class TrainRequest:
     data: str = option("digits | fashion-mnist | IDX folder | image folder | CSV of path,label", "")
     data_root: str | None = option("folder of the embedded data sets (default: ../shared/data)", None)
     subset: int | None = option("train on a fixed random subset of this many examples (its ids are saved)", None)
+    exclude: str | None = option("file of ids left out of training (one per line or a JSON list): retraining without a "
+                                 "forget set, the positive control of `dualoptim audit`", None)
     arch: str = option("small-cnn | resnet18", "small-cnn")
     width: int = option("channels of the first stage", 16)
     image_size: int = option("image side for image files (resized)", 32)
@@ -117,6 +119,21 @@ def train_images(request: TrainRequest, out: str | os.PathLike[str], *, progress
         transform = ImageTransform(request.channels, (request.image_size,) * 2, mean, std)
     samples, test = open_samples(request.data, data_root=request.data_root, transform=transform)
     indices = torch.arange(len(samples)) if request.subset is None else subset_indices(len(samples), request.subset)
+    excluded = 0
+    if request.exclude is not None:
+        from dualoptim.vision.deletion import read_ids
+
+        index = samples.index()
+        left_out = read_ids(request.exclude)
+        unknown = [i for i in left_out if i not in index]
+        if unknown:
+            raise ValueError(f"{len(unknown)} id(s) of --exclude {request.exclude} are not in the data: {', '.join(map(repr, unknown[:5]))}")
+        drop = torch.tensor(sorted({index[i] for i in left_out}), dtype=torch.int64)
+        kept = indices[~torch.isin(indices, drop)]
+        excluded = len(indices) - len(kept)
+        if len(kept) == 0:
+            raise ValueError(f"--exclude {request.exclude} leaves no example to train on")
+        indices = kept
     num_classes = len(samples.classes) if samples.classes else int(samples.labels.max()) + 1
     # image files are augmented per example in the loader's workers, tensors on the device (train_classifier)
     augment = TrainAugment(padding=4, flip=True) if request.augment and not in_memory else None
@@ -141,6 +158,7 @@ def train_images(request: TrainRequest, out: str | os.PathLike[str], *, progress
     meta = {
         "format": CHECKPOINT_FORMAT, "arch": request.arch, "width": request.width, "image_shape": list(image_shape),
         "num_classes": num_classes, "classes": samples.classes, "data": request.data, "train_subset": request.subset,
+        "excluded": excluded,
         "examples": len(indices), "epochs": request.epochs, "lr": request.lr, "batch_size": request.batch_size,
         "seed": request.seed, "augment": request.augment, "seconds": seconds, "accuracy": accuracy, "commit": env["commit"],
     }  # fmt: skip

@@ -142,6 +142,15 @@ def load_classifier(
     if weights is not None:
         raise ValueError(f"--weights goes with --model torchvision:ARCH or timm:ARCH, not with {spec!r}")
     path = Path(spec)
+    if path.is_dir() and not (path / "config.json").is_file():
+        # a `dualoptim train --out` (or `dualoptim unlearn --out`) folder: its checkpoint file
+        found = [path / name for name in ("model.pt", "model.safetensors") if (path / name).is_file()]
+        if len(found) == 1:
+            return load_classifier(str(found[0]), trust_pickle=trust_pickle, image_size=image_size)
+        if found:
+            raise ValueError(f"folder {spec} holds both model.pt and model.safetensors: give --model one of the files")
+        raise ValueError(f"folder {spec} holds neither a Hugging Face model (config.json) nor a dualoptim checkpoint "
+                         "(model.pt or model.safetensors): give --model the model file")  # fmt: skip
     if path.is_dir() or (not path.exists() and spec.count("/") == 1 and not spec.startswith((".", "/"))):
         return _load_huggingface(spec)
     if not path.is_file():
