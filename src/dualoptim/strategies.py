@@ -30,7 +30,7 @@ diffusion models. To add a strategy, register a builder ``(params, settings) -> 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "joint_forget_weight",
     "register_strategy",
     "set_objective",
+    "settings_key",
     "uses_single_rate",
 ]
 
@@ -95,6 +96,18 @@ class OptimizerSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a number > 0, got {value!r}")
+
+
+def settings_key(settings: OptimizerSettings) -> dict[str, Any]:
+    """The fields of ``settings`` that enter a run key.
+
+    ``two_rate_alternate`` is left out: it is the task's rule, fixed per task, not a setting of one
+    run (on a task whose ``alternate`` has one rate, a run with two rates is refused before it
+    starts), and leaving it out keeps the records written before the field existed valid.
+    """
+    key = asdict(settings)
+    del key["two_rate_alternate"]
+    return key
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from dualoptim.diffusion.originals import build_diffusion, load_or_train_classif
 from dualoptim.errors import NonFiniteLoss
 from dualoptim.paths import default_cache_dir
 from dualoptim.runs import environment, open_output, slug, stable_hash
-from dualoptim.strategies import STRATEGIES, OptimizerSettings, check_strategy
+from dualoptim.strategies import STRATEGIES, OptimizerSettings, check_strategy, settings_key
 
 __all__ = ["Benchmark", "RunSpec", "distance_name", "resolve_settings", "run_benchmark", "validate"]
 
@@ -320,7 +319,7 @@ class Benchmark:
                         settings = resolve_settings(cfg, method, strategy)
                         iterations = _method_config(cfg, method).iterations or cfg.unlearn.iterations
                         key = stable_hash({**shared, "class": c, "method": method, "strategy": strategy, "seed": seed,
-                                           "options": options, "settings": dataclasses.asdict(settings),
+                                           "options": options, "settings": settings_key(settings),
                                            "iterations": iterations})  # fmt: skip
                         name = f"class{c}/{slug(method)}__{slug(strategy)}__seed{seed}"
                         specs.append(RunSpec(c, method, strategy, seed, options, settings, iterations, name, key))

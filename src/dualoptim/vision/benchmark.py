@@ -32,7 +32,7 @@ from dualoptim.errors import NonFiniteLoss
 from dualoptim.paths import default_cache_dir
 from dualoptim.runs import RunStore, environment, open_output, slug, stable_hash
 from dualoptim.schedule import Schedule
-from dualoptim.strategies import STRATEGIES, OptimizerSettings, check_strategy
+from dualoptim.strategies import STRATEGIES, OptimizerSettings, check_strategy, settings_key
 from dualoptim.vision.config import MethodConfig, VisionConfig
 from dualoptim.vision.datasets import DATASETS, ImageData, load_dataset
 from dualoptim.vision.loop import unlearn
@@ -382,7 +382,7 @@ class Benchmark:
                         "options": options,
                         "strategy": strategy,
                         "schedule": dataclasses.asdict(schedule),
-                        "settings": dataclasses.asdict(settings),
+                        "settings": settings_key(settings),
                         "batch_size": cfg.unlearn.batch_size,
                         "curve": [cfg.unlearn.curve_points, cfg.unlearn.curve_examples],
                         "svc": cfg.unlearn.mia_svc,
