@@ -13,6 +13,12 @@ from tests.vision.helpers import accuracy
 # (forget lr, retain lr) per strategy; a joint step uses the retain lr.
 LEARNING_RATES = {"joint": (0.02, 0.02), "alternate": (0.02, 0.05), "dual": (3e-2, 0.05), "dual+": (3e-2, 1e-2)}
 LEARNING_RATES.update({"dual-8bit": LEARNING_RATES["dual"], "dual+-8bit": LEARNING_RATES["dual+"]})
+# image classification's alternate already has two rates (the reference's), so alternate-2lr is the same
+LEARNING_RATES["alternate-2lr"] = LEARNING_RATES["alternate"]
+# DualOptim+ as the reference steps it takes sqrt(|v|) of a base-minus-residual second moment: at
+# dual+'s rates a coordinate jumps and RL loses the retain set (RA 55); a third of the rates holds
+# (docs/design.md §2.5, the step guard dual+ adds)
+LEARNING_RATES["dual+-ref"] = (1e-2, 3e-3)
 # Forget gradients of a memorised set are small (norm ~0.3): plain SGD needs a larger forget lr for
 # SFRon's ascent than Adam does, which is the papers' argument for an adaptive forget optimizer.
 SGD_FORGET_LR = {"SFRon": 0.3}
@@ -24,7 +30,7 @@ def _run(task, method_name: str, strategy: str, seed: int = 0):
     method = build_method(method_name, {"mask_examples": 64} if method_name in ("SalUn", "SFRon") else {})
     schedule = Schedule(20, 1, 5) if method_name == "SFRon" else Schedule(15, None, None)
     forget_lr, retain_lr = LEARNING_RATES.get(strategy, (3e-2, 1e-2))
-    if strategy == "alternate":
+    if strategy in ("alternate", "alternate-2lr"):
         forget_lr = SGD_FORGET_LR.get(method_name, forget_lr)
     log = unlearn(
         model, method, forget, retain, strategy=strategy, settings=OptimizerSettings(forget_lr, retain_lr),
