@@ -79,7 +79,7 @@ def informative_token_mask(tokenizer: Any, ids: Sequence[int], informative: set[
 
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence of two word lists."""
+    """Length of the longest common subsequence of two word or token lists (the ROUGE-L numerator)."""
     if not a or not b:
         return 0
     previous = [0] * (len(b) + 1)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dualoptim.llm.facts import lcs_length
 from dualoptim.metrics.refusal import is_refusal
 
 __all__ = [
@@ -74,19 +75,6 @@ def _rouge_tokenizer():
     return tokenizers.DefaultTokenizer(use_stemmer=True)
 
 
-def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence of two token lists (the ROUGE-L numerator)."""
-    if not a or not b:
-        return 0
-    previous = [0] * (len(b) + 1)
-    for x in a:
-        current = [0]
-        for j, y in enumerate(b):
-            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1]
-
-
 def best_rouge_l_recall(prediction: str, references: Sequence[str]) -> float:
     """max over ``references`` of :func:`rouge_l_recall` (prediction, reference), tokenising each text
     once: the same numbers as calling it per pair (tested), at a fraction of the cost."""
@@ -95,7 +83,7 @@ def best_rouge_l_recall(prediction: str, references: Sequence[str]) -> float:
 
 def _best_recall(prediction: str, reference_tokens: Sequence[Sequence[str]]) -> float:
     predicted = _rouge_tokenizer().tokenize(prediction)
-    return max((_lcs_length(ref, predicted) / len(ref) if ref else 0.0) for ref in reference_tokens)
+    return max((lcs_length(ref, predicted) / len(ref) if ref else 0.0) for ref in reference_tokens)
 
 
 def rouge_l_recall(prediction: str, reference: str) -> float:
