@@ -253,3 +253,20 @@ def test_subset_fine_tunes_the_target_and_the_retain_model_on_the_same_retain_ro
     reference = json.loads((tmp_path / "subset" / "runs" / "task1" / "reference.json").read_text())
     again = json.loads((tmp_path / "none" / "runs" / "task1" / "reference.json").read_text())
     assert reference["key"] != again["key"]
+
+
+def test_a_subset_of_the_forget_rows_alone_has_no_retain_model(tofu_dir, model, tokenizer, tmp_path, cache):
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KnowledgeWarning)
+        assert main([*_argv(tofu_dir, base, tmp_path / "out"), "--set", "model.finetune.subset=4"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["models"]["target"]["rows"] == 4  # task 1's 4 forget rows and nothing else
+    reference = json.loads((tmp_path / "out" / "runs" / "task1" / "reference.json").read_text())
+    assert reference["retain_reason"] == (
+        "no retain model for task 1: model.finetune.subset 4 holds no row but the task's forget rows"
+    )
+    row = next(r for r in results["rows"] if r["loss"] == "GA+GD")
+    assert row["metrics"]["Forget Quality"] is None

@@ -272,6 +272,11 @@ class TofuBenchmark:
                 # the target's subset minus this task's forget rows: both models saw the same retain rows
                 trained = {(row["question"], row["answer"]) for row in self.models.rows}
                 rows = [row for row in rows if (row["question"], row["answer"]) in trained]
+                if not rows:
+                    return None, (
+                        f"no retain model for task {split.task}: model.finetune.subset {cfg.model.finetune.subset} "
+                        "holds no row but the task's forget rows"
+                    ), None
             model, log = finetuned_model(
                 f"retain-{split.split}-task{split.task}", cfg.model.name_or_path, rows, self.models.tokenizer,
                 cfg.data.format, cfg.model.finetune, cfg.model.dtype, cfg.data.max_length, self.cache,

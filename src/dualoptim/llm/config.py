@@ -79,8 +79,8 @@ class TofuFinetuneSection(FinetuneSection):
     subset: int | None = option(
         "train on this many rows instead of all of them: every forget row of the tasks run (so the target "
         "knows the forget set) plus retain rows drawn at random (model.seed); each retain model trains on "
-        "the same rows minus its task's forget rows; at least the number of forget rows, at most all rows; "
-        "null: all rows (TOFU's recipe)",
+        "the same rows minus its task's forget rows; at least the number of forget rows (exactly that: no retain "
+        "model), at most all rows; null: all rows (TOFU's recipe)",
         None,
     )
 
