@@ -270,3 +270,24 @@ def test_a_subset_of_the_forget_rows_alone_has_no_retain_model(tofu_dir, model, 
     )
     row = next(r for r in results["rows"] if r["loss"] == "GA+GD")
     assert row["metrics"]["Forget Quality"] is None
+
+
+def test_a_subset_enters_the_run_keys_with_the_tasks_whose_forget_rows_it_keeps(tmp_path):
+    from dualoptim.config import load_config
+    from dualoptim.llm.benchmark import TofuBenchmark
+    from dualoptim.llm.config import TofuConfig
+
+    def keys(*overrides):
+        config = load_config(TofuConfig, "tofu", [], ["strategies=[dual]", "losses=[GA+GD]", *overrides])
+        benchmark = TofuBenchmark.__new__(TofuBenchmark)  # plan() and reference_key() read the config alone
+        benchmark.config = config
+        return benchmark.reference_key("1"), benchmark.plan("1")[0].key
+
+    finetune = ["model.kind=pretrained", f"model.name_or_path={tmp_path}", "model.finetune.enabled=true"]
+    assert keys(*finetune, "tasks=[1]") == keys(*finetune, "tasks=[1,2]")  # all rows: the task list is no part
+    subset = [*finetune, "model.finetune.subset=500"]
+    assert keys(*subset, "tasks=[1]") != keys(*finetune, "tasks=[1]")
+    # task 1's target also keeps task 2's forget rows when both run: another target, other records
+    one, both = keys(*subset, "tasks=[1]"), keys(*subset, "tasks=[1,2]")
+    assert one[0] != both[0] and one[1] != both[1]
+    assert keys(*subset, "tasks=[2,1]") == both

@@ -310,6 +310,9 @@ class TofuBenchmark:
             del model["retain_tasks"]  # every task has a retain model: the keys records had before the option
         if model["finetune"]["subset"] is None:
             del model["finetune"]["subset"]  # fine-tuning on every row: the keys records had before subsets
+        else:
+            # the subset keeps the forget rows of every task run, so the target depends on the task list
+            model["finetune"]["subset_tasks"] = sorted(str(task) for task in cfg.tasks)
         data = to_dict(cfg.data)
         if cfg.data.dataset == "tofu":
             # TOFU keeps the run keys it had before the real-person set (these options do not touch it)
