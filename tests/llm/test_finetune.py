@@ -4,6 +4,7 @@ retain-only references (cached), the knowledge check, and the bad inputs of a pr
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import pytest
@@ -131,3 +132,162 @@ def test_lora_fine_tuning_merges_the_adapters_into_a_plain_target(tofu_dir, mode
         assert main(_argv(tofu_dir, base, tmp_path / "full")) == 0
     full = json.loads((tmp_path / "full" / "results.json").read_text())["models"]["target"]
     assert full["path"] != target["path"] and full["cached"] is False
+
+
+# -- model.finetune.subset -----------------------------------------------------------------------------
+
+
+def _rows(n):
+    return [{"question": f"question {i}?", "answer": f"answer {i}."} for i in range(n)]
+
+
+def test_finetune_subset_keeps_every_forget_row_and_has_the_asked_size():
+    from dualoptim.llm.models import finetune_subset
+
+    rows = _rows(40)
+    forget = [rows[i] for i in (3, 17, 18, 30, 39)]
+    subset = finetune_subset(rows, forget, 12, seed=0)
+    assert len(subset) == 12 and all(row in subset for row in forget)
+    assert subset == sorted(subset, key=rows.index)  # the rows' own order
+    assert finetune_subset(rows, forget, 12, seed=0) == subset  # the same seed, the same subset
+    assert finetune_subset(rows, forget, 12, seed=1) != subset  # 7 of 35 retain rows: another seed, others
+    # a larger budget only adds retain rows; the forget rows alone and every row are the two ends
+    assert set(map(str, subset)) < set(map(str, finetune_subset(rows, forget, 20, seed=0)))
+    assert finetune_subset(rows, forget, 5, seed=0) == forget
+    assert finetune_subset(rows, forget, 40, seed=0) == rows
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        (0, "model.finetune.subset must be a number of rows >= 1 or null (all rows), got 0"),
+        (-3, "got -3"),
+        (2.5, "got 2.5"),
+        (True, "got True"),
+        ("10", "got '10'"),
+        (4, "model.finetune.subset 4 is smaller than the 5 forget rows of the tasks run, which it always keeps; "
+            "expected at least 5"),
+        (41, "model.finetune.subset 41 is more than the 40 training rows; expected at most 40"),
+    ],
+)  # fmt: skip
+def test_bad_finetune_subsets_are_one_line_errors(size, message):
+    from dualoptim.llm.models import finetune_subset
+
+    rows = _rows(40)
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        finetune_subset(rows, rows[:5], size)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.finetune.enabled=true", "model.finetune.subset=0"],
+         "model.finetune.subset must be a number of rows >= 1 or null (all rows), got 0"),
+        (["model.finetune.enabled=true", "model.finetune.subset=2.5"],
+         "config key 'model.finetune.subset' must be int or null, got 2.5"),
+        (["model.finetune.subset=10"],
+         "model.finetune.subset 10 needs model.kind pretrained and model.finetune.enabled: true"),
+        (["model.finetune.enabled=true", "model.finetune.subset=3"],
+         "model.finetune.subset 3 is smaller than the 4 forget rows of the tasks run"),
+        (["model.finetune.enabled=true", "model.finetune.subset=17"],
+         "model.finetune.subset 17 is more than the 16 training rows; expected at most 16"),
+    ],
+)  # fmt: skip
+def test_bad_finetune_subsets_through_the_cli(overrides, message, model, tokenizer, tofu_dir, tmp_path, cache, capsys):
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    sets = [part for o in overrides for part in ("--set", o)]
+    argv = ["tofu", "--preset", "tofu-phi15", "--data", str(tofu_dir), "--set", f"model.name_or_path={base}",
+            "--set", "model.dtype=float32", *sets, "--no-progress", "--out", str(tmp_path / "out")]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("dualoptim tofu: error: ")
+    assert message in err, err
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_subset_fine_tunes_the_target_and_the_retain_model_on_the_same_retain_rows(
+    tofu_dir, model, tokenizer, tmp_path, cache, monkeypatch
+):
+    from dualoptim.llm import models
+    from dualoptim.llm.data import TofuSource, all_rows, load_split
+
+    trained = {}
+    real = models.finetuned_model
+
+    def spy(kind, base, rows, *args, **kwargs):
+        trained[kind] = list(rows)
+        return real(kind, base, rows, *args, **kwargs)
+
+    monkeypatch.setattr(models, "finetuned_model", spy)
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    argv = [*_argv(tofu_dir, base, tmp_path / "subset"), "--set", "model.finetune.subset=10"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KnowledgeWarning)
+        assert main(argv) == 0
+    forget = load_split(TofuSource(tofu_dir), "forget10", "1").forget
+    target, retain = trained["target"], trained["retain-forget10-task1"]
+    assert len(target) == 10 and all(row in target for row in forget)  # 4 forget rows + 6 retain rows
+    assert retain == [row for row in target if row not in forget]  # the subset minus the forget rows
+    everything = all_rows(TofuSource(tofu_dir))
+    assert target == [row for row in everything if row in target]  # rows of the data, in their order
+    results = json.loads((tmp_path / "subset" / "results.json").read_text())
+    logs = results["models"]
+    assert (logs["target"]["rows"], logs["retain task 1"]["rows"]) == (10, 6)
+    # every row as a subset trains on the same rows as no subset, yet is its own cache entry (the size is in the
+    # key); no subset keeps the key it had before the option
+    trained.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KnowledgeWarning)
+        assert main([*_argv(tofu_dir, base, tmp_path / "all"), "--set", "model.finetune.subset=16"]) == 0
+        assert main(_argv(tofu_dir, base, tmp_path / "none")) == 0
+    every = json.loads((tmp_path / "all" / "results.json").read_text())["models"]["target"]
+    none = json.loads((tmp_path / "none" / "results.json").read_text())["models"]["target"]
+    assert every["rows"] == none["rows"] == 16 and every["path"] != none["path"] and none["cached"] is False
+    # the run and reference keys change with a subset, and only then
+    reference = json.loads((tmp_path / "subset" / "runs" / "task1" / "reference.json").read_text())
+    again = json.loads((tmp_path / "none" / "runs" / "task1" / "reference.json").read_text())
+    assert reference["key"] != again["key"]
+
+
+def test_a_subset_of_the_forget_rows_alone_has_no_retain_model(tofu_dir, model, tokenizer, tmp_path, cache):
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KnowledgeWarning)
+        assert main([*_argv(tofu_dir, base, tmp_path / "out"), "--set", "model.finetune.subset=4"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["models"]["target"]["rows"] == 4  # task 1's 4 forget rows and nothing else
+    reference = json.loads((tmp_path / "out" / "runs" / "task1" / "reference.json").read_text())
+    assert reference["retain_reason"] == (
+        "no retain model for task 1: model.finetune.subset 4 holds no row but the task's forget rows"
+    )
+    row = next(r for r in results["rows"] if r["loss"] == "GA+GD")
+    assert row["metrics"]["Forget Quality"] is None
+
+
+def test_a_subset_enters_the_run_keys_with_the_tasks_whose_forget_rows_it_keeps(tmp_path):
+    from dualoptim.config import load_config
+    from dualoptim.llm.benchmark import TofuBenchmark
+    from dualoptim.llm.config import TofuConfig
+
+    def keys(*overrides):
+        config = load_config(TofuConfig, "tofu", [], ["strategies=[dual]", "losses=[GA+GD]", *overrides])
+        benchmark = TofuBenchmark.__new__(TofuBenchmark)  # plan() and reference_key() read the config alone
+        benchmark.config = config
+        return benchmark.reference_key("1"), benchmark.plan("1")[0].key
+
+    finetune = ["model.kind=pretrained", f"model.name_or_path={tmp_path}", "model.finetune.enabled=true"]
+    assert keys(*finetune, "tasks=[1]") == keys(*finetune, "tasks=[1,2]")  # all rows: the task list is no part
+    subset = [*finetune, "model.finetune.subset=500"]
+    assert keys(*subset, "tasks=[1]") != keys(*finetune, "tasks=[1]")
+    # task 1's target also keeps task 2's forget rows when both run: another target, other records
+    one, both = keys(*subset, "tasks=[1]"), keys(*subset, "tasks=[1,2]")
+    assert one[0] != both[0] and one[1] != both[1]
+    assert keys(*subset, "tasks=[2,1]") == both

@@ -129,3 +129,29 @@ def test_dry_run_estimates_the_fine_tuning_stage(tmp_path, capsys):
     assert [float(c) for c in row[:4]] == pytest.approx([round(x * p / 1024**3, 2) for x in (2, 4, 2, 8)], abs=0.006)
     assert "625 optimizer steps" in printed and "10,240,000 tokens" in printed  # ceil(4000/32) x 5; 4000 x 5 x 512
     assert f"{6 * p * 10240000:.3g} FLOPs" in printed
+
+
+def test_dry_run_fine_tuning_estimate_scales_with_the_subset(tmp_path, capsys):
+    folder = _llama_folder(tmp_path / "small", vocab_size=1000, hidden_size=64, intermediate_size=128,
+                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                           tie_word_embeddings=False)  # fmt: skip
+    overrides = [f"model.name_or_path={folder}", "model.finetune.enabled=true", "data.max_length=512"]
+    full = load_config(TofuConfig, "tofu", ["tofu-llama2-7b"], overrides)
+    part = load_config(TofuConfig, "tofu", ["tofu-llama2-7b"], [*overrides, "model.finetune.subset=400"])
+    shapes, sizes = memory.model_shapes(full)
+    every, subset = memory.finetune_estimate(full, shapes, sizes), memory.finetune_estimate(part, shapes, sizes)
+    assert (every["rows"], subset["rows"]) == (4000, 400)
+    assert subset["steps"] == math.ceil(400 / 32) * 5 == 65  # ceil(rows / batch) x epochs
+    assert subset["tokens"] == 400 * 5 * 512 and subset["flops"] == every["flops"] / 10
+    assert subset["total"] == every["total"]  # memory is per micro-batch: a subset saves time, not bytes
+    printed = memory.render(part, shapes, sizes)
+    assert "model.finetune.enabled: a subset of 400 of the 4,000 TOFU rows, 5 epochs, batch 32" in printed
+    assert "65 optimizer steps" in printed and "1,024,000 tokens" in printed
+    assert "(the subset's rows minus the task's forget rows)" in printed
+    # more rows than TOFU has is refused before any work, through the command line too
+    argv = ["tofu", "--preset", "tofu-llama2-7b", "--set", f"model.name_or_path={folder}", "--set",
+            "model.finetune.enabled=true", "--set", "model.finetune.subset=4001", "--dry-run"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("dualoptim tofu: error: model.finetune.subset 4001 is more than the 4000 training rows; "
+                   "expected at most 4000")  # fmt: skip

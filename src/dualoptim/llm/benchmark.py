@@ -110,7 +110,8 @@ class Models:
     target: torch.nn.Module
     tokenizer: Any
     log: dict[str, Any]
-    #: all 4,000 TOFU rows (the tiny models are trained on them), None for a pretrained target
+    #: the rows the target was trained on: all 4,000 TOFU rows (tiny models, fine-tuning) or
+    #: model.finetune.subset of them; None for a pretrained target loaded as it is
     rows: list[dict[str, Any]] | None = None
 
 
@@ -215,6 +216,7 @@ class TofuBenchmark:
     # -- models -----------------------------------------------------------------------------------------
     def _load_models(self) -> Models:
         from dualoptim.llm.models import (
+            finetune_subset,
             finetuned_model,
             load_pretrained,
             load_tokenizer,
@@ -229,8 +231,13 @@ class TofuBenchmark:
             if not cfg.model.finetune.enabled:
                 model, tokenizer = load_pretrained(cfg.model.name_or_path, cfg.model.dtype, cfg.model.pad_token)
                 return Models(model.to(self.device), tokenizer, {"target": cfg.model.name_or_path})
-            # a base model: fine-tune it on all 4,000 rows first, as the TOFU authors did (cached)
+            # a base model: fine-tune it on all 4,000 rows first, as the TOFU authors did (cached), or on
+            # a subset that keeps every forget row of the tasks run (the target must know what it unlearns)
             rows = all_rows(self.source)
+            subset = cfg.model.finetune.subset
+            if subset is not None:
+                forget = [row for split in self.splits.values() for row in split.forget]
+                rows = finetune_subset(rows, forget, subset, cfg.model.seed)
             target, log = finetuned_model(
                 "target", cfg.model.name_or_path, rows, tokenizer, cfg.data.format, cfg.model.finetune,
                 cfg.model.dtype, cfg.data.max_length, self.cache, cfg.model.seed, self.progress, self.device,
@@ -260,8 +267,18 @@ class TofuBenchmark:
         path = cfg.model.retain_model.get(split.split)
         if path is None and cfg.model.finetune.enabled:
             # the base fine-tuned on this task's retain rows only: the reference of Forget Quality
+            rows = split.reference_rows
+            if cfg.model.finetune.subset is not None:
+                # the target's subset minus this task's forget rows: both models saw the same retain rows
+                trained = {(row["question"], row["answer"]) for row in self.models.rows}
+                rows = [row for row in rows if (row["question"], row["answer"]) in trained]
+                if not rows:
+                    return None, (
+                        f"no retain model for task {split.task}: model.finetune.subset {cfg.model.finetune.subset} "
+                        "holds no row but the task's forget rows"
+                    ), None
             model, log = finetuned_model(
-                f"retain-{split.split}-task{split.task}", cfg.model.name_or_path, split.reference_rows, self.models.tokenizer,
+                f"retain-{split.split}-task{split.task}", cfg.model.name_or_path, rows, self.models.tokenizer,
                 cfg.data.format, cfg.model.finetune, cfg.model.dtype, cfg.data.max_length, self.cache,
                 cfg.model.seed, self.progress, self.device,
             )  # fmt: skip
@@ -291,6 +308,11 @@ class TofuBenchmark:
         model = to_dict(cfg.model)
         if model["retain_tasks"] is None:
             del model["retain_tasks"]  # every task has a retain model: the keys records had before the option
+        if model["finetune"]["subset"] is None:
+            del model["finetune"]["subset"]  # fine-tuning on every row: the keys records had before subsets
+        else:
+            # the subset keeps the forget rows of every task run, so the target depends on the task list
+            model["finetune"]["subset_tasks"] = sorted(str(task) for task in cfg.tasks)
         data = to_dict(cfg.data)
         if cfg.data.dataset == "tofu":
             # TOFU keeps the run keys it had before the real-person set (these options do not touch it)

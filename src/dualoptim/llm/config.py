@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from dualoptim.config import option
 from dualoptim.llm.data import QAFormat
-from dualoptim.llm.models import TinyModelConfig
+from dualoptim.llm.models import TinyModelConfig, check_finetune_subset
 from dualoptim.schedule import Schedule
 from dualoptim.strategies import OptimizerSettings
 
@@ -26,6 +26,7 @@ __all__ = [
     "LoraSection",
     "ModelSection",
     "TofuConfig",
+    "TofuFinetuneSection",
     "UnlearnSection",
     "forget_lr_of",
     "is_single_rate",
@@ -71,6 +72,20 @@ class FinetuneSection:
 
 
 @dataclass
+class TofuFinetuneSection(FinetuneSection):
+    """TOFU's fine-tuning stage, which may train on a subset of the rows (the safety task's stage,
+    :class:`FinetuneSection`, trains on its benign rows and has no subset)."""
+
+    subset: int | None = option(
+        "train on this many rows instead of all of them: every forget row of the tasks run (so the target "
+        "knows the forget set) plus retain rows drawn at random (model.seed); each retain model trains on "
+        "the same rows minus its task's forget rows; at least the number of forget rows (exactly that: no retain "
+        "model), at most all rows; null: all rows (TOFU's recipe)",
+        None,
+    )
+
+
+@dataclass
 class ModelSection:
     """Which model to unlearn."""
 
@@ -93,8 +108,8 @@ class ModelSection:
     )
     seed: int = option("seed of the tiny target and retain models' training", 0)
     tiny: TinyModelConfig = option("the tiny Llama and its fine-tuning (kind tiny)", factory=TinyModelConfig)
-    finetune: FinetuneSection = option(
-        "fine-tuning a pretrained base model on TOFU first (kind pretrained)", factory=FinetuneSection
+    finetune: TofuFinetuneSection = option(
+        "fine-tuning a pretrained base model on TOFU first (kind pretrained)", factory=TofuFinetuneSection
     )
 
 
@@ -397,6 +412,14 @@ def validate(config: TofuConfig) -> None:
             "model.finetune needs lr > 0, warmup_epochs >= 0 and weight_decay >= 0, got "
             f"{f.lr}, {f.warmup_epochs}, {f.weight_decay}"
         )
+    subset = getattr(f, "subset", None)  # the safety task's fine-tuning section has none
+    if subset is not None:
+        check_finetune_subset(subset)
+        if config.model.kind != "pretrained" or not f.enabled:
+            raise ValueError(
+                f"model.finetune.subset {subset!r} needs model.kind pretrained and model.finetune.enabled: true "
+                "(the tiny models train on every row); set it to null otherwise"
+            )
     for where, lora in (("unlearn.lora", config.unlearn.lora), ("model.finetune.lora", f.lora)):
         if not lora.enabled:
             continue

@@ -24,7 +24,7 @@ Per strategy the estimate adds up, in bytes (``docs/design.md`` §4.4):
   and the retain graph alive together (twice the activations).
 
 With ``model.finetune.enabled`` the report adds the fine-tuning stage (TOFU's recipe, run before
-unlearning on ``rows`` rows, 4,000 for TOFU's full set): full-weight AdamW (weights, float32
+unlearning on ``rows`` rows, 4,000 for TOFU's full set, or ``model.finetune.subset`` of them): full-weight AdamW (weights, float32
 masters of bf16/fp16 weights, gradients, two float32 moments; LoRA: those of the adapters) and the
 activations of one ``model.finetune.batch_size`` micro-batch; compute :math:`6 P T` FLOPs for
 :math:`T \le` rows x epochs x ``data.max_length`` tokens (an upper bound: rows are shorter), given
@@ -183,8 +183,16 @@ def estimate(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str,
 
 def finetune_estimate(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str, Any],
                       rows: int = TOFU_ROWS) -> dict[str, float]:  # fmt: skip
-    """Bytes, optimizer steps, tokens and FLOPs of the fine-tuning stage (see the module docstring)."""
+    """Bytes, optimizer steps, tokens and FLOPs of the fine-tuning stage (see the module docstring).
+
+    ``rows``: the training set's size; with ``model.finetune.subset`` the target trains on that many
+    of them (steps, tokens and FLOPs scale with it; the bytes do not)."""
+    from dualoptim.llm.models import check_finetune_subset
+
     f = config.model.finetune
+    if f.subset is not None:
+        check_finetune_subset(f.subset, total=rows)
+        rows = f.subset
     width = {"float32": 4, "bfloat16": 2, "float16": 2}[config.model.dtype]
     params = sum(math.prod(shape) for shape in shapes)
     trained = sum(sizes.get("lora_numels", [])) if f.lora.enabled and sizes.get("lora_numels") else params
@@ -239,8 +247,9 @@ def render(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str, A
     ]
     if config.model.kind == "pretrained" and config.model.finetune.enabled:
         f, ft = config.model.finetune, finetune_estimate(config, shapes, sizes)
+        rows = f"{ft['rows']:,} TOFU rows" if f.subset is None else f"a subset of {ft['rows']:,} of the {TOFU_ROWS:,} TOFU rows"
         lines += [
-            f"## fine-tuning stage (model.finetune.enabled: {ft['rows']:,} TOFU rows, {f.epochs} epochs, "
+            f"## fine-tuning stage (model.finetune.enabled: {rows}, {f.epochs} epochs, "
             f"batch {f.batch_size}{', LoRA' if f.lora.enabled else ''})",
             "",
             "| weights | master copies | gradients | AdamW states | activations | total |",
@@ -250,7 +259,8 @@ def render(config: TofuConfig, shapes: list[tuple[int, ...]], sizes: dict[str, A
             f"GiB. {ft['steps']:,} optimizer steps; at most {ft['tokens']:,} tokens (rows padded to {config.data.max_length}), "
             f"6 x parameters x tokens = {ft['flops']:.3g} FLOPs: {ft['hours_at_100_tflops']:.2f} h at 100 TFLOP/s sustained "
             "(scale by your hardware's). The target is fine-tuned once and cached; each task's retain model "
-            "(Forget Quality's reference) costs the same per row on its retain rows.",
+            "(Forget Quality's reference) costs the same per row on its retain rows"
+            + (" (the subset's rows minus the task's forget rows)." if f.subset is not None else "."),
             "",
         ]
     return "\n".join(lines)

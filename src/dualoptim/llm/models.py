@@ -27,7 +27,7 @@ import torch
 from dualoptim.config import option
 from dualoptim.llm.data import QAFormat, check_tokenizer, encode_rows, pad_batch
 
-__all__ = ["SPECIAL_TOKENS", "TinyModelConfig", "answer_only_nll", "apply_lora", "build_tiny_llama", "cache_key", "check_gguf", "check_quantization", "finetune", "finetuned_model", "load_pretrained", "load_tokenizer", "looks_local", "tiny_model", "tiny_tokenizer", "train_tokenizer"]
+__all__ = ["SPECIAL_TOKENS", "TinyModelConfig", "answer_only_nll", "apply_lora", "build_tiny_llama", "cache_key", "check_finetune_subset", "check_gguf", "check_quantization", "finetune", "finetune_subset", "finetuned_model", "load_pretrained", "load_tokenizer", "looks_local", "tiny_model", "tiny_tokenizer", "train_tokenizer"]
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
@@ -287,6 +287,41 @@ def check_quantization(name_or_path: str) -> None:
         )
 
 
+def check_finetune_subset(size: Any, forget: int | None = None, total: int | None = None) -> None:
+    """Refuse a ``model.finetune.subset`` that is not a whole number of rows, or (where known) fewer
+    than the ``forget`` rows it must keep or more than the ``total`` rows there are."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"model.finetune.subset must be a number of rows >= 1 or null (all rows), got {size!r}")
+    if forget is not None and size < forget:
+        raise ValueError(
+            f"model.finetune.subset {size} is smaller than the {forget} forget rows of the tasks run, which it "
+            f"always keeps; expected at least {forget}"
+        )
+    if total is not None and size > total:
+        raise ValueError(f"model.finetune.subset {size} is more than the {total} training rows; expected at most {total}")
+
+
+def finetune_subset(
+    rows: list[dict[str, Any]], forget: list[dict[str, Any]], size: int, seed: int = 0
+) -> list[dict[str, Any]]:
+    """``size`` of ``rows``: every forget row, the rest retain rows drawn at random, in ``rows``' order.
+
+    A row is a forget row when its question is one of ``forget``'s (as :func:`~dualoptim.llm.data.load_split`
+    tells them apart). The retain rows are the first ``size - |forget|`` of a seeded permutation of
+    ``rows``, so one seed gives the same subset, and a larger ``size`` only adds rows to a smaller one's.
+    The target keeps every forget fact it is to unlearn; a retain model (``rows`` minus a task's
+    forget rows) fine-tuned on the subset minus those rows sees the same retain rows as the target.
+    """
+    forget_questions = {row["question"] for row in forget}
+    is_forget = [row["question"] in forget_questions for row in rows]
+    check_finetune_subset(size, sum(is_forget), len(rows))
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    retain = [i for i in order if not is_forget[i]][: size - sum(is_forget)]
+    kept = sorted([i for i in range(len(rows)) if is_forget[i]] + retain)
+    return [rows[i] for i in kept]
+
+
 def finetuned_model(
     kind: str,
     base: str,
@@ -306,7 +341,9 @@ def finetuned_model(
     The TOFU recipe (``settings``: epochs, rows per step, learning rate, warm-up epochs, weight
     decay; ``settings.lora.enabled``: train LoRA adapters and merge them into the weights). Training runs in float32 (bf16 weights would round lr-1e-5 updates away); the result
     is saved and returned in ``dtype``. The cache key covers the base, the settings, the dtype,
-    the seed and the exact token ids trained on, like :func:`tiny_model`'s.
+    the seed and the exact token ids trained on, like :func:`tiny_model`'s. ``rows`` are trained on
+    as given: a subset (``settings.subset``, :func:`finetune_subset`) is drawn by the caller, and
+    the size enters the key when set.
     """
     from types import SimpleNamespace
 
@@ -318,6 +355,8 @@ def finetuned_model(
     lora = getattr(settings, "lora", None)
     if lora is not None and lora.enabled:
         recipe_key["lora"] = asdict(lora)  # full fine-tuning keeps the cache keys it had before adapters
+    if getattr(settings, "subset", None) is not None:
+        recipe_key["subset"] = settings.subset  # so does training on every row: the keys it had before subsets
     key = cache_key(base=base, settings=recipe_key, dtype=dtype, seed=seed, data=data_hash.hexdigest())
     folder = cache_dir / f"finetuned-{Path(base).name or 'model'}-{kind}-{key}"
     log_path = folder / "finetune_log.json"
