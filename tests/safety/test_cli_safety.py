@@ -191,6 +191,7 @@ def test_the_target_is_the_do_nothing_row_and_a_run_that_stays_there_is_flagged(
     moved = copy.deepcopy(stays)
     moved["strategy"], moved["metrics"]["Safety AVG"]["std"] = "moved", 1.0
     results["rows"] += [stays, moved]
+    given = copy.deepcopy(results)
     checked = {r["strategy"]: r for r in with_controls(results)["rows"]}
     assert checked["stays"]["did_not_unlearn"] is True and checked["moved"]["did_not_unlearn"] is False
     assert checked["stays"]["unlearning_check"]["metrics"]["Safety AVG"] == {"difference": pytest.approx(1.5), "noise": 2.0}
@@ -198,4 +199,4 @@ def test_the_target_is_the_do_nothing_row_and_a_run_that_stays_there_is_flagged(
     table = render_table(results)
     assert "| do nothing (target) | - |" in table and "| stays (did not unlearn) |" in table
     assert "| moved |" in table and "stays" not in (folder / "table.md").read_text()
-    assert "did_not_unlearn" not in results["rows"][1]  # the input is not modified
+    assert results == given  # the input is not modified
