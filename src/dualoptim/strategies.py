@@ -225,17 +225,14 @@ def _dual(params: list, settings: OptimizerSettings, quantized: bool) -> Optimiz
     )
 
 
+def _plus_arguments(settings: OptimizerSettings) -> dict[str, Any]:
+    """The arguments both forms of DualOptim+ (the project's and the reference's) take from settings."""
+    return {"lr": settings.retain_lr, "forget_lr": settings.forget_lr, "betas": settings.plus_betas,
+            "eps": settings.eps, "weight_decay": settings.plus_weight_decay}  # fmt: skip
+
+
 def _dual_plus(params: list, settings: OptimizerSettings, quantized: bool) -> Optimizer:
-    return DualOptimPlus(
-        params,
-        lr=settings.retain_lr,
-        forget_lr=settings.forget_lr,
-        betas=settings.plus_betas,
-        eps=settings.eps,
-        weight_decay=settings.plus_weight_decay,
-        quantize_base=quantized,
-        quantize_delta=quantized,
-    )
+    return DualOptimPlus(params, **_plus_arguments(settings), quantize_base=quantized, quantize_delta=quantized)
 
 
 @register_strategy(
@@ -286,14 +283,7 @@ def dual_plus(params: list, settings: OptimizerSettings) -> Optimizer:
     "corrections, sqrt(|v|)",
 )
 def dual_plus_ref(params: list, settings: OptimizerSettings) -> Optimizer:
-    return DualOptimPlusRef(
-        params,
-        lr=settings.retain_lr,
-        forget_lr=settings.forget_lr,
-        betas=settings.plus_betas,
-        eps=settings.eps,
-        weight_decay=settings.plus_weight_decay,
-    )
+    return DualOptimPlusRef(params, **_plus_arguments(settings))
 
 
 @register_strategy(

@@ -230,14 +230,9 @@ def score_rows(
         informative = informative_words([r["answer"] for r in rows], [r["question"] for r in rows])
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     nll, min_k, fact_logp = [], [], []
     try:
-        for begin in range(0, len(rows), request.batch_size):
-            chunk = rows[begin : begin + request.batch_size]
-            encoded = [encode_qa(tokenizer, r["question"], r["answer"], fmt, request.max_length) for r in chunk]
-            batch = {k: v.to(device) for k, v in pad_batch(encoded, tokenizer.pad_token_id).items()}
-            token_logp, mask, _ = answer_logprobs(model, batch)
+        for begin, encoded, token_logp, mask in _answer_logprob_batches(model, tokenizer, fmt, rows, request):
             nll.append((-token_logp.sum(1) / mask.sum(1).clamp_min(1)).cpu())
             min_k.append(min_k_scores(token_logp, mask, request.min_k).cpu())
             for i, example in enumerate(encoded):
@@ -272,18 +267,24 @@ def answer_nll(model: Any, tokenizer: Any, fmt: QAFormat, rows: Sequence[dict], 
     """Per-row mean answer NLL (no generation: the cheap check of ``stop_when``)."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    nll = []
     try:
-        for begin in range(0, len(rows), request.batch_size):
-            chunk = rows[begin : begin + request.batch_size]
-            encoded = [encode_qa(tokenizer, r["question"], r["answer"], fmt, request.max_length) for r in chunk]
-            batch = {k: v.to(device) for k, v in pad_batch(encoded, tokenizer.pad_token_id).items()}
-            token_logp, mask, _ = answer_logprobs(model, batch)
-            nll.append((-token_logp.sum(1) / mask.sum(1).clamp_min(1)).cpu())
+        nll = [(-logp.sum(1) / mask.sum(1).clamp_min(1)).cpu()
+               for _, _, logp, mask in _answer_logprob_batches(model, tokenizer, fmt, rows, request)]  # fmt: skip
     finally:
         model.train(was_training)
     return torch.cat(nll).double().numpy()
+
+
+def _answer_logprob_batches(model: Any, tokenizer: Any, fmt: QAFormat, rows: Sequence[dict], request: LLMRequest):
+    """``(index of the batch's first row, its encoded rows, per-token answer log-probs, answer mask)``
+    for each batch of ``rows``: the one forward pass the audit's scores and the cheap check share."""
+    device = next(model.parameters()).device
+    for begin in range(0, len(rows), request.batch_size):
+        chunk = rows[begin : begin + request.batch_size]
+        encoded = [encode_qa(tokenizer, r["question"], r["answer"], fmt, request.max_length) for r in chunk]
+        batch = {k: v.to(device) for k, v in pad_batch(encoded, tokenizer.pad_token_id).items()}
+        token_logp, mask, _ = answer_logprobs(model, batch)
+        yield begin, encoded, token_logp, mask
 
 
 def check_rank(check: dict[str, Any], budget: float) -> tuple[int, float]:
