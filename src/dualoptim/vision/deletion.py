@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,30 @@ def resolve_sets(request: ImageRequest, samples: Samples) -> tuple[torch.Tensor,
     if len(retain) == 0:
         raise ValueError("the retain set is empty: unlearning needs examples to keep")
     return forget, retain, [samples.ids[i] for i in forget.tolist()]
+
+
+def _request_sets(request: Any, samples: Any, heldout: Any, requirements: Sequence[Any], models: Sequence[Any]):
+    """``(forget, retain indices, forget ids, held-out indices or None)`` of a request or an audit, after
+    the checks both share: a held-out criterion or a probe needs a held-out set, and every model's
+    classes must cover the labels of each set."""
+    needs_heldout = any(r.criterion.startswith(("mia", "ks", "heldout", "forget_gap")) or "vs_heldout" in r.criterion
+                        for r in requirements)  # fmt: skip
+    if heldout is None and needs_heldout:
+        raise ValueError("--require names a held-out criterion but there is no held-out set (give --heldout)")
+    if request.probes and heldout is None:
+        raise ValueError(f"the probes {', '.join(request.probes)} compare the forget set with the held-out set: give --heldout")
+    forget_idx, retain_idx, forget_ids = resolve_sets(request, samples)
+    for model_info in models:
+        _check_labels(model_info, samples, forget_idx, "forget")
+        _check_labels(model_info, samples, retain_idx, "retain")
+    heldout_idx = None
+    if heldout is not None:
+        heldout_idx = torch.arange(len(heldout))
+        _check_labels(models[0], heldout, heldout_idx, "held-out")
+        if request.forget_class is not None:
+            # non-members of the forgotten class: a whole class against every class would measure the class, not membership
+            heldout_idx = torch.nonzero(heldout.labels == int(samples.labels[forget_idx[0]])).flatten()
+    return forget_idx, retain_idx, forget_ids, heldout_idx
 
 
 def _check_labels(loaded: LoadedModel, samples: Samples, indices: torch.Tensor, what: str) -> None:
@@ -383,20 +408,7 @@ def unlearn_images(
     heldout = test
     if request.heldout is not None:
         heldout, _ = open_samples(request.heldout, transform=loaded.transform, classes=loaded.classes or samples.classes)
-    if heldout is None and any(r.criterion.startswith(("mia", "ks")) or r.criterion.startswith("heldout") for r in requirements):
-        raise ValueError("--require names a held-out criterion but there is no held-out set (give --heldout)")
-    if request.probes and heldout is None:
-        raise ValueError(f"the probes {', '.join(request.probes)} compare the forget set with the held-out set: give --heldout")
-    forget_idx, retain_idx, forget_ids = resolve_sets(request, samples)
-    _check_labels(loaded, samples, forget_idx, "forget")
-    _check_labels(loaded, samples, retain_idx, "retain")
-    heldout_idx = None
-    if heldout is not None:
-        heldout_idx = torch.arange(len(heldout))
-        _check_labels(loaded, heldout, heldout_idx, "held-out")
-        if request.forget_class is not None:
-            # non-members of the forgotten class: a whole class against every class would measure the class, not membership
-            heldout_idx = torch.nonzero(heldout.labels == int(samples.labels[forget_idx[0]])).flatten()
+    forget_idx, retain_idx, forget_ids, heldout_idx = _request_sets(request, samples, heldout, requirements, [loaded])
 
     streamed = not in_memory(request.data)
     workers = request.workers if request.workers is not None else (min(4, os.cpu_count() or 1) if streamed else 0)
@@ -532,21 +544,8 @@ def audit_images(
     heldout = test
     if request.heldout is not None:
         heldout, _ = open_samples(request.heldout, transform=loaded.transform, classes=loaded.classes or samples.classes)
-    if heldout is None and any(r.criterion.startswith(("mia", "ks", "heldout", "forget_gap")) or "vs_heldout" in r.criterion
-                               for r in requirements):  # fmt: skip
-        raise ValueError("--require names a held-out criterion but there is no held-out set (give --heldout)")
-    if request.probes and heldout is None:
-        raise ValueError(f"the probes {', '.join(request.probes)} compare the forget set with the held-out set: give --heldout")
-    forget_idx, retain_idx, forget_ids = resolve_sets(request, samples)
-    for model_info in filter(None, (loaded, before_model)):
-        _check_labels(model_info, samples, forget_idx, "forget")
-        _check_labels(model_info, samples, retain_idx, "retain")
-    heldout_idx = None
-    if heldout is not None:
-        heldout_idx = torch.arange(len(heldout))
-        _check_labels(loaded, heldout, heldout_idx, "held-out")
-        if request.forget_class is not None:
-            heldout_idx = torch.nonzero(heldout.labels == int(samples.labels[forget_idx[0]])).flatten()
+    models = [m for m in (loaded, before_model) if m is not None]
+    forget_idx, retain_idx, forget_ids, heldout_idx = _request_sets(request, samples, heldout, requirements, models)
     workers = request.workers if request.workers is not None else (min(4, os.cpu_count() or 1) if not in_memory(request.data) else 0)
     sources = {"forget": LoaderSource(samples, forget_idx, device, workers=workers),
                "retain": LoaderSource(samples, retain_idx, device, workers=workers)}  # fmt: skip
